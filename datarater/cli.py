@@ -1,0 +1,192 @@
+"""The `datarater` command.
+
+    datarater <subcommand> [key=value ...]      run it with Hydra overrides
+    datarater <subcommand> --help               its config groups, options and keys
+
+Each subcommand composes ``conf/<primary>.yaml`` with Hydra, merges the result into the program's
+dataclass (``datarater.config``) so unknown keys and wrong types stop the run before any compute,
+then calls a plain Python function with the typed config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
+
+from datarater import config as C
+from datarater.errors import UserError
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    primary: str  # conf/<primary>.yaml
+    schema: type
+    runner: str  # "module:function" taking the typed program config
+    validators: tuple[tuple[str, Callable], ...]
+    help: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "params": Subcommand(
+        "params", C.ParamsProgram, "datarater.cli:run_params", (("model", C.validate_model),),
+        "print total and non-embedding parameter counts of a model preset (nothing is allocated)",
+    ),
+    "train-lm": Subcommand(
+        "train_lm", C.TrainLMProgram, "datarater.train.trainer:train_lm",
+        (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
+         ("train", C.validate_train), ("mesh", C.validate_mesh)),
+        "train a causal LM on a corpus; resumes if run_dir holds a checkpoint",
+    ),
+}
+
+# Named in the design, delivered by later issues.
+PLANNED = {
+    "meta-train": "issue #3", "score": "issue #4", "filter": "issue #4", "eval": "issue #5",
+    "sweep": "issue #5", "report": "issue #5", "quickstart": "issue #6", "plan": "issue #7",
+}
+
+
+def _field_names(schema: type) -> list[str]:
+    return [f.name for f in fields(schema)]
+
+
+def _allowed_under(schema: type, dotted: str) -> list[str]:
+    """Keys allowed under the parent of a dotted key in a dataclass tree."""
+    node: Any = schema
+    for part in dotted.split(".")[:-1]:
+        match = [f for f in fields(node) if f.name == part] if is_dataclass(node) else []
+        if not match:
+            return []
+        node = match[0].default_factory() if callable(match[0].default_factory) else match[0].default  # type: ignore[misc]
+        node = type(node) if is_dataclass(node) else node
+    return _field_names(node) if is_dataclass(node) else []
+
+
+def compose(sub: Subcommand, overrides: list[str], validate: bool = True):
+    """Hydra composition, then structured validation; returns the typed program config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    from datarater.paths import conf_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="datarater"):
+            raw = hydra_compose(config_name=sub.primary, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        text = str(e).split("\nConfig search path:")[0].strip()
+        unknown = re.match(r"Could not override '([^']+)'", text)
+        if unknown and "not in struct" in str(e.__cause__ or text) or (unknown and "+" in text):
+            key = unknown.group(1)
+            allowed = _allowed_under(sub.schema, key)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            raise UserError(f"unknown config key '{key}'{hint}") from None
+        raise UserError(f"config: {text}") from None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(sub.schema), raw)
+        program = OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e)
+        allowed = _allowed_under(sub.schema, str(key))
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        raise UserError(f"unknown config key '{key}'{hint}") from None
+    except ValidationError as e:
+        raise UserError(f"bad value for config key '{getattr(e, 'full_key', '?')}': {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise UserError(f"config: {e}") from None
+    for key, check in sub.validators if validate else ():
+        check(getattr(program, key), key)
+    return program
+
+
+def run_params(prog: C.ParamsProgram) -> dict:
+    from datarater.models.presets import lm_param_counts, lm_train_flops_per_token
+
+    m = prog.model
+    c = lm_param_counts(m)
+    print(f"model {m.name}: d_model={m.d_model} d_ff={m.d_ff} d_head={m.d_head} heads={m.n_heads} layers={m.n_layers} vocab={m.vocab_size}")
+    print(f"  total parameters          {c.total:>15,}")
+    print(f"  input embedding           {c.embedding:>15,}")
+    print(f"  non-embedding             {c.non_embedding:>15,}  ({c.non_embedding / 1e6:.1f}M; output head {c.head:,} included)")
+    print(f"  dense (matmul) parameters {c.dense:>15,}")
+    print(f"  training FLOPs per token at seq 2048: {lm_train_flops_per_token(m, 2048):.4g}")
+    return {"total": c.total, "non_embedding": c.non_embedding}
+
+
+def print_help(name: str | None) -> None:
+    if name is None:
+        print(__doc__.strip().splitlines()[0] + "\n")
+        print("usage: datarater <subcommand> [key=value ...]   |   datarater <subcommand> --help\n")
+        print("subcommands:")
+        for n, s in SUBCOMMANDS.items():
+            print(f"  {n:<12} {s.help}")
+        print("not yet available: " + ", ".join(f"{n} ({i})" for n, i in PLANNED.items()))
+        return
+    from omegaconf import OmegaConf
+
+    from datarater.paths import conf_dir
+
+    sub = SUBCOMMANDS[name]
+    print(f"datarater {name}: {sub.help}\n")
+    print(f"usage: datarater {name} [group=option ...] [key=value ...]\n")
+    print("config groups (choose with group=option):")
+    root = conf_dir()
+    for f in fields(sub.schema):
+        d = root / f.name
+        if d.is_dir():
+            print(f"  {f.name:<8} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}")
+    print("\nkeys and their defaults (set with key=value; lists as key=[a,b]):")
+    print(OmegaConf.to_yaml(OmegaConf.structured(compose(sub, [], validate=False))))
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax", "orbax", "grain", "tensorflow_datasets", "etils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_help(None)
+        return 0
+    name, rest = argv[0], argv[1:]
+    try:
+        if name in PLANNED:
+            raise UserError(f"'datarater {name}' is not available in this version yet ({PLANNED[name]})")
+        if name not in SUBCOMMANDS:
+            raise UserError(f"unknown subcommand '{name}'; available: {', '.join(SUBCOMMANDS)}")
+        if "-h" in rest or "--help" in rest:
+            print_help(name)
+            return 0
+        _quiet_libraries()
+        sub = SUBCOMMANDS[name]
+        program = compose(sub, rest)
+        module, func = sub.runner.split(":")
+        getattr(importlib.import_module(module), func)(program)
+        return 0
+    except UserError as e:
+        print(f"datarater {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"datarater {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Structured configs: one dataclass per config group, one per program.
+
+Hydra composes YAML files from ``conf/``; the result is merged into these dataclasses, so an
+unknown key or a value of the wrong type stops the program before any compute (see
+``datarater.cli``). Range and choice checks that types cannot express live in ``validate_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from datarater.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a Transformer (the causal LM, or the non-causal rater trunk)."""
+
+    name: str = "nano"
+    vocab_size: int = 264  # byte tokenizer: 256 bytes + pad/bos/eos = 259, padded to a multiple of 8
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_head: int = 32
+    d_ff: int = 512
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16
+    param_dtype: str = "float32"
+    remat: bool = False  # rematerialise each block in the backward pass
+
+
+@dataclass
+class CorpusConfig:
+    """Where documents come from and how they are split."""
+
+    name: str = "files"
+    kind: str = "files"  # files | tfds
+    paths: list[str] = field(default_factory=list)  # globs of .jsonl, .jsonl.gz, .parquet, .txt
+    text_field: str = "text"
+    id_field: str = "id"  # missing -> "<file name>:<line>"
+    source_field: str = "source"  # missing -> the file's stem
+    tfds_name: str = ""  # kind=tfds: dataset name, e.g. "my_corpus" or "my_corpus/config:1.0.0"
+    tfds_data_dir: str = ""
+    tfds_split: str = "train"  # the TFDS split read; our own train/heldout/validation split is by id
+    heldout_fraction: float = 0.05
+    validation_fraction: float = 0.05
+    split_salt: str = "datarater-split-v1"
+    max_bad_fraction: float = 0.1  # a file with more unreadable lines than this is an error
+    max_documents: int = 0  # 0 = all
+
+
+@dataclass
+class DataConfig:
+    """Tokenizer and packing."""
+
+    tokenizer: str = "byte"  # byte | sentencepiece
+    tokenizer_path: str = ""  # sentencepiece model file
+    seq_len: int = 128
+    add_bos: bool = True
+    add_eos: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and loop of LM training."""
+
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    clip_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 8
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh. ``-1`` in one axis takes all devices left over."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    # logical axis name -> mesh axes (MaxText style); unlisted logical axes are replicated
+    rules: dict[str, Any] = field(
+        default_factory=lambda: {
+            "batch": ["data", "fsdp"],
+            "embed": "fsdp",
+            "mlp": "tensor",
+            "heads": "tensor",
+            "vocab": "tensor",
+        }
+    )
+
+
+@dataclass
+class ParamsProgram:
+    """`datarater params`: parameter counts of a model preset."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class TrainLMProgram:
+    """`datarater train-lm`: train a causal LM on a corpus."""
+
+    run_dir: str = "runs/train-lm"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+_DTYPES = ("float32", "bfloat16")
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise UserError(f"config key '{key}': {msg}")
+
+
+def validate_model(m: ModelConfig, prefix: str = "model") -> None:
+    for k in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff"):
+        _check(getattr(m, k) > 0, f"{prefix}.{k}", f"must be a positive integer, got {getattr(m, k)}")
+    _check(m.d_head % 2 == 0, f"{prefix}.d_head", f"must be even for rotary embeddings, got {m.d_head}")
+    _check(m.dtype in _DTYPES, f"{prefix}.dtype", f"must be one of {_DTYPES}, got '{m.dtype}'")
+    _check(m.param_dtype in _DTYPES, f"{prefix}.param_dtype", f"must be one of {_DTYPES}, got '{m.param_dtype}'")
+
+
+def validate_corpus(c: CorpusConfig, prefix: str = "corpus") -> None:
+    _check(c.kind in ("files", "tfds"), f"{prefix}.kind", f"must be 'files' or 'tfds', got '{c.kind}'")
+    if c.kind == "files":
+        _check(len(c.paths) > 0, f"{prefix}.paths", "is empty: give files or globs, e.g. corpus.paths=[data/*.jsonl]")
+    else:
+        _check(bool(c.tfds_name), f"{prefix}.tfds_name", "is empty: name the prepared TFDS dataset")
+    for k in ("heldout_fraction", "validation_fraction"):
+        v = getattr(c, k)
+        _check(0.0 <= v < 1.0, f"{prefix}.{k}", f"must be in [0, 1), got {v}")
+    _check(
+        c.heldout_fraction + c.validation_fraction < 1.0,
+        f"{prefix}.heldout_fraction",
+        "heldout_fraction + validation_fraction must be < 1 so that a train split remains",
+    )
+    _check(0.0 <= c.max_bad_fraction <= 1.0, f"{prefix}.max_bad_fraction", "must be in [0, 1]")
+    _check(c.max_documents >= 0, f"{prefix}.max_documents", "must be >= 0 (0 = all)")
+
+
+def validate_data(d: DataConfig, prefix: str = "data") -> None:
+    _check(d.tokenizer in ("byte", "sentencepiece"), f"{prefix}.tokenizer", f"must be 'byte' or 'sentencepiece', got '{d.tokenizer}'")
+    if d.tokenizer == "sentencepiece":
+        _check(bool(d.tokenizer_path), f"{prefix}.tokenizer_path", "is empty: give the SentencePiece .model file")
+    _check(d.seq_len >= 2, f"{prefix}.seq_len", f"must be >= 2, got {d.seq_len}")
+
+
+def validate_train(t: TrainConfig, prefix: str = "train") -> None:
+    for k in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        _check(getattr(t, k) > 0, f"{prefix}.{k}", f"must be a positive integer, got {getattr(t, k)}")
+    _check(t.lr > 0, f"{prefix}.lr", f"must be > 0, got {t.lr}")
+    _check(t.warmup_steps >= 0, f"{prefix}.warmup_steps", "must be >= 0")
+    _check(0.0 <= t.min_lr_ratio <= 1.0, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
+    _check(t.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+    _check(0 <= t.b1 < 1 and 0 <= t.b2 < 1, f"{prefix}.b1/b2", "must be in [0, 1)")
+    _check(t.clip_norm >= 0, f"{prefix}.clip_norm", "must be >= 0 (0 disables clipping)")
+    _check(t.eval_batches >= 0, f"{prefix}.eval_batches", "must be >= 0")
+
+
+def validate_mesh(m: MeshConfig, prefix: str = "mesh") -> None:
+    sizes = {"data": m.data, "fsdp": m.fsdp, "tensor": m.tensor}
+    for k, v in sizes.items():
+        _check(v == -1 or v >= 1, f"{prefix}.{k}", f"must be >= 1 or -1 (the rest), got {v}")
+    _check(list(sizes.values()).count(-1) <= 1, prefix, "at most one axis may be -1")
+    for logical, axes in m.rules.items():
+        names = [axes] if isinstance(axes, str) else list(axes or [])
+        for a in names:
+            _check(a in sizes, f"{prefix}.rules.{logical}", f"names mesh axis '{a}'; allowed: {list(sizes)}")

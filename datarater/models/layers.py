@@ -1,0 +1,122 @@
+"""Transformer building blocks shared by the causal LM and the non-causal rater.
+
+Every parameter carries ``logical_axes`` metadata (MaxText style); ``datarater.parallel``
+maps those names to mesh axes. Dense layers run as 2-D matmuls over ``[batch * seq, features]``:
+XLA:CPU is markedly faster that way (DESIGN.md section 8) and it costs nothing on TPU/GPU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from datarater.config import ModelConfig
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], std: float, dtype) -> nnx.Param:
+    """A normal(0, std) parameter annotated with its logical axis names."""
+    assert len(shape) == len(axes), (shape, axes)
+    value = std * jax.random.normal(rngs.params(), shape, dtype)
+    return nnx.Param(value, logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, param_dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("embed",))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rotary(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary position embedding on ``x: [B, T, H, D]`` at integer ``positions: [B, T]``.
+
+    Rotates the two halves of the head dimension (the "non-interleaved" layout).
+    """
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=jnp.float32) / half))
+    angle = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B, T, 1, half]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention_mask(segment_ids: jax.Array, causal: bool) -> jax.Array:
+    """``[B, 1, T, T]`` boolean: query i may attend key j.
+
+    Tokens attend only within their own segment (packed documents never see each other) and
+    padding (segment 0) attends to nothing real; causal adds ``j <= i``.
+    """
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    valid = (segment_ids != 0)[:, :, None]
+    mask = same & valid
+    if causal:
+        t = segment_ids.shape[1]
+        mask = mask & jnp.tril(jnp.ones((t, t), dtype=bool))[None]
+    return mask[:, None]
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, causal: bool, rngs: nnx.Rngs):
+        d, h, k = cfg.d_model, cfg.n_heads, cfg.d_head
+        pdt = dtype_of(cfg.param_dtype)
+        std_out = cfg.init_std / (2 * cfg.n_layers) ** 0.5
+        self.wqkv = param(rngs, (d, 3, h, k), ("embed", None, "heads", "head_dim"), cfg.init_std, pdt)
+        self.wo = param(rngs, (h, k, d), ("heads", "head_dim", "embed"), std_out, pdt)
+        self.causal = causal
+        self.rope_base = cfg.rope_base
+        self.dtype = dtype_of(cfg.dtype)
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
+        b, t, d = x.shape
+        w = self.wqkv[...].astype(self.dtype)
+        qkv = jnp.einsum("nd,dchk->nchk", x.reshape(b * t, d), w).reshape(b, t, 3, *w.shape[2:])
+        q = rotary(qkv[:, :, 0], positions, self.rope_base)
+        k = rotary(qkv[:, :, 1], positions, self.rope_base)
+        v = qkv[:, :, 2]
+        scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
+        scores = jnp.where(attention_mask(segment_ids, self.causal), scores, -1e30)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqs,bshk->bqhk", probs, v)
+        wo = self.wo[...].astype(self.dtype)
+        return jnp.einsum("nhk,hkd->nd", out.reshape(b * t, *wo.shape[:2]), wo).reshape(b, t, d)
+
+
+class MLP(nnx.Module):
+    """Chinchilla's feed-forward layer: two matrices and a GELU, no biases."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        pdt = dtype_of(cfg.param_dtype)
+        std_out = cfg.init_std / (2 * cfg.n_layers) ** 0.5
+        self.w_in = param(rngs, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std, pdt)
+        self.w_out = param(rngs, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), std_out, pdt)
+        self.dtype = dtype_of(cfg.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, d = x.shape
+        hid = jax.nn.gelu(x.reshape(b * t, d) @ self.w_in[...].astype(self.dtype), approximate=True)
+        return (hid @ self.w_out[...].astype(self.dtype)).reshape(b, t, d)
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, causal: bool, rngs: nnx.Rngs):
+        pdt = dtype_of(cfg.param_dtype)
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pdt)
+        self.attn = Attention(cfg, causal, rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pdt)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), segment_ids, positions)
+        return x + self.mlp(self.mlp_norm(x))

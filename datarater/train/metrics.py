@@ -1,0 +1,135 @@
+"""Metrics file, progress line and model-FLOPs utilisation (MFU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
+PEAK_FLOPS_BY_DEVICE_KIND = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+}
+
+
+def measure_matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of an ``n x n`` float32 ``jnp.dot`` on the default device (best of ``reps``)."""
+    a = jnp.ones((n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        dot(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def peak_flops_per_device() -> tuple[float, str]:
+    """Peak FLOP/s of one device and where the figure comes from."""
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", "")
+    for prefix, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():
+        if kind.startswith(prefix):
+            return flops, f"table ({kind}, bf16 dense)"
+    if dev.platform == "cpu":
+        # All emulated CPU devices share the host's cores: the peak is the host's, once.
+        return measure_matmul_peak() / jax.device_count(), "measured float32 matmul on this CPU"
+    return math.nan, f"unknown device kind '{kind}'"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray) or isinstance(v, jax.Array):
+        return np.asarray(v).tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class MetricsFile:
+    """Appends one JSON object per line to ``metrics.jsonl`` (process 0 only)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.enabled = jax.process_index() == 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+
+    def truncate_after(self, step: int) -> int:
+        """Drops rows with ``step`` greater than this one (they are recomputed after a resume)."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        keep, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1  # a line cut short by a kill
+                continue
+            if isinstance(row.get("step"), int) and row["step"] > step:
+                dropped += 1
+            else:
+                keep.append(line)
+        self.path.write_text("".join(line + "\n" for line in keep))
+        return dropped
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """A progress line every few steps: step, loss, tokens/s, MFU, ETA (stderr, process 0)."""
+
+    def __init__(self, total_steps: int, start_step: int = 0, label: str = "train"):
+        self.total = total_steps
+        self.start_step = start_step
+        self.label = label
+        self.t0 = time.perf_counter()
+        self.enabled = jax.process_index() == 0
+
+    def eta(self, step: int) -> float:
+        done = step - self.start_step
+        if done <= 0:
+            return math.inf
+        return (time.perf_counter() - self.t0) / done * (self.total - step)
+
+    def show(self, step: int, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        parts = [f"[{self.label}] step {step}/{self.total}"]
+        for k, v in fields.items():
+            if v is None:
+                continue
+            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        parts.append(f"ETA {format_duration(self.eta(step))}")
+        print(" | ".join(parts), file=sys.stderr, flush=True)

@@ -1,0 +1,214 @@
+"""The LM trainer: `datarater train-lm`.
+
+Builds the model on a device mesh, streams packed batches from a Grain pipeline, runs a jitted
+AdamW step, evaluates validation NLL periodically, and checkpoints everything needed to resume
+bit-for-bit: parameters, optimiser state, step and the data iterator's state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from datarater.config import ModelConfig, TrainConfig, TrainLMProgram
+from datarater.data.corpus import load_splits
+from datarater.data.documents import ReadStats
+from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
+from datarater.data.tokenizer import make_tokenizer
+from datarater.errors import UserError
+from datarater.models.presets import lm_train_flops_per_token
+from datarater.models.transformer import CausalLM
+from datarater.parallel.mesh import batch_shards, logical_axes_of, make_mesh, param_shardings, put_batch
+from datarater.rundir import prepare_run_dir
+from datarater.train.checkpoint import Checkpointer, abstract_like
+from datarater.train.metrics import MetricsFile, Progress, peak_flops_per_device
+from datarater.train.optimizer import lr_schedule, make_optimizer
+from datarater.train.step import make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ when a run directory is started again (the run then resumes).
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def say(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class LMState:
+    """What a training run carries from step to step (plain pytrees)."""
+
+    graphdef: nnx.GraphDef
+    params: dict
+    opt_state: Any
+
+
+def init_lm(model_cfg: ModelConfig, seed: int, mesh, rules, tx) -> LMState:
+    """Initialises parameters directly in their shardings (no host copy of the full model)."""
+    abstract = nnx.eval_shape(lambda: CausalLM(model_cfg, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    shapes = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+    shardings = param_shardings(logical_axes_of(abstract), shapes, rules, mesh)
+
+    def init():
+        return nnx.to_pure_dict(nnx.state(CausalLM(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+
+    params = jax.jit(init, out_shardings=shardings)()
+    opt_state = jax.jit(tx.init)(params)
+    return LMState(graphdef=graphdef, params=params, opt_state=opt_state)
+
+
+def evaluate(eval_fn, params, batches: list[dict], mesh, rules) -> float:
+    """Mean validation NLL per predicted token (nats)."""
+    pi, pc = jax.process_index(), jax.process_count()
+    total, count = 0.0, 0.0
+    for batch in batches:
+        rows = len(batch["tokens"]) // pc
+        local = {k: v[pi * rows : (pi + 1) * rows] for k, v in batch.items() if k != "index"}
+        nll, n = eval_fn(params, put_batch(local, mesh, rules))
+        total += float(nll)
+        count += float(n)
+    return total / max(count, 1.0)
+
+
+def check_batch(train: TrainConfig, mesh, rules) -> int:
+    """Per-process batch size; the global batch must split evenly over processes and data shards."""
+    shards, pc = batch_shards(mesh, rules), jax.process_count()
+    if train.batch_size % shards or train.batch_size % pc:
+        raise UserError(
+            f"train.batch_size={train.batch_size} must be divisible by the {shards} batch shards of the mesh "
+            f"and the {pc} processes"
+        )
+    return train.batch_size // pc
+
+
+def kill_if_asked(step: int, ckpt: Checkpointer) -> None:
+    """Fault injection for the resume tests: SIGKILL this process once the checkpoint of
+    ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
+    target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
+    if target and int(target) == step:
+        ckpt.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_lm(prog: TrainLMProgram) -> dict:
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
+    cfg, train = prog.model, prog.train
+    tokenizer = make_tokenizer(prog.data)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise UserError(
+            f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})"
+        )
+    mesh = make_mesh(prog.mesh)
+    rules = prog.mesh.rules
+    local_batch = check_batch(train, mesh, rules)
+
+    say(f"[data] reading {prog.corpus.name} ...")
+    stats = ReadStats()
+    splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "validation"), stats=stats)
+    say(f"[data] {stats.summary()}")
+    for name, packed in splits.items():
+        say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
+
+    tx = make_optimizer(train)
+    state = init_lm(cfg, train.seed, mesh, rules, tx)
+    dataset = train_batches(splits["train"], local_batch, train.seed, jax.process_index(), jax.process_count())
+    iterator = make_iterator(dataset)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints, save_every=train.checkpoint_every)
+
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        restored, extra = ckpt.restore(latest, abstract_like({"params": state.params, "opt_state": state.opt_state}))
+        state.params, state.opt_state = restored["params"], restored["opt_state"]
+        restore_iterator(iterator, extra["data"])
+        start = latest
+        dropped = metrics.truncate_after(latest)
+        say(f"[ckpt] resumed from step {latest} in {ckpt.directory}" + (f" ({dropped} later metric rows recomputed)" if dropped else ""))
+    elif resuming:
+        say(f"[ckpt] {run_dir} has a config but no finished checkpoint: starting from step 0")
+        metrics.truncate_after(0)
+        if metrics.path.exists():
+            metrics.path.unlink()
+
+    schedule = lr_schedule(train)
+    step_fn = jax.jit(make_train_step(state.graphdef, tx), donate_argnums=(0, 1))
+    eval_fn = jax.jit(make_eval_step(state.graphdef))
+    val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
+
+    flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
+    peak, peak_src = peak_flops_per_device()
+    tokens_per_step = train.batch_size * prog.data.seq_len
+    say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
+
+    if start == 0 and val:
+        metrics.write({"step": 0, "val_nll": evaluate(eval_fn, state.params, val, mesh, rules)})
+
+    progress = Progress(train.steps, start_step=start, label="train-lm")
+    pending: list[tuple[int, dict]] = []
+    t_log, steps_since_log = time.perf_counter(), 0
+    last_val = None
+    step = start
+    try:
+        while step < train.steps:
+            batch = put_batch({k: v for k, v in next(iterator).items() if k != "index"}, mesh, rules)
+            state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
+            step += 1
+            steps_since_log += 1
+            pending.append((step, m))
+            is_last = step == train.steps
+            if step % train.log_every == 0 or is_last:
+                fetched = jax.device_get(pending)
+                elapsed = time.perf_counter() - t_log
+                tok_s = steps_since_log * tokens_per_step / elapsed
+                mfu = tok_s * flops_per_token / (peak * jax.device_count())
+                for s, row in fetched:
+                    out = {"step": s, "loss": row["loss"], "grad_norm": row["grad_norm"], "lr": float(schedule(s - 1))}
+                    if s == step:
+                        out.update(tokens_per_s=tok_s, mfu=mfu, step_time_s=elapsed / steps_since_log)
+                    metrics.write(out)
+                if not np.isfinite(fetched[-1][1]["loss"]):
+                    raise UserError(f"training diverged: loss is {fetched[-1][1]['loss']} at step {step}; lower train.lr")
+                progress.show(step, loss=float(fetched[-1][1]["loss"]), tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%", val_nll=last_val)
+                pending.clear()
+                t_log, steps_since_log = time.perf_counter(), 0
+            if val and (step % train.eval_every == 0 or is_last):
+                last_val = evaluate(eval_fn, state.params, val, mesh, rules)
+                metrics.write({"step": step, "val_nll": last_val})
+                t_log = time.perf_counter()  # evaluation is not training throughput
+            if step % train.checkpoint_every == 0 or is_last:
+                ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+                kill_if_asked(step, ckpt)
+    except KeyboardInterrupt:
+        say(f"[train] interrupted at step {step}: saving a checkpoint to resume from")
+        ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+        ckpt.close()
+        raise
+    ckpt.close()
+
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": step,
+        "final_val_nll": last_val,
+        "documents": stats.as_dict(),
+        "sequences": {k: len(v) for k, v in splits.items()},
+        "flops_per_token": flops_per_token,
+    }
+    if jax.process_index() == 0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"[train] done: {step} steps, validation NLL {last_val if last_val is None else round(last_val, 4)}; {stats.summary()}")
+    return summary
+

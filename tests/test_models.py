@@ -1,0 +1,134 @@
+"""Model shapes, masking, rotary positions and the preset parameter counts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from datarater.config import ModelConfig
+from datarater.models.layers import rotary
+from datarater.models.presets import lm_param_counts, lm_train_flops_per_token, load_preset
+from datarater.models.transformer import CausalLM, Trunk, next_token_targets, sequence_losses
+
+TINY = ModelConfig(name="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_head=16, d_ff=64)
+
+
+def batch_of(tokens, segment_ids):
+    tokens = jnp.asarray(tokens, jnp.int32)
+    seg = jnp.asarray(segment_ids, jnp.int32)
+    # position within each segment
+    pos = np.zeros(seg.shape, np.int32)
+    for b in range(seg.shape[0]):
+        for t in range(1, seg.shape[1]):
+            pos[b, t] = pos[b, t - 1] + 1 if seg[b, t] == seg[b, t - 1] else 0
+    return {"tokens": tokens, "segment_ids": seg, "positions": jnp.asarray(pos)}
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return CausalLM(TINY, rngs=nnx.Rngs(0))
+
+
+def test_logits_shape_and_finite(lm):
+    b = batch_of(np.arange(2 * 12).reshape(2, 12) % 64, np.ones((2, 12)))
+    logits = lm(b["tokens"], b["segment_ids"], b["positions"])
+    assert logits.shape == (2, 12, TINY.vocab_size)
+    assert logits.dtype == jnp.float32
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_future_token_cannot_change_earlier_logits(lm):
+    rng = np.random.default_rng(0)
+    toks = rng.integers(0, 64, (1, 16))
+    seg = np.ones((1, 16))
+    a = lm(*batch_of(toks, seg).values())
+    toks2 = toks.copy()
+    toks2[0, 10] = (toks2[0, 10] + 7) % 64
+    b = lm(*batch_of(toks2, seg).values())
+    np.testing.assert_allclose(a[0, :10], b[0, :10], atol=1e-6)
+    assert np.abs(np.asarray(a[0, 10:] - b[0, 10:])).max() > 1e-4  # and it does change later ones
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_segments_do_not_leak(causal):
+    trunk = Trunk(TINY, causal=causal, rngs=nnx.Rngs(1))
+    rng = np.random.default_rng(1)
+    toks = rng.integers(0, 64, (1, 16))
+    seg = np.array([[1] * 6 + [2] * 6 + [0] * 4])
+    a = trunk(*batch_of(toks, seg).values())
+    toks2 = toks.copy()
+    toks2[0, :6] = rng.integers(0, 64, 6)  # change document 1 entirely
+    b = trunk(*batch_of(toks2, seg).values())
+    np.testing.assert_allclose(a[0, 6:12], b[0, 6:12], atol=1e-6)  # document 2 unaffected
+    assert np.abs(np.asarray(a[0, :6] - b[0, :6])).max() > 1e-4
+
+
+def test_non_causal_trunk_sees_the_future():
+    trunk = Trunk(TINY, causal=False, rngs=nnx.Rngs(2))
+    toks = np.arange(12)[None] % 64
+    seg = np.ones((1, 12))
+    a = trunk(*batch_of(toks, seg).values())
+    toks2 = toks.copy()
+    toks2[0, -1] = 5
+    b = trunk(*batch_of(toks2, seg).values())
+    assert np.abs(np.asarray(a[0, 0] - b[0, 0])).max() > 1e-5
+
+
+def test_same_document_same_output_wherever_it_is_packed(lm):
+    """Rotary positions restart per segment: a document's logits do not depend on its offset."""
+    rng = np.random.default_rng(3)
+    doc = rng.integers(3, 64, 5)
+    alone = batch_of(np.r_[doc, np.zeros(7, int)][None], np.r_[[1] * 5, [0] * 7][None])
+    other = rng.integers(3, 64, 7)
+    packed = batch_of(np.r_[other, doc][None], np.r_[[1] * 7, [2] * 5][None])
+    a = lm(*alone.values())[0, :5]
+    b = lm(*packed.values())[0, 7:]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    rng = np.random.default_rng(4)
+    q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+
+    def score(pq, pk):
+        return float(jnp.sum(rotary(q, jnp.array([[pq]]), 10000.0) * rotary(k, jnp.array([[pk]]), 10000.0)))
+
+    assert score(5, 2) == pytest.approx(score(13, 10), rel=1e-4)
+    assert score(5, 2) != pytest.approx(score(5, 4), rel=1e-3)
+
+
+def test_sequence_losses_count_only_within_segment_targets(lm):
+    seg = np.array([[1, 1, 1, 2, 2, 0, 0, 0]])
+    b = batch_of(np.arange(8)[None] + 3, seg)
+    _, mask = next_token_targets(b["tokens"], b["segment_ids"])
+    # predictions 0->1, 1->2 (doc 1), 3->4 (doc 2); not 2->3 (crosses documents) nor into padding
+    np.testing.assert_array_equal(np.asarray(mask[0]), [1, 1, 0, 1, 0, 0, 0])
+    nll, count = sequence_losses(lm, b)
+    assert float(count[0]) == 3
+    logp = jax.nn.log_softmax(lm(*b.values())[0], -1)
+    expected = -(logp[0, 4] + logp[1, 5] + logp[3, 7])
+    assert float(nll[0]) == pytest.approx(float(expected), rel=1e-5)
+
+
+NOMINAL = {"chinchilla_50m": 50e6, "chinchilla_150m": 150e6, "chinchilla_400m": 400e6, "chinchilla_1b": 1e9}
+
+
+@pytest.mark.parametrize("name", sorted(NOMINAL))
+def test_paper_presets_within_ten_percent_of_nominal(name):
+    counts = lm_param_counts(load_preset(name))
+    assert abs(counts.non_embedding / NOMINAL[name] - 1) < 0.10
+
+
+def test_param_count_matches_a_hand_count():
+    c = lm_param_counts(TINY)
+    d, f, h, k, v, n = 32, 64, 2, 16, 64, 2
+    per_layer = d * 3 * h * k + h * k * d + 2 * d * f + 2 * d
+    assert c.total == v * d + n * per_layer + d + d * v
+    assert c.embedding == v * d and c.head == d * v
+    assert c.dense == n * (d * 3 * h * k + h * k * d + 2 * d * f) + d * v
+    # 6 x dense + causal attention: 3 passes x (2 products x 2 FLOPs x L x H x dh x T) / 2
+    assert lm_train_flops_per_token(TINY, 10) == 6 * c.dense + 3 * (2 * 2 * n * h * k * 10) / 2
