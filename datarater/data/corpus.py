@@ -1,0 +1,60 @@
+"""Read a corpus once, split it by document id, tokenize and pack each requested split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from datarater.config import CorpusConfig, DataConfig
+from datarater.data.documents import Document, ReadStats
+from datarater.data.packing import PackedSequences, pack_documents
+from datarater.data.sources import iter_documents
+from datarater.data.split import SPLITS, assign_split
+from datarater.data.tokenizer import Tokenizer
+from datarater.errors import UserError
+
+_FRACTION_HINT = {
+    "train": "lower corpus.heldout_fraction / corpus.validation_fraction",
+    "heldout": "raise corpus.heldout_fraction",
+    "validation": "raise corpus.validation_fraction",
+}
+
+
+def load_splits(
+    corpus: CorpusConfig,
+    data: DataConfig,
+    tokenizer: Tokenizer,
+    splits: Sequence[str] = ("train", "validation"),
+    stats: ReadStats | None = None,
+) -> dict[str, PackedSequences]:
+    """Packed rows of each split in ``splits``; counts go into ``stats`` when given.
+
+    Documents are assigned to splits by id (`assign_split`) and packed in read order, which is
+    deterministic for a given corpus. Documents that tokenize to nothing are skipped as
+    "empty_after_tokenize"; only the requested splits are tokenized.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {SPLITS}")
+    stats = stats if stats is not None else ReadStats()
+    buckets: dict[str, list[tuple[Document, np.ndarray]]] = {s: [] for s in splits}
+    for doc in iter_documents(corpus, stats):
+        split = assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt)
+        if split not in buckets:
+            continue
+        ids = tokenizer.encode(doc.text)
+        if ids.size == 0:
+            stats.drop_used("empty_after_tokenize", f"document {doc.id}")
+            continue
+        buckets[split].append((Document(doc.id, "", doc.source), ids))  # the text is not kept
+    for split, docs in buckets.items():
+        if not docs:
+            raise UserError(
+                f"split '{split}' has no documents ({stats.summary()}); {_FRACTION_HINT[split]} "
+                "or add documents (corpus.paths)"
+            )
+    return {
+        split: pack_documents(docs, data.seq_len, tokenizer, split, data.add_bos, data.add_eos)
+        for split, docs in buckets.items()
+    }

@@ -1,0 +1,155 @@
+"""Pack tokenized documents into fixed-length rows (concatenate, then split; nothing dropped).
+
+Each document becomes ``[bos] + ids + [eos]`` (as configured). The pieces are written back to
+back into rows of ``seq_len`` tokens; a document that does not fit in the rest of a row
+continues at the start of the next row as a new segment. Only the last row has padding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from datarater.data.documents import Document
+from datarater.data.tokenizer import Tokenizer
+
+
+@dataclass
+class PackedSequences:
+    """Packed rows of one split and the documents in them.
+
+    ``segment_ids`` number the document pieces of a row 1, 2, …; 0 is padding. ``positions``
+    restart at 0 for every piece. ``row_docs[row_doc_start[i]:row_doc_start[i + 1]]`` are the
+    indices into ``doc_ids`` of the documents in row ``i``, in order: the ``k``-th of them is the
+    segment with id ``k + 1``. ``ids`` are stable sequence ids ``"{split}-{row:08d}"``.
+    """
+
+    tokens: np.ndarray  # int32 [n, seq_len]
+    segment_ids: np.ndarray  # int32 [n, seq_len]
+    positions: np.ndarray  # int32 [n, seq_len]
+    doc_ids: list[str]
+    sources: list[str]
+    row_doc_start: np.ndarray  # int64 [n + 1]
+    row_docs: np.ndarray  # int64
+    ids: np.ndarray  # str [n]
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def row_doc_indices(self, i: int) -> np.ndarray:
+        """Indices into ``doc_ids`` of the documents with tokens in row ``i``, in order."""
+        return self.row_docs[self.row_doc_start[i] : self.row_doc_start[i + 1]]
+
+    def row_doc_ids(self, i: int) -> list[str]:
+        return [self.doc_ids[j] for j in self.row_doc_indices(i)]
+
+    def row_sources(self, i: int) -> list[str]:
+        """The source of each document piece in row ``i`` (parallel to `row_doc_ids`)."""
+        return [self.sources[j] for j in self.row_doc_indices(i)]
+
+    def num_tokens(self) -> int:
+        """Non-padding tokens."""
+        return int(np.count_nonzero(self.segment_ids))
+
+    def source_of_row(self, i: int) -> str:
+        """The source with most tokens in row ``i`` (the first such one on ties)."""
+        sources = self.row_sources(i)
+        per_segment = np.bincount(self.segment_ids[i], minlength=len(sources) + 1)[1:]
+        totals: Counter[str] = Counter()
+        for source, n in zip(sources, per_segment, strict=True):
+            totals[source] += int(n)
+        return max(totals, key=lambda s: totals[s])  # max keeps the first maximum
+
+
+def pack_documents(
+    docs: Iterable[tuple[Document, np.ndarray]],
+    seq_len: int,
+    tokenizer: Tokenizer,
+    split: str,
+    add_bos: bool,
+    add_eos: bool,
+) -> PackedSequences:
+    """Greedy concatenate-then-split packing of ``docs`` (document, token ids) in input order."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    doc_ids: list[str] = []
+    sources: list[str] = []
+    pieces: list[np.ndarray] = []
+    for doc, ids in docs:
+        doc_ids.append(doc.id)
+        sources.append(doc.source)
+        pieces.append(np.asarray(ids, dtype=np.int32).reshape(-1))
+    flat, doc_of_token = _concatenate(pieces, tokenizer, add_bos, add_eos)
+    n_rows = -(-flat.size // seq_len)
+    pad = n_rows * seq_len - flat.size
+    tokens = np.concatenate([flat, np.full(pad, tokenizer.pad_id, np.int32)]).reshape(n_rows, seq_len)
+    doc_2d = np.concatenate([doc_of_token, np.full(pad, -1, np.int32)]).reshape(n_rows, seq_len)
+    segment_ids, positions, starts = _segments(doc_2d)
+    counts = starts.sum(axis=1, dtype=np.int64)
+    return PackedSequences(
+        tokens=tokens,
+        segment_ids=segment_ids,
+        positions=positions,
+        doc_ids=doc_ids,
+        sources=sources,
+        row_doc_start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        row_docs=doc_2d[starts].astype(np.int64),
+        ids=np.array([f"{split}-{r:08d}" for r in range(n_rows)], dtype=str),
+        pad_id=int(tokenizer.pad_id),
+    )
+
+
+def _concatenate(
+    pieces: list[np.ndarray], tokenizer: Tokenizer, add_bos: bool, add_eos: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One flat token stream with bos/eos around each document, and each token's document index."""
+    body = np.array([p.size for p in pieces], dtype=np.int64)
+    lengths = body + int(add_bos) + int(add_eos)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    flat = np.empty(int(lengths.sum()), dtype=np.int32)
+    is_body = np.ones(flat.size, dtype=bool)
+    nonempty = lengths > 0
+    if add_bos:
+        flat[starts[nonempty]] = tokenizer.bos_id
+        is_body[starts[nonempty]] = False
+    if add_eos:
+        flat[ends[nonempty] - 1] = tokenizer.eos_id
+        is_body[ends[nonempty] - 1] = False
+    if pieces:
+        flat[is_body] = np.concatenate(pieces)
+    doc_of_token = np.repeat(np.arange(len(pieces), dtype=np.int32), lengths)
+    return flat, doc_of_token
+
+
+def _segments(doc_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segment ids, positions and segment-start mask from each token's document (-1 = padding)."""
+    valid = doc_2d >= 0
+    starts = np.ones_like(valid)
+    starts[:, 1:] = doc_2d[:, 1:] != doc_2d[:, :-1]
+    starts &= valid
+    segment_ids = np.cumsum(starts, axis=1, dtype=np.int32) * valid
+    cols = np.broadcast_to(np.arange(doc_2d.shape[1], dtype=np.int32), doc_2d.shape)
+    start_col = np.maximum.accumulate(np.where(starts, cols, 0), axis=1)
+    positions = ((cols - start_col) * valid).astype(np.int32)
+    return segment_ids.astype(np.int32), positions, starts
+
+
+def unpack(packed: PackedSequences) -> list[np.ndarray]:
+    """Each document's token stream (with its bos/eos), reassembled across rows via ``row_docs``."""
+    if not packed.doc_ids:
+        return []
+    seg = packed.segment_ids.astype(np.int64)
+    valid = seg > 0
+    index = packed.row_doc_start[:-1, None] + seg - 1
+    doc_of_token = packed.row_docs[index[valid]]  # row-major order = packing order
+    counts = np.bincount(doc_of_token, minlength=len(packed.doc_ids))
+    return np.split(packed.tokens[valid], np.cumsum(counts)[:-1])

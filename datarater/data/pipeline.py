@@ -1,0 +1,113 @@
+"""Grain pipelines over packed rows: shuffled, sharded, resumable training batches; eval batches.
+
+A training batch is a dict ``{"tokens", "segment_ids", "positions": int32 [B, L],
+"index": int64 [B]}`` where ``index`` is the row index into the `PackedSequences`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import grain
+import numpy as np
+
+from datarater.data.packing import PackedSequences
+from datarater.errors import UserError
+
+_FIELDS = ("tokens", "segment_ids", "positions")
+# Rows are in memory: one reader thread and a short buffer are enough, and keep memory small.
+_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+
+
+def gather_rows(packed: PackedSequences, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The batch dict of rows ``index`` of ``packed``."""
+    index = np.asarray(index, dtype=np.int64)
+    batch = {name: getattr(packed, name)[index] for name in _FIELDS}
+    batch["index"] = index
+    return batch
+
+
+def shard_rows(num_rows: int, process_index: int, process_count: int) -> np.ndarray:
+    """Rows of process ``process_index``: ``process_index::process_count`` (disjoint, covering)."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, {process_count}")
+    return np.arange(process_index, num_rows, process_count, dtype=np.int64)
+
+
+def train_batches(
+    packed: PackedSequences,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """Infinite batches of this process's rows, reshuffled every epoch from ``seed``.
+
+    Each epoch is a fresh permutation of the shard, cut into ``len(shard) // batch_size``
+    batches (the remainder of each epoch is dropped, a different remainder every epoch).
+    ``batch_size`` is per process.
+    """
+    if batch_size < 1:
+        raise UserError(f"config key 'train.batch_size': must be a positive integer, got {batch_size}")
+    rows = shard_rows(len(packed), process_index, process_count)
+    if len(rows) < batch_size:
+        shard = f" on each of {process_count} processes" if process_count > 1 else ""
+        raise UserError(
+            f"the training split has {len(rows)} rows of {packed.seq_len} tokens{shard}, fewer than "
+            f"the batch size {batch_size}: lower train.batch_size or data.seq_len, or add documents "
+            "(corpus.paths, or lower corpus.heldout_fraction / corpus.validation_fraction)"
+        )
+    ds = (
+        grain.MapDataset.source(rows)
+        .shuffle(seed=seed % 2**32)
+        .batch(batch_size, drop_remainder=True, batch_fn=np.asarray)
+        .repeat()
+        .map(functools.partial(gather_rows, packed))
+    )
+    return ds.to_iter_dataset(read_options=_READ_OPTIONS)
+
+
+def make_iterator(ds: grain.IterDataset) -> grain.DatasetIterator:
+    """A checkpointable iterator over ``ds``."""
+    return iter(ds)
+
+
+def iterator_state(it: grain.DatasetIterator) -> dict[str, Any]:
+    """The iterator's position as a JSON-serialisable dict (raises if it is not)."""
+    return json.loads(json.dumps(it.get_state()))
+
+
+def restore_iterator(it: grain.DatasetIterator, state: dict[str, Any]) -> None:
+    """Move ``it`` to a position saved by `iterator_state` (on an iterator of the same pipeline)."""
+    it.set_state(state)
+
+
+def eval_batches(packed: PackedSequences, batch_size: int, max_batches: int) -> list[dict[str, np.ndarray]]:
+    """The first ``max_batches * batch_size`` rows in order (all rows if ``max_batches == 0``).
+
+    The last batch is filled with padding rows (tokens = pad id, segment_ids = positions = 0,
+    index = -1) so every batch has shape [batch_size, seq_len].
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(packed) if max_batches == 0 else min(len(packed), max_batches * batch_size)
+    batches = []
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(start + batch_size, n), dtype=np.int64)
+        batch = gather_rows(packed, index)
+        missing = batch_size - len(index)
+        if missing:
+            batch = _pad_batch(batch, missing, packed.pad_id)
+        batches.append(batch)
+    return batches
+
+
+def _pad_batch(batch: dict[str, np.ndarray], missing: int, pad_id: int) -> dict[str, np.ndarray]:
+    fill = {"tokens": pad_id, "segment_ids": 0, "positions": 0, "index": -1}
+    out = {}
+    for name, value in batch.items():
+        pad = np.full((missing, *value.shape[1:]), fill[name], dtype=value.dtype)
+        out[name] = np.concatenate([value, pad])
+    return out
