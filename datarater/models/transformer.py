@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from datarater.config import ModelConfig
-from datarater.models.layers import Block, RMSNorm, dtype_of, param
+from datarater.models.layers import Block, RMSNorm, attention_mask, dtype_of, param
 
 
 class Trunk(nnx.Module):
@@ -24,14 +24,16 @@ class Trunk(nnx.Module):
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pdt)
         self.dtype = dtype_of(cfg.dtype)
         self.remat = cfg.remat
+        self.causal = causal
 
     def __call__(self, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
+        mask = attention_mask(segment_ids, self.causal)  # once, shared by every layer
         for block in self.blocks:
             if self.remat:
-                x = nnx.remat(lambda blk, h: blk(h, segment_ids, positions))(block, x)
+                x = nnx.remat(lambda blk, h: blk(h, mask, positions))(block, x)
             else:
-                x = block(x, segment_ids, positions)
+                x = block(x, mask, positions)
         return self.final_norm(x)
 
 

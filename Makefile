@@ -1,0 +1,33 @@
+# make run   : set up on first use, then train a first LM on a sample corpus
+# make test  : set up on first use, then run the test suite
+# make bench : LM step throughput and fraction of the measured matmul peak
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m datarater.data.sample runs/sample.jsonl
+	$(VENV)/bin/datarater train-lm model=nano corpus.paths=[runs/sample.jsonl] train.steps=100 run_dir=runs/first-lm
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/lm_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,72 @@
+"""The `datarater` command: config validation before any compute, help, parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from datarater.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_key_names_the_key_and_the_allowed_ones(capsys):
+    code, _, err = run(capsys, "train-lm", "train.stepz=3", "corpus.paths=[x.jsonl]")
+    assert code == 2
+    assert "unknown config key 'train.stepz'" in err and "steps" in err and "Traceback" not in err
+
+
+def test_appended_unknown_key_is_refused_too(capsys):
+    code, _, err = run(capsys, "params", "+model.widht=3")
+    assert code == 2 and "model.widht" in err and "d_model" in err
+
+
+def test_bad_type_names_the_key(capsys):
+    code, _, err = run(capsys, "train-lm", "train.steps=many", "corpus.paths=[x.jsonl]")
+    assert code == 2 and "train.steps" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("train.lr=-1", "train.lr"), ("data.tokenizer=words", "data.tokenizer"), ("mesh.tensor=0", "mesh.tensor"),
+     ("corpus.heldout_fraction=0.7", "corpus.heldout_fraction"), ("model.d_head=15", "model.d_head")],
+)
+def test_bad_values_stop_before_compute(capsys, override, key):
+    code, _, err = run(capsys, "train-lm", override, "corpus.paths=[x.jsonl]", "corpus.validation_fraction=0.4")
+    assert code == 2 and key in err
+
+
+def test_unknown_group_option_lists_the_options(capsys):
+    code, _, err = run(capsys, "params", "model=giant")
+    assert code == 2 and "model/giant" in err and "chinchilla_1b" in err
+
+
+def test_missing_corpus_file_is_named(capsys, tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    code, _, err = run(capsys, "train-lm", f"corpus.paths=[{missing}]", f"run_dir={tmp_path / 'r'}")
+    assert code == 2 and "nope.jsonl" in err and "Traceback" not in err
+
+
+def test_help_lists_groups_options_and_keys(capsys):
+    code, out, _ = run(capsys, "train-lm", "--help")
+    assert code == 0
+    for text in ("model ", "chinchilla_50m", "corpus ", "tfds", "mesh ", "fsdp", "batch_size:", "seq_len:"):
+        assert text in out
+
+
+def test_params_prints_counts_of_the_preset(capsys):
+    from datarater.models.presets import lm_param_counts, load_preset
+
+    code, out, _ = run(capsys, "params", "model=chinchilla_400m")
+    assert code == 0
+    c = lm_param_counts(load_preset("chinchilla_400m"))
+    assert f"{c.total:,}" in out and f"{c.non_embedding:,}" in out
+
+
+def test_unknown_and_planned_subcommands(capsys):
+    assert run(capsys, "trian")[0] == 2
+    code, _, err = run(capsys, "meta-train")
+    assert code == 2 and "issue #3" in err
