@@ -1,0 +1,212 @@
+"""The bilevel DataRater objective as pure functions of plain pytrees (DESIGN.md section 2).
+
+    w      = softmax over the batch of rater scores phi_eta(x_i)   (rows without tokens get 0)
+    g      = grad_theta sum_i w_i l(x_i; theta)                    (l summed over a row's tokens)
+    theta' = inner optimiser update (Adam family, state carried and differentiated)
+    L_out  = mean next-token NLL of theta_T on a held-out batch, after T unrolled inner steps
+
+The meta-gradient dL_out/deta differentiates through the unroll. ``grad_mode``:
+- ``autodiff``: reverse-over-reverse through ``lax.scan``; stores every inner backward pass.
+- ``remat``: the same with ``jax.checkpoint`` on each inner step; activations are recomputed.
+- ``mixed``: MixFlow-MG. The inner gradient g(theta, w) has a custom VJP whose backward rule is one
+  forward-over-reverse product (``jax.jvp`` of ``jax.grad``): the tangent of g along the incoming
+  cotangent gives the Hessian-vector product H g_bar (H is symmetric) and, for the weights, the
+  directional derivatives grad l_i . g_bar. Only (theta, w, batch) are kept as residuals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from datarater.models.transformer import sequence_losses
+
+GRAD_MODES = ("autodiff", "remat", "mixed")
+Batch = dict[str, jax.Array]
+
+
+def valid_rows(batch: Batch) -> jax.Array:
+    """``bool [B]``: rows holding at least one real token."""
+    return jnp.any(batch["segment_ids"] != 0, axis=1)
+
+
+def softmax_weights(scores: jax.Array, valid: jax.Array) -> jax.Array:
+    """Softmax over the valid rows of a batch; padding rows get weight exactly 0."""
+    masked = jnp.where(valid, scores, -jnp.inf)
+    shifted = masked - jax.lax.stop_gradient(jnp.max(jnp.where(valid, scores, -1e30)))
+    e = jnp.where(valid, jnp.exp(shifted), 0.0)
+    return e / jnp.maximum(jnp.sum(e), 1e-30)
+
+
+def _float0_like(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.zeros(np.shape(x), dtype=jax.dtypes.float0), tree)
+
+
+@dataclass(frozen=True)
+class MetaProblem:
+    """Graph definitions and optimisers that the pure functions close over."""
+
+    lm_graphdef: nnx.GraphDef
+    rater_graphdef: nnx.GraphDef
+    inner_tx: optax.GradientTransformation
+    grad_mode: str = "remat"
+
+    def seq_losses(self, theta: dict, batch: Batch) -> jax.Array:
+        """``l(x_i; theta)`` for every row: next-token NLL summed over the row's tokens."""
+        return sequence_losses(nnx.merge(self.lm_graphdef, theta), batch)[0]
+
+    def scores(self, eta: dict, batch: Batch) -> jax.Array:
+        return nnx.merge(self.rater_graphdef, eta)(batch["tokens"], batch["segment_ids"], batch["positions"])
+
+    def heldout_loss(self, theta: dict, batch: Batch) -> jax.Array:
+        nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), batch)
+        return jnp.sum(nll) / jnp.maximum(jnp.sum(count), 1.0)
+
+    # -- the inner gradient g(theta, w), with its two differentiation rules --------------------
+    def _grad_and_losses(self, theta: dict, w: jax.Array, batch: Batch) -> tuple[dict, jax.Array]:
+        def weighted(th):
+            losses = self.seq_losses(th, batch)
+            return jnp.sum(w * losses), losses
+
+        g, losses = jax.grad(weighted, has_aux=True)(theta)
+        return g, losses
+
+    def weighted_grad(self, theta: dict, w: jax.Array, batch: Batch) -> tuple[dict, jax.Array]:
+        """``(g, l)``: the weighted inner gradient and the per-row losses (not differentiated)."""
+        if self.grad_mode != "mixed":
+            g, losses = self._grad_and_losses(theta, w, batch)
+            return g, jax.lax.stop_gradient(losses)
+        g, losses = _mixed_weighted_grad(self, theta, w, batch)
+        return g, jax.lax.stop_gradient(losses)
+
+    # -- one inner step and the unrolled outer loss ----------------------------------------------
+    def inner_step(self, eta: dict, theta: dict, opt_state: Any, batch: Batch):
+        scores = self.scores(eta, batch)
+        valid = valid_rows(batch)
+        w = softmax_weights(scores, valid)
+        g, losses = self.weighted_grad(theta, w, batch)
+        updates, opt_state = self.inner_tx.update(g, opt_state, theta)
+        theta = optax.apply_updates(theta, updates)
+        tokens = jnp.sum(batch["segment_ids"][:, 1:] != 0)
+        aux = {
+            "scores": jax.lax.stop_gradient(scores),
+            "weights": jax.lax.stop_gradient(w),
+            "inner_loss": jnp.sum(losses) / jnp.maximum(tokens, 1),
+        }
+        return theta, opt_state, aux
+
+    def outer_loss(self, eta: dict, theta: dict, opt_state: Any, inner_batches: Batch, heldout: Batch):
+        """L_out after ``T`` inner steps (``inner_batches`` leaves are ``[T, B, L]``).
+
+        Returns ``(loss, (theta_T, opt_state_T, aux))`` where aux stacks each step's metrics.
+        """
+
+        def body(carry, batch):
+            th, st = carry
+            th, st, aux = self.inner_step(eta, th, st, batch)
+            return (th, st), aux
+
+        if self.grad_mode == "remat":
+            body = jax.checkpoint(body)
+        (theta_t, state_t), aux = jax.lax.scan(body, (theta, opt_state), inner_batches)
+        return self.heldout_loss(theta_t, heldout), (theta_t, state_t, aux)
+
+    def meta_grad(self, eta: dict, theta: dict, opt_state: Any, inner_batches: Batch, heldout: Batch):
+        """``((L_out, (theta_T, opt_state_T, aux)), dL_out/deta)``."""
+        return jax.value_and_grad(self.outer_loss, has_aux=True)(eta, theta, opt_state, inner_batches, heldout)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _mixed_weighted_grad(problem: MetaProblem, theta: dict, w: jax.Array, batch: Batch):
+    return problem._grad_and_losses(theta, w, batch)
+
+
+def _mixed_fwd(problem, theta, w, batch):
+    return problem._grad_and_losses(theta, w, batch), (theta, w, batch)
+
+
+def _mixed_bwd(problem, residuals, cotangents):
+    theta, w, batch = residuals
+    g_bar, _ = cotangents  # the per-row losses are only read under stop_gradient
+    # Forward-over-reverse: the tangent of theta -> (g, l) along g_bar is (H g_bar, grad l_i . g_bar).
+    _, (hvp, loss_dot) = jax.jvp(lambda th: problem._grad_and_losses(th, w, batch), (theta,), (g_bar,))
+    return hvp, loss_dot, _float0_like(batch)
+
+
+_mixed_weighted_grad.defvjp(_mixed_fwd, _mixed_bwd)
+
+
+# -- the outer update over a population ------------------------------------------------------------
+def outer_optimizer(lr: float, warmup_steps: int, weight_decay: float, clip_norm: float) -> optax.GradientTransformation:
+    """Adam with decoupled weight decay, linear warm-up to a constant rate and global-norm clipping."""
+    schedule = optax.linear_schedule(0.0, lr, max(warmup_steps, 1)) if warmup_steps > 0 else lr
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+def outer_update(
+    tx: optax.GradientTransformation, eta: dict, outer_states: Any, grads: dict, mode: str
+) -> tuple[dict, Any, jax.Array]:
+    """Applies the population's meta-gradients (leading axis P) to the rater.
+
+    ``average_params`` (the paper): each member's gradient goes through its own outer Adam state
+    and the resulting rater parameters are averaged. ``average_grads``: one Adam step on the mean
+    gradient (``outer_states`` then has no leading axis). A non-finite gradient anywhere skips the
+    update (returned flag ``skipped``) so the rater never becomes NaN.
+    """
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    if mode == "average_params":
+
+        def one(state, g):
+            updates, state = tx.update(g, state, eta)
+            return optax.apply_updates(eta, updates), state
+
+        etas, new_states = jax.vmap(one)(outer_states, grads)
+        new_eta = jax.tree.map(lambda x: jnp.mean(x, axis=0), etas)
+    elif mode == "average_grads":
+        mean_g = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+        updates, new_states = tx.update(mean_g, outer_states, eta)
+        new_eta = optax.apply_updates(eta, updates)
+    else:
+        raise ValueError(f"unknown outer update mode {mode!r}")
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    return keep(new_eta, eta), keep(new_states, outer_states), jnp.logical_not(finite)
+
+
+def make_population_meta_step(
+    problem: MetaProblem, outer_tx: optax.GradientTransformation, outer_mode: str
+) -> Callable:
+    """``(state, inner_batches [P,T,B,L], heldout [P,B,L]) -> (state, metrics)``.
+
+    ``state = {"eta", "outer", "theta", "inner"}``; ``theta`` and ``inner`` have a leading
+    population axis. Members advance to their theta_T (truncated unroll: they keep training
+    across meta-steps); re-initialisation at the end of a lifetime happens outside.
+    """
+
+    def step(state, inner_batches, heldout):
+        per_member = jax.vmap(problem.meta_grad, in_axes=(None, 0, 0, 0, 0))
+        (loss, (theta_t, inner_t, aux)), grads = per_member(state["eta"], state["theta"], state["inner"], inner_batches, heldout)
+        eta, outer, skipped = outer_update(outer_tx, state["eta"], state["outer"], grads, outer_mode)
+        w = aux["weights"]  # [P, T, B]
+        metrics = {
+            "outer_loss": jnp.mean(loss),
+            "inner_loss": jnp.mean(aux["inner_loss"]),
+            "meta_grad_norm": optax.global_norm(jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)),
+            "score_mean": jnp.mean(aux["scores"]),
+            "score_std": jnp.std(aux["scores"]),
+            "effective_batch": jnp.mean(1.0 / jnp.sum(w * w, axis=-1)),
+            "skipped": skipped,
+            "scores": aux["scores"],
+        }
+        return {"eta": eta, "outer": outer, "theta": theta_t, "inner": inner_t}, metrics
+
+    return step

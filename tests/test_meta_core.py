@@ -1,0 +1,116 @@
+"""The meta-gradient: three grad modes agree, and match central finite differences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from datarater.config import ModelConfig, TrainConfig
+from datarater.meta.core import MetaProblem, outer_optimizer, outer_update, softmax_weights, valid_rows
+from datarater.models.rater import Rater
+from datarater.models.transformer import CausalLM
+from datarater.train.optimizer import make_optimizer
+
+TINY = ModelConfig(name="t", vocab_size=16, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32)
+
+
+def batch(rng, shape) -> dict:
+    return {
+        "tokens": jnp.asarray(rng.integers(3, 16, shape), jnp.int32),
+        "segment_ids": jnp.ones(shape, jnp.int32),
+        "positions": jnp.broadcast_to(jnp.arange(shape[-1]), shape).astype(jnp.int32),
+    }
+
+
+@pytest.fixture(scope="module")
+def setup():
+    lm, rater = CausalLM(TINY, rngs=nnx.Rngs(0)), Rater(TINY, rngs=nnx.Rngs(1))
+    theta = nnx.to_pure_dict(nnx.state(lm, nnx.Param))
+    eta = nnx.to_pure_dict(nnx.state(rater, nnx.Param))
+    # Adam inner updates with a large rate so the outer loss depends strongly on the weights.
+    tx = make_optimizer(TrainConfig(lr=0.05, warmup_steps=0, steps=100, weight_decay=0.0), eps_root=1e-8)
+    return nnx.split(lm)[0], nnx.split(rater)[0], theta, eta, tx
+
+
+def problem(setup, mode):
+    lm_g, rater_g, _, _, tx = setup
+    return MetaProblem(lm_g, rater_g, tx, mode)
+
+
+def tree_dot(a, b) -> float:
+    return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 3])
+def test_grad_modes_agree_and_match_finite_differences(setup, unroll):
+    _, _, theta, eta, tx = setup
+    rng = np.random.default_rng(unroll)
+    inner, held = batch(rng, (unroll, 4, 8)), batch(rng, (4, 8))
+    opt = tx.init(theta)
+    grads = {}
+    for mode in ("autodiff", "remat", "mixed"):
+        (loss, _), grads[mode] = jax.jit(problem(setup, mode).meta_grad)(eta, theta, opt, inner, held)
+    scale = float(optax.global_norm(grads["autodiff"]))
+    assert scale > 1e-4  # the rater does influence the outer loss
+    for mode in ("remat", "mixed"):
+        diff = optax.global_norm(jax.tree.map(jnp.subtract, grads[mode], grads["autodiff"]))
+        assert float(diff) <= 1e-4 * scale, mode
+
+    outer = jax.jit(lambda e: problem(setup, "autodiff").outer_loss(e, theta, opt, inner, held)[0])
+    eps = 1e-2
+    for seed in range(2):
+        v = jax.tree.map(lambda x: jnp.asarray(np.random.default_rng(100 + seed).normal(size=x.shape), jnp.float32), eta)
+        norm = float(optax.global_norm(v))
+        v = jax.tree.map(lambda x: x / norm, v)
+        fd = (outer(jax.tree.map(lambda a, b: a + eps * b, eta, v)) - outer(jax.tree.map(lambda a, b: a - eps * b, eta, v))) / (2 * eps)
+        for mode in ("autodiff", "mixed"):
+            analytic = tree_dot(grads[mode], v)
+            assert abs(float(fd) - analytic) <= 0.05 * abs(analytic) + 3e-5, (mode, float(fd), analytic)
+
+
+def test_softmax_weights_ignore_padding_rows_and_padding_tokens(setup):
+    _, rater_g, _, eta, _ = setup
+    rng = np.random.default_rng(0)
+    b = batch(rng, (4, 8))
+    seg = np.ones((4, 8), np.int32)
+    seg[1] = 0  # an all-padding row
+    seg[2, 5:] = 0  # a row with padding at the end
+    b["segment_ids"] = jnp.asarray(seg)
+    scores = nnx.merge(rater_g, eta)(b["tokens"], b["segment_ids"], b["positions"])
+    w = softmax_weights(scores, valid_rows(b))
+    assert float(w[1]) == 0.0 and float(jnp.sum(w)) == pytest.approx(1.0, abs=1e-6)
+    # the padding tokens of row 2 and the contents of row 1 cannot change any score or weight
+    toks = np.asarray(b["tokens"]).copy()
+    toks[2, 5:] = 9
+    toks[1] = 4
+    scores2 = nnx.merge(rater_g, eta)(jnp.asarray(toks), b["segment_ids"], b["positions"])
+    np.testing.assert_allclose(np.asarray(scores2)[[0, 2, 3]], np.asarray(scores)[[0, 2, 3]], atol=1e-6)
+    np.testing.assert_allclose(softmax_weights(scores2, valid_rows(b)), w, atol=1e-7)
+
+
+def test_outer_update_average_params_is_the_mean_of_member_adam_steps():
+    tx = outer_optimizer(lr=0.1, warmup_steps=0, weight_decay=0.1, clip_norm=1.0)
+    eta = {"a": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+    grads = {"a": jnp.array([[0.3, -0.1], [-0.2, 0.4]]), "b": jnp.array([0.1, -0.3])}
+    states = jax.vmap(lambda _: tx.init(eta))(jnp.arange(2))
+    new, _, skipped = outer_update(tx, eta, states, grads, "average_params")
+    expected = []
+    for p in range(2):
+        g = jax.tree.map(lambda x, p=p: x[p], grads)
+        upd, _ = tx.update(g, tx.init(eta), eta)
+        expected.append(optax.apply_updates(eta, upd))
+    mean = jax.tree.map(lambda *xs: sum(xs) / 2, *expected)
+    assert not bool(skipped)
+    for k in eta:
+        np.testing.assert_allclose(new[k], mean[k], rtol=1e-6)
+    # a non-finite member gradient skips the update entirely
+    bad = {"a": grads["a"].at[0, 0].set(jnp.nan), "b": grads["b"]}
+    kept, kept_states, skipped = outer_update(tx, eta, states, bad, "average_params")
+    assert bool(skipped)
+    for k in eta:
+        np.testing.assert_array_equal(kept[k], eta[k])
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(kept_states))
