@@ -43,11 +43,17 @@ SUBCOMMANDS: dict[str, Subcommand] = {
          ("train", C.validate_train), ("mesh", C.validate_mesh)),
         "train a causal LM on a corpus; resumes if run_dir holds a checkpoint",
     ),
+    "meta-train": Subcommand(
+        "meta_train", C.MetaTrainProgram, "datarater.meta.trainer:meta_train",
+        (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
+         ("data", C.validate_data), ("train", C.validate_train), ("meta", C.validate_meta), ("mesh", C.validate_mesh)),
+        "meta-learn a DataRater on a corpus (bilevel); resumes if run_dir holds a checkpoint",
+    ),
 }
 
 # Named in the design, delivered by later issues.
 PLANNED = {
-    "meta-train": "issue #3", "score": "issue #4", "filter": "issue #4", "eval": "issue #5",
+    "score": "issue #4", "filter": "issue #4", "eval": "issue #5",
     "sweep": "issue #5", "report": "issue #5", "quickstart": "issue #6", "plan": "issue #7",
 }
 

@@ -105,6 +105,29 @@ class MeshConfig:
 
 
 @dataclass
+class MetaConfig:
+    """The bilevel trainer (DESIGN.md section 2)."""
+
+    steps: int = 300
+    unroll: int = 2  # T inner steps per meta-gradient
+    grad_mode: str = "remat"  # autodiff | remat | mixed
+    population: int = 2  # inner LMs, each with its own data stream and optimiser state
+    lifetime: int = 200  # inner steps before a member is re-initialised (staggered across members)
+    inner_batch_size: int = 16
+    outer_batch_size: int = 16
+    outer_lr: float = 1e-3
+    outer_warmup_steps: int = 20
+    outer_weight_decay: float = 0.1
+    outer_clip_norm: float = 1.0
+    outer_update: str = "average_params"  # average_params (paper) | average_grads
+    inner_eps_root: float = 1e-8  # keeps Adam differentiable at zero second moment
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+
+
+@dataclass
 class ParamsProgram:
     """`datarater params`: parameter counts of a model preset."""
 
@@ -120,6 +143,20 @@ class TrainLMProgram:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+@dataclass
+class MetaTrainProgram:
+    """`datarater meta-train`: meta-learn a DataRater on a corpus."""
+
+    run_dir: str = "runs/meta-train"
+    model: ModelConfig = field(default_factory=ModelConfig)  # the inner LMs
+    rater: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the inner optimiser (schedule over meta.lifetime)
+    meta: MetaConfig = field(default_factory=MetaConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
@@ -185,3 +222,16 @@ def validate_mesh(m: MeshConfig, prefix: str = "mesh") -> None:
         names = [axes] if isinstance(axes, str) else list(axes or [])
         for a in names:
             _check(a in sizes, f"{prefix}.rules.{logical}", f"names mesh axis '{a}'; allowed: {list(sizes)}")
+
+
+def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
+    for k in ("steps", "unroll", "population", "lifetime", "inner_batch_size", "outer_batch_size", "log_every",
+              "checkpoint_every", "keep_checkpoints"):
+        _check(getattr(m, k) > 0, f"{prefix}.{k}", f"must be a positive integer, got {getattr(m, k)}")
+    _check(m.grad_mode in ("autodiff", "remat", "mixed"), f"{prefix}.grad_mode",
+           f"must be one of autodiff, remat, mixed; got '{m.grad_mode}'")
+    _check(m.outer_update in ("average_params", "average_grads"), f"{prefix}.outer_update",
+           f"must be average_params or average_grads; got '{m.outer_update}'")
+    _check(m.lifetime >= m.unroll, f"{prefix}.lifetime", f"must be >= meta.unroll ({m.unroll}), got {m.lifetime}")
+    _check(m.outer_lr > 0, f"{prefix}.outer_lr", "must be > 0")
+    _check(m.inner_eps_root >= 0, f"{prefix}.inner_eps_root", "must be >= 0")

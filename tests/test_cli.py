@@ -68,5 +68,5 @@ def test_params_prints_counts_of_the_preset(capsys):
 
 def test_unknown_and_planned_subcommands(capsys):
     assert run(capsys, "trian")[0] == 2
-    code, _, err = run(capsys, "meta-train")
-    assert code == 2 and "issue #3" in err
+    code, _, err = run(capsys, "score")
+    assert code == 2 and "issue #4" in err

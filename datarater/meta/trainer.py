@@ -1,0 +1,248 @@
+"""The meta-trainer: `datarater meta-train`.
+
+A population of inner LMs, each with its own data stream and optimiser state, keeps training
+across meta-steps (each meta-gradient is a truncated unroll of ``meta.unroll`` inner steps);
+a member is re-initialised when it reaches its lifetime, and first lifetimes are staggered so
+the population always spans early and late training. Checkpoints hold the whole meta-state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from datarater.config import MetaTrainProgram
+from datarater.data.corpus import load_splits
+from datarater.data.documents import ReadStats
+from datarater.data.packing import PackedSequences
+from datarater.data.pipeline import iterator_state, make_iterator, restore_iterator, train_batches
+from datarater.data.tokenizer import make_tokenizer
+from datarater.errors import UserError
+from datarater.meta.core import MetaProblem, make_population_meta_step, outer_optimizer
+from datarater.models.rater import Rater
+from datarater.models.transformer import CausalLM
+from datarater.rundir import prepare_run_dir
+from datarater.train.checkpoint import Checkpointer, abstract_like
+from datarater.train.metrics import MetricsFile, Progress
+from datarater.train.optimizer import make_optimizer
+from datarater.train.trainer import say
+
+RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints")
+RATER_DIR = "rater"
+
+
+def first_lifetimes(lifetime: int, population: int, unroll: int) -> list[int]:
+    """Member p first lives ``(p+1)/P`` of a lifetime (a multiple of the unroll), then full ones."""
+    return [max(unroll, (lifetime * (p + 1) // population) // unroll * unroll) for p in range(population)]
+
+
+def lm_params(cfg, key) -> dict:
+    return nnx.to_pure_dict(nnx.state(CausalLM(cfg, rngs=nnx.Rngs(params=key)), nnx.Param))
+
+
+def member_key(seed: int, member: int, generation: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed + 1), member), generation)
+
+
+def _stack(rows: list[dict]) -> dict:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "index"}
+
+
+class MetaData:
+    """One training stream per member and one held-out stream, all checkpointable."""
+
+    def __init__(self, train: PackedSequences, heldout: PackedSequences, prog: MetaTrainProgram):
+        m = prog.meta
+        pi, pc = jax.process_index(), jax.process_count()
+        self.train, self.heldout, self.meta = train, heldout, m
+        self.members = [
+            make_iterator(train_batches(train, m.inner_batch_size, m.seed * 7919 + 101 * (p + 1), pi, pc))
+            for p in range(m.population)
+        ]
+        self.held = make_iterator(train_batches(heldout, m.outer_batch_size, m.seed * 7919 + 7, pi, pc))
+
+    def next(self) -> tuple[dict, dict, np.ndarray]:
+        """``inner [P, T, B, L]``, ``heldout [P, B, L]`` and the train row indices ``[P, T, B]``."""
+        inner, index = [], []
+        for it in self.members:
+            steps = [next(it) for _ in range(self.meta.unroll)]
+            inner.append(_stack(steps))
+            index.append(np.stack([s["index"] for s in steps]))
+        held = _stack([next(self.held) for _ in range(self.meta.population)])
+        return _stack(inner), held, np.stack(index)
+
+    def state(self) -> dict:
+        return {"members": [iterator_state(it) for it in self.members], "heldout": iterator_state(self.held)}
+
+    def restore(self, state: dict) -> None:
+        for it, s in zip(self.members, state["members"], strict=True):
+            restore_iterator(it, s)
+        restore_iterator(self.held, state["heldout"])
+
+
+def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx):
+    m = prog.meta
+    rater = Rater(prog.rater, rngs=nnx.Rngs(params=jax.random.key(m.seed)))
+    eta = nnx.to_pure_dict(nnx.state(rater, nnx.Param))
+    keys = jnp.stack([member_key(m.seed, p, 0) for p in range(m.population)])
+    theta = jax.jit(jax.vmap(lambda k: lm_params(prog.model, k)))(keys)
+    inner = jax.jit(jax.vmap(inner_tx.init))(theta)
+    if m.outer_update == "average_params":
+        outer = jax.vmap(lambda _: outer_tx.init(eta))(jnp.arange(m.population))
+    else:
+        outer = outer_tx.init(eta)
+    return {"eta": eta, "outer": outer, "theta": theta, "inner": inner}
+
+
+def make_reset(prog: MetaTrainProgram, inner_tx):
+    """Re-initialises the members where ``mask`` is true: fresh parameters and optimiser state."""
+
+    def reset(state, mask, keys):
+        fresh = jax.vmap(lambda k: lm_params(prog.model, k))(keys)
+        fresh_inner = jax.vmap(inner_tx.init)(fresh)
+        pick = lambda new, old: jax.tree.map(
+            lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
+        )
+        return dict(state, theta=pick(fresh, state["theta"]), inner=pick(fresh_inner, state["inner"]))
+
+    return jax.jit(reset, donate_argnums=(0,))
+
+
+def save_rater(run_dir: Path, eta: dict) -> None:
+    """The rater's parameters alone, for `score` and `train-lm curate=datarater` to load."""
+    import orbax.checkpoint as ocp
+
+    path = (run_dir / RATER_DIR).absolute()
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, eta, force=True)
+
+
+def load_rater(run_dir: str | Path):
+    """``(Rater module, config)`` of a finished meta-training run directory."""
+    import orbax.checkpoint as ocp
+    from omegaconf import OmegaConf
+
+    from datarater.config import ModelConfig
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists() or not (run_dir / RATER_DIR).exists():
+        raise UserError(f"{run_dir} is not a finished meta-training run (no config.yaml or {RATER_DIR}/)")
+    raw = OmegaConf.load(run_dir / "config.yaml")
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), raw.rater))
+    abstract = nnx.eval_shape(lambda: Rater(cfg, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
+    with ocp.StandardCheckpointer() as ckptr:
+        eta = ckptr.restore((run_dir / RATER_DIR).absolute(), target)
+    return nnx.merge(graphdef, eta), cfg
+
+
+def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None) -> dict:
+    """Runs meta-training; ``splits`` (train, heldout) may be given instead of reading the corpus."""
+    m = prog.meta
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
+    tokenizer = make_tokenizer(prog.data)
+    for key, cfg in (("model", prog.model), ("rater", prog.rater)):
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise UserError(f"{key}.vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})")
+    stats = ReadStats()
+    if splits is None:
+        say(f"[data] reading {prog.corpus.name} ...")
+        splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "heldout"), stats=stats)
+        say(f"[data] {stats.summary()}")
+    for name in ("train", "heldout"):
+        say(f"[data] {name}: {len(splits[name])} sequences of {prog.data.seq_len} tokens")
+
+    inner_cfg = prog.train.__class__(**{**prog.train.__dict__, "steps": m.lifetime})
+    inner_tx = make_optimizer(inner_cfg, eps_root=m.inner_eps_root)
+    outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
+    lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
+    rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
+    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode)
+    step_fn = jax.jit(make_population_meta_step(problem, outer_tx, m.outer_update), donate_argnums=(0,))
+    reset_fn = make_reset(prog, inner_tx)
+
+    state = init_meta_state(prog, inner_tx, outer_tx)
+    data = MetaData(splits["train"], splits["heldout"], prog)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints, save_every=m.checkpoint_every)
+    book = {"ages": [0] * m.population, "lives": first_lifetimes(m.lifetime, m.population, m.unroll),
+            "generations": [0] * m.population, "resets": 0, "skipped": 0}
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, extra = ckpt.restore(latest, abstract_like(state))
+        data.restore(extra["data"])
+        book = extra["book"]
+        start = latest
+        metrics.truncate_after(latest)
+        say(f"[ckpt] resumed meta-training from step {latest}")
+    elif resuming and metrics.path.exists():
+        metrics.path.unlink()
+
+    def save(step: int) -> None:
+        ckpt.save(step, state, {"data": data.state(), "book": book, "step": step})
+
+    progress = Progress(m.steps, start_step=start, label="meta-train")
+    by_source: dict[str, list[float]] = defaultdict(list)
+    step, t_log, since = start, time.perf_counter(), 0
+    try:
+        while step < m.steps:
+            inner, held, index = data.next()
+            state, out = step_fn(state, inner, held)
+            step += 1
+            since += 1
+            out = jax.device_get(out)
+            book["skipped"] += int(out["skipped"])
+            scores = out.pop("scores")  # [P, T, B]
+            for s, i in zip(scores.ravel(), index.ravel(), strict=True):
+                by_source[data.train.source_of_row(int(i))].append(float(s))
+            row = {"step": step, **{k: float(v) for k, v in out.items() if k != "skipped"},
+                   "skipped_total": book["skipped"], "resets_total": book["resets"]}
+            # Ages advance by the unroll; members at the end of their lifetime start afresh.
+            book["ages"] = [a + m.unroll for a in book["ages"]]
+            dead = [a >= life for a, life in zip(book["ages"], book["lives"], strict=True)]
+            if any(dead):
+                for p in np.flatnonzero(dead):
+                    book["generations"][p] += 1
+                    book["ages"][p], book["lives"][p] = 0, m.lifetime
+                    book["resets"] += 1
+                keys = jnp.stack([member_key(m.seed, p, g) for p, g in enumerate(book["generations"])])
+                state = reset_fn(state, jnp.asarray(dead), keys)
+                row["reset_members"] = [int(p) for p in np.flatnonzero(dead)]
+            if step % m.log_every == 0 or step == m.steps:
+                row["score_by_source"] = {k: float(np.mean(v)) for k, v in sorted(by_source.items())}
+                row["steps_per_s"] = since / (time.perf_counter() - t_log)
+                by_source.clear()
+                progress.show(step, outer=row["outer_loss"], inner=row["inner_loss"], gnorm=row["meta_grad_norm"],
+                              eff_batch=row["effective_batch"], skipped=book["skipped"])
+                t_log, since = time.perf_counter(), 0
+            metrics.write(row)
+            if step % m.checkpoint_every == 0 or step == m.steps:
+                save(step)
+                target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
+                if target and int(target) == step:
+                    ckpt.wait()
+                    os.kill(os.getpid(), signal.SIGKILL)
+    except KeyboardInterrupt:
+        say(f"[meta-train] interrupted at step {step}: saving a checkpoint to resume from")
+        save(step)
+        ckpt.close()
+        raise
+    ckpt.close()
+    save_rater(run_dir, jax.device_get(state["eta"]))
+    summary = {"run_dir": str(run_dir), "steps": step, "skipped_updates": book["skipped"], "resets": book["resets"],
+               "documents": stats.as_dict()}
+    if jax.process_index() == 0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"[meta-train] done: {step} meta-steps, {book['resets']} member resets, {book['skipped']} skipped updates; rater in {run_dir / RATER_DIR}")
+    return summary
