@@ -45,6 +45,14 @@ def tree_dot(a, b) -> float:
     return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))
 
 
+def unit_direction(tree, seed: int):
+    """A random direction of unit global norm in the space of ``tree``."""
+    rng = np.random.default_rng(100 + seed)
+    v = [jnp.asarray(rng.normal(size=x.shape), jnp.float32) for x in jax.tree.leaves(tree)]
+    norm = float(optax.global_norm(v))
+    return jax.tree.unflatten(jax.tree.structure(tree), [x / norm for x in v])
+
+
 @pytest.mark.parametrize("unroll", [1, 2, 3])
 def test_grad_modes_agree_and_match_finite_differences(setup, unroll):
     _, _, theta, eta, tx = setup
@@ -63,9 +71,7 @@ def test_grad_modes_agree_and_match_finite_differences(setup, unroll):
     outer = jax.jit(lambda e: problem(setup, "autodiff").outer_loss(e, theta, opt, inner, held)[0])
     eps = 1e-2
     for seed in range(2):
-        v = jax.tree.map(lambda x: jnp.asarray(np.random.default_rng(100 + seed).normal(size=x.shape), jnp.float32), eta)
-        norm = float(optax.global_norm(v))
-        v = jax.tree.map(lambda x: x / norm, v)
+        v = unit_direction(eta, seed)
         fd = (outer(jax.tree.map(lambda a, b: a + eps * b, eta, v)) - outer(jax.tree.map(lambda a, b: a - eps * b, eta, v))) / (2 * eps)
         for mode in ("autodiff", "mixed"):
             analytic = tree_dot(grads[mode], v)
