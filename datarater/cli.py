@@ -84,18 +84,26 @@ def compose(sub: Subcommand, overrides: list[str], validate: bool = True):
 
     from datarater.paths import conf_dir
 
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="datarater"):
-            raw = hydra_compose(config_name=sub.primary, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        text = str(e).split("\nConfig search path:")[0].strip()
-        unknown = re.match(r"Could not override '([^']+)'", text)
-        if unknown and "not in struct" in str(e.__cause__ or text) or (unknown and "+" in text):
+    overrides = list(overrides)
+    while True:
+        try:
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="datarater"):
+                raw = hydra_compose(config_name=sub.primary, overrides=overrides)
+            break
+        except (HydraException, OmegaConfBaseException) as e:
+            text = str(e).split("\nConfig search path:")[0].strip()
+            unknown = re.match(r"Could not override '([^']+)'", text)
+            if not unknown:
+                raise UserError(f"config: {text}") from None
             key = unknown.group(1)
             allowed = _allowed_under(sub.schema, key)
+            plain = [i for i, o in enumerate(overrides) if o.split("=", 1)[0] == key]
+            if key.split(".")[-1] in allowed and plain:
+                # A schema key that the group's YAML leaves at its default: set it all the same.
+                overrides[plain[0]] = "++" + overrides[plain[0]]
+                continue
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             raise UserError(f"unknown config key '{key}'{hint}") from None
-        raise UserError(f"config: {text}") from None
     try:
         merged = OmegaConf.merge(OmegaConf.structured(sub.schema), raw)
         program = OmegaConf.to_object(merged)

@@ -26,6 +26,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def has_checkpoint(path: Path) -> bool:
+    ckpts = path / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
+
 def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """Creates ``run_dir`` and writes ``config.yaml``; returns ``(path, resuming)``.
 
@@ -35,7 +40,9 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     path = Path(run_dir).expanduser().absolute()
     new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
     cfg_file = path / CONFIG_FILE
-    resuming = cfg_file.exists()
+    # Only a run that got as far as a checkpoint is protected: a start that failed on bad input
+    # can be corrected and run again in the same directory.
+    resuming = cfg_file.exists() and has_checkpoint(path)
     if resuming:
         old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
         a, b = _flatten(old), _flatten(new)
@@ -47,6 +54,9 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
                 "use a new run_dir, or the same settings to resume it"
             )
     if jax.process_index() == 0:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"run_dir {path} cannot be created: {e.strerror}") from None
         cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.create(new)))
     return path, resuming

@@ -70,3 +70,12 @@ def test_unknown_and_planned_subcommands(capsys):
     assert run(capsys, "trian")[0] == 2
     code, _, err = run(capsys, "score")
     assert code == 2 and "issue #4" in err
+
+
+def test_every_key_listed_by_help_can_be_set(capsys):
+    from datarater.cli import SUBCOMMANDS, compose
+
+    prog = compose(SUBCOMMANDS["train-lm"], ["corpus.paths=[x.jsonl]", "model.remat=true", "model.dtype=bfloat16",
+                                             "corpus.max_documents=7", "corpus.split_salt=s"])
+    assert prog.model.remat and prog.model.dtype == "bfloat16"
+    assert prog.corpus.max_documents == 7 and prog.corpus.split_salt == "s"

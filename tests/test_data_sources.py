@@ -18,7 +18,7 @@ from datarater.data.sources import iter_documents
 from datarater.data.split import SPLITS, assign_split
 from datarater.errors import UserError
 
-CORPUS_DIR = Path("/work/shared/data/corpus")
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"  # ../shared beside the checkout
 
 
 def _cfg(*paths: Path | str, **kw) -> CorpusConfig:

@@ -56,12 +56,14 @@ def loss_by_step(run_dir: Path) -> dict[int, float]:
 def test_resume_after_sigkill_matches_uninterrupted_run(doc_corpus, tmp_path):
     straight = tmp_path / "straight"
     killed = tmp_path / "killed"
-    r = run_cli(overrides(doc_corpus, straight, 40, "train.checkpoint_every=20"))
+    # checkpoints every 20 steps, logs every 6: rows between the last log and the kill must survive
+    cadence = ("train.checkpoint_every=20", "train.log_every=6")
+    r = run_cli(overrides(doc_corpus, straight, 40, *cadence))
     assert r.returncode == 0, r.stderr
-    r = run_cli(overrides(doc_corpus, killed, 40, "train.checkpoint_every=20"), {"DATARATER_SIGKILL_AFTER_CHECKPOINT": "20"})
+    r = run_cli(overrides(doc_corpus, killed, 40, *cadence), {"DATARATER_SIGKILL_AFTER_CHECKPOINT": "20"})
     assert r.returncode == -9, r.stderr  # really killed, after its step-20 checkpoint
-    assert max(loss_by_step(killed)) == 20
-    r = run_cli(overrides(doc_corpus, killed, 40, "train.checkpoint_every=20"))
+    assert sorted(loss_by_step(killed)) == list(range(1, 21))
+    r = run_cli(overrides(doc_corpus, killed, 40, *cadence))
     assert r.returncode == 0, r.stderr
     assert "resumed from step 20" in r.stderr
     a, b = loss_by_step(straight), loss_by_step(killed)
@@ -76,9 +78,20 @@ def test_restarting_with_another_config_is_refused(doc_corpus, tmp_path):
     train_lm(program(*overrides(doc_corpus, tmp_path / "run", 5)))
     with pytest.raises(UserError, match="train.lr"):
         train_lm(program(*overrides(doc_corpus, tmp_path / "run", 5, "train.lr=0.1")))
-    # more steps is allowed: the run resumes and extends
-    train_lm(program(*overrides(doc_corpus, tmp_path / "run", 10)))
-    assert max(loss_by_step(tmp_path / "run")) == 10
+    # more steps would change the cosine schedule mid-run: refused too
+    with pytest.raises(UserError, match="train.steps"):
+        train_lm(program(*overrides(doc_corpus, tmp_path / "run", 10)))
+    # logging cadence may change; a finished run is left as it is
+    before = (tmp_path / "run" / "summary.json").read_text()
+    train_lm(program(*overrides(doc_corpus, tmp_path / "run", 5, "train.log_every=1")))
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+
+
+def test_failed_start_does_not_lock_the_run_dir(doc_corpus, tmp_path):
+    with pytest.raises(UserError):
+        train_lm(program(*overrides(tmp_path / "missing.jsonl", tmp_path / "run", 5)))
+    train_lm(program(*overrides(doc_corpus, tmp_path / "run", 5)))  # the corrected command runs
+    assert max(loss_by_step(tmp_path / "run")) == 5
 
 
 def test_batch_larger_than_split_is_a_clear_error(doc_corpus, tmp_path):

@@ -37,8 +37,10 @@ from datarater.train.step import make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ when a run directory is started again (the run then resumes).
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
+# Keys that may differ when a run directory is started again (the run then resumes). Not
+# train.steps: the cosine schedule's length depends on it, so extending a run would change its
+# learning rate mid-way.
+RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
 
 
 def say(msg: str) -> None:
@@ -154,47 +156,72 @@ def train_lm(prog: TrainLMProgram) -> dict:
     tokens_per_step = train.batch_size * prog.data.seq_len
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 
+    if start >= train.steps:
+        ckpt.close()
+        say(f"[train] {run_dir} is already complete at step {start}: nothing to do")
+        return json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     if start == 0 and val:
         metrics.write({"step": 0, "val_nll": evaluate(eval_fn, state.params, val, mesh, rules)})
 
     progress = Progress(train.steps, start_step=start, label="train-lm")
     pending: list[tuple[int, dict]] = []
-    t_log, steps_since_log = time.perf_counter(), 0
+    timer = {"t": time.perf_counter(), "steps": 0}
     last_val = None
     step = start
+
+    def flush(throughput: bool) -> dict | None:
+        """Writes the per-step rows held on device; adds throughput to the last when asked."""
+        if not pending:
+            return None
+        fetched = jax.device_get(pending)
+        extra = {}
+        if throughput:
+            elapsed = time.perf_counter() - timer["t"]
+            tok_s = timer["steps"] * tokens_per_step / elapsed
+            extra = {"tokens_per_s": tok_s, "mfu": tok_s * flops_per_token / (peak * jax.device_count()),
+                     "step_time_s": elapsed / timer["steps"]}
+            timer.update(t=time.perf_counter(), steps=0)
+        for s, row in fetched:
+            out = {"step": s, "loss": row["loss"], "grad_norm": row["grad_norm"], "lr": float(schedule(s - 1))}
+            metrics.write({**out, **(extra if s == fetched[-1][0] else {})})
+        pending.clear()
+        last_loss = fetched[-1][1]["loss"]
+        if not np.isfinite(last_loss):
+            raise UserError(f"training diverged: loss is {last_loss} at step {fetched[-1][0]}; lower train.lr")
+        return {"loss": float(last_loss), **extra}
+
+    def save(step: int) -> None:
+        flush(throughput=False)
+        ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+
     try:
         while step < train.steps:
             batch = put_batch({k: v for k, v in next(iterator).items() if k != "index"}, mesh, rules)
             state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
             step += 1
-            steps_since_log += 1
+            timer["steps"] += 1
             pending.append((step, m))
             is_last = step == train.steps
             if step % train.log_every == 0 or is_last:
-                fetched = jax.device_get(pending)
-                elapsed = time.perf_counter() - t_log
-                tok_s = steps_since_log * tokens_per_step / elapsed
-                mfu = tok_s * flops_per_token / (peak * jax.device_count())
-                for s, row in fetched:
-                    out = {"step": s, "loss": row["loss"], "grad_norm": row["grad_norm"], "lr": float(schedule(s - 1))}
-                    if s == step:
-                        out.update(tokens_per_s=tok_s, mfu=mfu, step_time_s=elapsed / steps_since_log)
-                    metrics.write(out)
-                if not np.isfinite(fetched[-1][1]["loss"]):
-                    raise UserError(f"training diverged: loss is {fetched[-1][1]['loss']} at step {step}; lower train.lr")
-                progress.show(step, loss=float(fetched[-1][1]["loss"]), tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%", val_nll=last_val)
-                pending.clear()
-                t_log, steps_since_log = time.perf_counter(), 0
-            if val and (step % train.eval_every == 0 or is_last):
+                shown = flush(throughput=True)
+                if val and (step % train.eval_every == 0 or is_last):
+                    last_val = evaluate(eval_fn, state.params, val, mesh, rules)
+                    metrics.write({"step": step, "val_nll": last_val})
+                    timer["t"] = time.perf_counter()  # evaluation is not training throughput
+                if shown:
+                    progress.show(step, loss=shown["loss"], tok_s=f"{shown['tokens_per_s']:,.0f}",
+                                  mfu=f"{100 * shown['mfu']:.1f}%", val_nll=last_val)
+            elif val and step % train.eval_every == 0:
+                flush(throughput=False)
                 last_val = evaluate(eval_fn, state.params, val, mesh, rules)
                 metrics.write({"step": step, "val_nll": last_val})
-                t_log = time.perf_counter()  # evaluation is not training throughput
+                timer["t"] = time.perf_counter()
             if step % train.checkpoint_every == 0 or is_last:
-                ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+                save(step)
                 kill_if_asked(step, ckpt)
     except KeyboardInterrupt:
         say(f"[train] interrupted at step {step}: saving a checkpoint to resume from")
-        ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+        save(step)
         ckpt.close()
         raise
     ckpt.close()
