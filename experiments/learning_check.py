@@ -1,11 +1,16 @@
 """Learning check: does the rater learn to score random-byte sequences below real text?
 
-    python experiments/learning_check.py [CORPUS.jsonl ...] [--steps 150] [--noise 0.3]
+    python experiments/learning_check.py [--corpus A.jsonl ...] [--steps 150] [--noise 0.3] [--set key=value ...]
 
 Packs a real-text corpus (default: the standard-library docstring sample), replaces a fraction of
-the packed sequences of every split with uniformly random bytes, meta-trains a nano rater on the
-train/heldout splits, and prints the ROC-AUC of its scores (clean above noise) on the validation
-split, with the number of meta-steps and the wall time.
+the packed sequences of the train and validation splits with uniformly random bytes, meta-trains a
+nano rater (inner LMs on train, outer loss on heldout), and prints the ROC-AUC of its scores
+(clean above noise) on the validation split, with the number of meta-steps and the wall time.
+
+The heldout split stays clean unless --noisy-heldout: when the outer objective itself contains
+random-byte rows, training on random bytes has real value (the LM learns to predict uniformly
+after a random-looking context), and the rater learns to keep them: measured 0.75 AUC at outer
+lr 1e-3 and 0.24 (noise preferred) at 1e-2 after 150 meta-steps.
 """
 
 from __future__ import annotations
@@ -53,11 +58,12 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpus", nargs="*")
+    ap.add_argument("--corpus", nargs="*", default=[], help="jsonl files (default: the docstring sample)")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--noise", type=float, default=0.3)
     ap.add_argument("--run-dir", default=None)
-    ap.add_argument("overrides", nargs=argparse.REMAINDER, help="-- followed by meta-train overrides")
+    ap.add_argument("--noisy-heldout", action="store_true", help="corrupt the heldout split too")
+    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="meta-train overrides key=value")
     args = ap.parse_args()
     paths = args.corpus
     if not paths:
@@ -66,10 +72,11 @@ def main() -> int:
             paths = [str(write_jsonl(Path(tempfile.mkdtemp()) / "docs.jsonl", docstring_documents()))]
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="learning-check-")
     overrides = [f"corpus.paths=[{','.join(paths)}]", f"run_dir={run_dir}", f"meta.steps={args.steps}",
-                 "corpus.heldout_fraction=0.1", "corpus.validation_fraction=0.1", *[o for o in args.overrides if o != "--"]]
+                 "corpus.heldout_fraction=0.1", "corpus.validation_fraction=0.1", "meta.outer_lr=1e-2", *args.overrides]
     prog = compose(SUBCOMMANDS["meta-train"], overrides)
     splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout", "validation"))
-    noisy = {name: corrupt(p, args.noise, seed=i) for i, (name, p) in enumerate(sorted(splits.items()))}
+    noisy = {name: corrupt(p, args.noise if (name != "heldout" or args.noisy_heldout) else 0.0, seed=i)
+             for i, (name, p) in enumerate(sorted(splits.items()))}
     t0 = time.perf_counter()
     meta_train(prog, splits={k: v[0] for k, v in noisy.items()})
     seconds = time.perf_counter() - t0
