@@ -114,7 +114,9 @@ class MetaProblem:
             th, st, aux = self.inner_step(eta, th, st, batch)
             return (th, st), aux
 
-        if self.grad_mode == "remat":
+        if self.grad_mode in ("remat", "mixed"):
+            # mixed: the custom VJP already avoids storing inner backward passes; checkpointing
+            # the step also drops the rater's and the forward's activations, so memory is flat in T.
             body = jax.checkpoint(body)
         (theta_t, state_t), aux = jax.lax.scan(body, (theta, opt_state), inner_batches)
         return self.heldout_loss(theta_t, heldout), (theta_t, state_t, aux)
