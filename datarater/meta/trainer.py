@@ -8,9 +8,8 @@ the population always spans early and late training. Checkpoints hold the whole 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -162,7 +161,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     for name in ("train", "heldout"):
         say(f"[data] {name}: {len(splits[name])} sequences of {prog.data.seq_len} tokens")
 
-    inner_cfg = prog.train.__class__(**{**prog.train.__dict__, "steps": m.lifetime})
+    inner_cfg = dataclasses.replace(prog.train, steps=m.lifetime)
     inner_tx = make_optimizer(inner_cfg, eps_root=m.inner_eps_root)
     outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
@@ -174,7 +173,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     state = init_meta_state(prog, inner_tx, outer_tx)
     data = MetaData(splits["train"], splits["heldout"], prog)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints, save_every=m.checkpoint_every)
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints)
     book = {"ages": [0] * m.population, "lives": first_lifetimes(m.lifetime, m.population, m.unroll),
             "generations": [0] * m.population, "resets": 0, "skipped": 0}
     start = 0
@@ -229,10 +228,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
             metrics.write(row)
             if step % m.checkpoint_every == 0 or step == m.steps:
                 save(step)
-                target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
-                if target and int(target) == step:
-                    ckpt.wait()
-                    os.kill(os.getpid(), signal.SIGKILL)
+                ckpt.kill_if_asked(step)
     except KeyboardInterrupt:
         say(f"[meta-train] interrupted at step {step}: saving a checkpoint to resume from")
         save(step)

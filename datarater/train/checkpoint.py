@@ -7,6 +7,8 @@ of an abstract target, so a run may resume on a different device count.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from datarater.errors import UserError
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int, save_every: int):
+    def __init__(self, directory: Path, keep: int):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -25,7 +27,6 @@ class Checkpointer:
             create=True,
             enable_async_checkpointing=True,
         )
-        self.save_every = save_every
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
 
     def latest_step(self) -> int | None:
@@ -56,6 +57,14 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+
+    def kill_if_asked(self, step: int) -> None:
+        """Fault injection for the resume tests: SIGKILL this process once the checkpoint of
+        ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
+        target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
+        if target and int(target) == step:
+            self.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -96,15 +94,6 @@ def check_batch(train: TrainConfig, mesh, rules) -> int:
     return train.batch_size // pc
 
 
-def kill_if_asked(step: int, ckpt: Checkpointer) -> None:
-    """Fault injection for the resume tests: SIGKILL this process once the checkpoint of
-    ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
-    target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
-    if target and int(target) == step:
-        ckpt.wait()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def train_lm(prog: TrainLMProgram) -> dict:
     run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
     cfg, train = prog.model, prog.train
@@ -129,7 +118,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
     dataset = train_batches(splits["train"], local_batch, train.seed, jax.process_index(), jax.process_count())
     iterator = make_iterator(dataset)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints, save_every=train.checkpoint_every)
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
 
     start = 0
     latest = ckpt.latest_step()
@@ -218,7 +207,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
                 timer["t"] = time.perf_counter()
             if step % train.checkpoint_every == 0 or is_last:
                 save(step)
-                kill_if_asked(step, ckpt)
+                ckpt.kill_if_asked(step)
     except KeyboardInterrupt:
         say(f"[train] interrupted at step {step}: saving a checkpoint to resume from")
         save(step)
