@@ -47,7 +47,7 @@ def load_splits(
         if ids.size == 0:
             stats.drop_used("empty_after_tokenize", f"document {doc.id}")
             continue
-        buckets[split].append((Document(doc.id, "", doc.source), ids))  # the text is not kept
+        buckets[split].append((Document(doc.id, "", doc.source, doc.label), ids))  # the text is not kept
     for split, docs in buckets.items():
         if not docs:
             raise UserError(

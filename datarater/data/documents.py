@@ -19,11 +19,14 @@ MAX_WARNINGS_PER_REASON = 10
 
 @dataclass(frozen=True)
 class Document:
-    """One document: a stable id, its text and the source (sub-corpus) it came from."""
+    """One document: a stable id, its text, the source (sub-corpus) it came from and, where the
+    corpus knows it, a ground-truth quality label (the embedded corpus: "clean" or a corruption
+    type; empty when unknown)."""
 
     id: str
     text: str
     source: str
+    label: str = ""
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class PackedSequences:
     row_docs: np.ndarray  # int64
     ids: np.ndarray  # str [n]
     pad_id: int = 0
+    labels: list[str] = field(default_factory=list)  # per document: corruption label, "" if unknown
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -61,11 +62,18 @@ class PackedSequences:
 
     def source_of_row(self, i: int) -> str:
         """The source with most tokens in row ``i`` (the first such one on ties)."""
-        sources = self.row_sources(i)
-        per_segment = np.bincount(self.segment_ids[i], minlength=len(sources) + 1)[1:]
+        return self._majority(self.sources, i)
+
+    def label_of_row(self, i: int) -> str:
+        """The document label with most tokens in row ``i`` ("" when documents carry none)."""
+        return self._majority(self.labels, i) if self.labels else ""
+
+    def _majority(self, per_doc: list[str], i: int) -> str:
+        values = [per_doc[j] for j in self.row_doc_indices(i)]
+        per_segment = np.bincount(self.segment_ids[i], minlength=len(values) + 1)[1:]
         totals: Counter[str] = Counter()
-        for source, n in zip(sources, per_segment, strict=True):
-            totals[source] += int(n)
+        for value, n in zip(values, per_segment, strict=True):
+            totals[value] += int(n)
         return max(totals, key=lambda s: totals[s])  # max keeps the first maximum
 
 
@@ -82,10 +90,12 @@ def pack_documents(
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
     doc_ids: list[str] = []
     sources: list[str] = []
+    labels: list[str] = []
     pieces: list[np.ndarray] = []
     for doc, ids in docs:
         doc_ids.append(doc.id)
         sources.append(doc.source)
+        labels.append(getattr(doc, "label", ""))
         pieces.append(np.asarray(ids, dtype=np.int32).reshape(-1))
     flat, doc_of_token = _concatenate(pieces, tokenizer, add_bos, add_eos)
     n_rows = -(-flat.size // seq_len)
@@ -104,6 +114,7 @@ def pack_documents(
         row_docs=doc_2d[starts].astype(np.int64),
         ids=np.array([f"{split}-{r:08d}" for r in range(n_rows)], dtype=str),
         pad_id=int(tokenizer.pad_id),
+        labels=labels if any(labels) else [],
     )
 
 

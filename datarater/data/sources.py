@@ -10,14 +10,22 @@ import glob
 import gzip
 import json
 import os
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
+from datarater.data.embedded.naming import (
+    DATA_DIR_ENV,
+    default_data_dir,
+    is_built,
+    is_embedded_name,
+    parse_embedded_name,
+)
 from datarater.errors import UserError
 
 # Suffix (lower case) -> reader kind. Longest suffixes first so that ".jsonl.gz" wins over ".gz".
@@ -36,6 +44,8 @@ SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+# A record's ground-truth quality label, read when present (the embedded corpus has one).
+LABEL_FIELD = "label"
 _PARQUET_BATCH_ROWS = 1024
 _TFDS_BATCH_ROWS = 256
 
@@ -193,7 +203,8 @@ def _record_to_document(
         return "empty"
     doc_id = _as_str(record.get(cfg.id_field)) or default_id
     source = _as_str(record.get(cfg.source_field)) or default_source
-    return Document(id=doc_id, text=text, source=source), replaced or replaced_surrogates
+    label = _as_str(record.get(LABEL_FIELD)) or ""
+    return Document(id=doc_id, text=text, source=source, label=label), replaced or replaced_surrogates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +343,7 @@ def _iter_parquet(path: Path, stem: str, cfg: CorpusConfig, stats: ReadStats) ->
         raise UserError(
             f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; set corpus.text_field=<one of them>"
         )
-    wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field)) if c in columns]
+    wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
@@ -387,6 +398,8 @@ def _iter_txt(f: _File, stem: str, stats: ReadStats) -> Iterator[_Item]:
 
 
 def _iter_tfds(cfg: CorpusConfig, stats: ReadStats) -> Iterator[_Item]:
+    if is_embedded_name(cfg.tfds_name):
+        cfg = _prepare_embedded(cfg)
     source = _open_tfds(cfg)
     features = list(source.dataset_info.features.keys())
     if cfg.text_field not in features:
@@ -418,3 +431,31 @@ def _open_tfds(cfg: CorpusConfig) -> Any:
             "Prepare it with file_format='array_record' (TensorFlow is not installed) and set "
             "corpus.tfds_name / corpus.tfds_data_dir / corpus.tfds_split."
         ) from None
+
+
+def _prepare_embedded(cfg: CorpusConfig) -> CorpusConfig:
+    """The config to read the embedded corpus named by ``cfg.tfds_name``, built first if needed.
+
+    Its data dir is ``cfg.tfds_data_dir``, else ``$DATARATER_DATA_DIR`` or ``~/.cache/datarater/tfds``.
+    """
+    try:
+        spec = parse_embedded_name(cfg.tfds_name)
+    except ValueError as e:
+        raise UserError(f"config key 'corpus.tfds_name': {e}") from None
+    data_dir = Path(os.path.expanduser(cfg.tfds_data_dir)) if cfg.tfds_data_dir else default_data_dir()
+    if not is_built(data_dir, spec):
+        from datarater.data.embedded.builder import build_embedded
+
+        start = time.perf_counter()
+        try:
+            build_embedded(data_dir, spec.seed, spec.corrupt_fraction, spec.max_documents)
+        except OSError as e:
+            raise UserError(
+                f"cannot build the embedded corpus in {data_dir} ({e}); set corpus.tfds_data_dir or "
+                f"{DATA_DIR_ENV} to a writable directory"
+            ) from None
+        print(
+            f"built the embedded corpus {spec.tfds_name} in {time.perf_counter() - start:.1f} s at {data_dir}",
+            flush=True,
+        )
+    return replace(cfg, tfds_name=spec.tfds_name, tfds_data_dir=str(data_dir))

@@ -1,0 +1,412 @@
+"""The embedded noisy corpus: harvest, corruptions, TFDS build (no network, no TensorFlow), reading."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import sys
+import unicodedata
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from datarater.config import CorpusConfig
+from datarater.data.documents import Document, ReadStats
+from datarater.data.embedded import corrupt
+from datarater.data.embedded.corrupt import CLEAN, CORRUPTIONS, corrupt_documents, corruption_plan, document_rng
+from datarater.data.embedded.harvest import (
+    CODE,
+    PACKAGE_DOCS,
+    SOURCES,
+    STDLIB_DOCS,
+    HarvestConfig,
+    harvest,
+    is_prose,
+    pack_pieces,
+    package_root,
+    quotas,
+    stdlib_root,
+    top_level_segments,
+)
+from datarater.data.embedded.naming import EmbeddedSpec, is_embedded_name, parse_embedded_name, prepared_dir
+from datarater.data.sources import iter_documents
+from datarater.errors import UserError
+
+N_DOCS = 90  # documents per test build: small, so that a build takes about a second
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def clean_docs() -> list[Document]:
+    return harvest(seed=0, cfg=HarvestConfig(max_documents=60))
+
+
+def _block_network(mp: pytest.MonkeyPatch) -> list[str]:
+    """Make every way of reaching the network raise; return the list the attempts are logged in."""
+    attempts: list[str] = []
+
+    def refuse(name: str):
+        def fn(*args, **kwargs):
+            attempts.append(name)
+            raise OSError(f"network blocked by the test ({name})")
+
+        return fn
+
+    mp.setattr(socket.socket, "connect", refuse("socket.connect"))
+    mp.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+    mp.setattr(socket, "create_connection", refuse("socket.create_connection"))
+    mp.setattr(socket, "getaddrinfo", refuse("socket.getaddrinfo"))
+    return attempts
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """Three builds made with the network blocked: seed 0 twice (different dirs) and seed 1."""
+    from datarater.data.embedded.builder import build_embedded
+
+    with pytest.MonkeyPatch.context() as mp:
+        attempts = _block_network(mp)
+        out = {
+            "a": build_embedded(tmp_path_factory.mktemp("a"), seed=0, max_documents=N_DOCS),
+            "b": build_embedded(tmp_path_factory.mktemp("b"), seed=0, max_documents=N_DOCS),
+            "seed1": build_embedded(tmp_path_factory.mktemp("c"), seed=1, max_documents=N_DOCS),
+        }
+    assert attempts == [], f"the build tried to reach the network: {attempts}"
+    return out
+
+
+def _records(name: str, data_dir: str) -> list[dict[str, str]]:
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, split="train", data_dir=data_dir, download=False)
+    return [{k: v.decode("utf-8") for k, v in source[i].items()} for i in range(len(source))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruptions: each changes the text the way its name says
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _undo_mojibake(text: str) -> str:
+    """Windows-1252 (Latin-1 for its 5 undefined bytes) back to bytes, read as UTF-8."""
+    data = b"".join(c.encode("cp1252") if c.encode("cp1252", "ignore") else c.encode("latin-1") for c in text)
+    return data.decode("utf-8")
+
+
+_ASCII_PUNCT = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",
+    "\u2014": "--",
+    "\u00a0": " ",
+    "\u2026": "...",
+}
+
+
+def _ascii_punct(text: str) -> str:
+    return "".join(_ASCII_PUNCT.get(c, c) for c in text)
+
+
+def _entropy_bits(text: str) -> float:
+    n = len(text)
+    return -sum(k / n * math.log2(k / n) for k in Counter(text).values())
+
+
+def _compress_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(zlib.compress(data, 9)) / len(data)
+
+
+def _controls(text: str) -> int:
+    return sum(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text)
+
+
+def _check_mojibake(orig: str, out: str) -> None:
+    assert any(seq in out for seq in ("Ã", "Â", "â€")), out[:200]
+    assert _ascii_punct(_undo_mojibake(out)) == _ascii_punct(orig)
+
+
+def _check_ocr(orig: str, out: str) -> None:
+    orig, out = orig[:400], corrupt.ocr(orig[:400], document_rng(0, "ocr-test", orig[:20]))
+    ratio = _levenshtein(orig, out) / len(orig)
+    assert 0.005 < ratio <= 0.15, ratio
+
+
+def _check_whitespace(orig: str, out: str) -> None:
+    runs = re.findall(r"\s{8,}", out)
+    assert len(runs) >= max(1, len(orig) // 200)
+    assert out.split() == orig.split()
+
+
+def _check_nonprintable(orig: str, out: str) -> None:
+    assert _controls(out) >= len(orig) / 50
+    assert "".join(c for c in out if not (unicodedata.category(c) == "Cc" and c not in "\t\n\r")) == orig
+
+
+def _check_numbers(orig: str, out: str) -> None:
+    non_space = [c for c in out if not c.isspace()]
+    assert sum(c.isdigit() for c in non_space) / len(non_space) >= 0.6
+    assert 0.8 <= len(out) / len(orig) <= 1.5
+
+
+def _check_entropy(orig: str, out: str) -> None:
+    # random strings do not compress (hex: 4 bits a character, base64: 6); prose and code do
+    assert _compress_ratio(out) >= 0.62 and _entropy_bits(out) >= 4.5
+    assert 0.8 <= len(out) / len(orig) <= 1.6
+
+
+def _check_allcaps(orig: str, out: str) -> None:
+    assert out == orig.upper() and not any(c.islower() for c in out)
+
+
+def _check_shuffled(orig: str, out: str) -> None:
+    assert sorted(out.split()) == sorted(orig.split()) and out.split() != orig.split()
+    assert re.split(r"\S+", out) == re.split(r"\S+", orig)  # same whitespace between the words
+
+
+def _check_boilerplate(orig: str, out: str) -> None:
+    lines = out.splitlines()
+    assert len(lines) >= 5 and len(set(lines)) == 1
+    assert 0.8 <= len(out) / len(orig) <= 1.3
+
+
+CHECKS = {
+    "mojibake": _check_mojibake,
+    "ocr": _check_ocr,
+    "whitespace": _check_whitespace,
+    "nonprintable": _check_nonprintable,
+    "numbers": _check_numbers,
+    "entropy": _check_entropy,
+    "allcaps": _check_allcaps,
+    "shuffled": _check_shuffled,
+    "boilerplate": _check_boilerplate,
+}
+
+
+def test_every_corruption_has_a_check():
+    assert set(CHECKS) == set(CORRUPTIONS)
+
+
+@pytest.mark.parametrize("kind", sorted(CHECKS))
+def test_corruption_changes_text_as_named(kind, clean_docs):
+    sample = [d for d in clean_docs if d.source != CODE][:6] + [d for d in clean_docs if d.source == CODE][:2]
+    for doc in sample:
+        out = CORRUPTIONS[kind](doc.text, document_rng(0, kind, doc.id))
+        assert out != doc.text
+        CHECKS[kind](doc.text, out)
+
+
+def test_entropy_thresholds_separate_clean_text(clean_docs):
+    """The entropy check's threshold means something: clean text compresses better than it."""
+    ratios = sorted(_compress_ratio(d.text) for d in clean_docs)
+    assert ratios[int(0.9 * len(ratios))] < 0.6
+
+
+def test_mojibake_of_accented_text():
+    out = corrupt.mojibake("café déjà vu – “quoted” naïve", document_rng(0, "m", "x"))
+    assert "Ã©" in out and "â€" in out
+    assert _undo_mojibake(out).replace("\u00a0", " ") == "café déjà vu – “quoted” naïve"
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+
+
+def test_labels_match_the_corruption_applied(clean_docs):
+    out = corrupt_documents(clean_docs, seed=3, fraction=0.3)
+    assert [(d.id, d.source) for d in out] == [(d.id, d.source) for d in clean_docs]
+    labels = Counter(d.label for d in out)
+    assert sum(v for k, v in labels.items() if k != CLEAN) == round(0.3 * len(clean_docs))
+    per_type = [labels[k] for k in CORRUPTIONS]
+    assert max(per_type) - min(per_type) <= 1
+    for before, after in zip(clean_docs, out, strict=True):
+        if after.label == CLEAN:
+            assert after.text == before.text
+        else:
+            assert after.text != before.text
+            assert after.text == CORRUPTIONS[after.label](before.text, document_rng(3, after.label, before.id))
+            CHECKS[after.label](before.text, after.text)
+
+
+def test_corruption_plan_fraction_and_seed():
+    assert corruption_plan(50, 0, 0.0, list(CORRUPTIONS)) == [CLEAN] * 50
+    assert CLEAN not in corruption_plan(50, 0, 1.0, list(CORRUPTIONS))
+    assert corruption_plan(200, 0, 0.3, list(CORRUPTIONS)) == corruption_plan(200, 0, 0.3, list(CORRUPTIONS))
+    assert corruption_plan(200, 0, 0.3, list(CORRUPTIONS)) != corruption_plan(200, 1, 0.3, list(CORRUPTIONS))
+    with pytest.raises(ValueError, match="corrupt_fraction"):
+        corruption_plan(10, 0, 1.5, list(CORRUPTIONS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Harvest
+
+
+def test_harvest_sizes_sources_and_prose(clean_docs):
+    cfg = HarvestConfig(max_documents=60)
+    assert Counter(d.source for d in clean_docs) == Counter(quotas(cfg))
+    assert quotas(cfg) == {STDLIB_DOCS: 15, PACKAGE_DOCS: 30, CODE: 15}
+    assert len({d.id for d in clean_docs}) == len({d.text for d in clean_docs}) == len(clean_docs)
+    assert all(cfg.min_chars <= len(d.text) <= cfg.max_chars for d in clean_docs)
+    assert all(d.label == CLEAN for d in clean_docs)
+    for doc in clean_docs:
+        if doc.source != CODE:
+            assert all(is_prose(p) for p in doc.text.split("\n\n")), doc.id
+        # the text comes from the file its id names: (nearly) every line of it is in that file
+        # (string escapes such as \\n are written differently in the source)
+        origin, rel = doc.id.split(":", 1)[1].split("#")[0].split("/", 1)
+        root = stdlib_root() if origin == "stdlib" else package_root(origin)
+        file_text = (root / rel).read_text(encoding="utf-8")
+        lines = doc.text.splitlines()
+        assert sum(line.strip() in file_text for line in lines) >= 0.95 * len(lines), doc.id
+    per_file = Counter((d.source, d.id.split("#")[0]) for d in clean_docs)
+    assert max(per_file.values()) <= cfg.max_chunks_per_file
+
+
+def test_short_source_is_topped_up_past_the_per_file_cap():
+    def run(n: int, cap: int) -> list[Document]:
+        cfg = HarvestConfig(n, packages=("omegaconf",), source_weights={PACKAGE_DOCS: 1.0}, max_chunks_per_file=cap)
+        return harvest(seed=0, cfg=cfg)
+
+    everything = run(1000, 1000)  # omegaconf has fewer than 1000 documents: all of them
+    assert {d.id for d in run(1000, 1)} == {d.id for d in everything}
+    few = run(12, 1)
+    per_file = Counter(d.id.split("#")[0] for d in few)
+    assert len(few) == 12 < len(everything) and len(per_file) < 12  # some file gave more than one
+    assert all(d.id.startswith("package_docs:omegaconf/") for d in few)
+
+
+def test_is_prose():
+    assert is_prose("Return the number of items in the container, counting duplicates once.")
+    assert not is_prose(">>> np.arange(3)\narray([0, 1, 2])")
+    assert not is_prose("0.1 0.2 0.3 0.4 0.5 0.6 0.7 ab cd ef gh ij kl")
+    assert not is_prose("Too short.")
+
+
+def test_pack_pieces_bounds():
+    import random
+
+    pieces = [f"paragraph {i} " + "word " * (i % 37 + 3) for i in range(300)] + ["x" * 5000]
+    chunks = pack_pieces(pieces, "\n\n", 500, 2000, random.Random(0))
+    assert chunks and all(500 <= len(c) <= 2000 for c in chunks)
+    short = [c.split("\n\n") for c in chunks if not c.startswith("x")]
+    for parts in short:  # each chunk is a run of consecutive pieces, in order
+        start = pieces.index(parts[0])
+        assert parts == pieces[start : start + len(parts)]
+    used = sum(len(p) for parts in short for p in parts)
+    assert used >= 0.9 * sum(len(p) for p in pieces[:-1])  # only short leftovers are dropped
+    assert "".join(c for c in chunks if c.startswith("x")) == "x" * 5000  # a long piece is cut, not lost
+
+
+def test_top_level_segments():
+    import ast
+
+    source = '"""Module doc."""\nimport os\n\n# helper\n@decorator\ndef f(x):\n    return x\n\n\nclass A:\n    pass\n'
+    segments = top_level_segments(source, ast.parse(source))
+    assert segments == ["import os", "# helper\n@decorator\ndef f(x):\n    return x", "class A:\n    pass"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+def test_config_names_round_trip():
+    spec = EmbeddedSpec(seed=3, corrupt_fraction=0.333, max_documents=50)
+    assert spec.config_name == "seed3_corrupt33p3_docs50"
+    assert parse_embedded_name(spec.tfds_name) == spec
+    assert parse_embedded_name("datarater_embedded/seed3_corrupt33p3_docs50") == spec
+    assert parse_embedded_name("datarater_embedded") == EmbeddedSpec()
+    assert EmbeddedSpec(1).config_name != EmbeddedSpec(2).config_name
+    assert is_embedded_name("datarater_embedded/x") and not is_embedded_name("datarater_embedded_other")
+    with pytest.raises(ValueError, match="seed<S>_corrupt<PERCENT>_docs<N>"):
+        parse_embedded_name("datarater_embedded/seed1")
+
+
+def test_bad_embedded_name_is_a_user_error(tmp_path):
+    cfg = CorpusConfig(kind="tfds", tfds_name="datarater_embedded/nonsense", tfds_data_dir=str(tmp_path))
+    with pytest.raises(UserError, match="corpus.tfds_name"):
+        list(iter_documents(cfg, ReadStats()))
+
+
+# ---------------------------------------------------------------------------------------------
+# TFDS build and reading
+
+
+def test_build_is_deterministic_for_a_seed(builds):
+    a, b, seed1 = (_records(*builds[k]) for k in ("a", "b", "seed1"))
+    assert len(a) == N_DOCS
+    assert a == b
+    assert [r["text"] for r in a] != [r["text"] for r in seed1]
+    assert {r["id"] for r in a} != {r["id"] for r in seed1}
+    assert "tensorflow" not in sys.modules
+
+
+def test_build_holds_the_corrupted_harvest(builds):
+    from datarater.data.embedded.builder import embedded_documents
+
+    expected = embedded_documents(EmbeddedSpec(seed=0, max_documents=N_DOCS))
+    records = _records(*builds["a"])
+    assert records == [{"id": d.id, "text": d.text, "source": d.source, "label": d.label} for d in expected]
+    assert set(SOURCES) == {r["source"] for r in records}
+    assert {r["label"] for r in records} == set(CORRUPTIONS) | {CLEAN}
+    meta = json.loads((prepared_dir(builds["a"][1], EmbeddedSpec(0, 0.3, N_DOCS)) / "metadata.json").read_text())
+    assert meta["documents"] == N_DOCS and meta["per_label"] == dict(sorted(Counter(d.label for d in expected).items()))
+
+
+def test_second_build_reuses_the_first(builds, monkeypatch):
+    from datarater.data.embedded import builder
+
+    def no_harvest(*args, **kwargs):
+        raise AssertionError("harvested again")
+
+    monkeypatch.setattr(builder, "harvest", no_harvest)
+    name, data_dir = builds["a"]
+    files = sorted(Path(data_dir).rglob("*.array_record*"))
+    before = [f.stat().st_mtime_ns for f in files]
+    assert builder.build_embedded(data_dir, seed=0, max_documents=N_DOCS) == (name, data_dir)
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_sources_builds_on_first_use_and_reads_labels(tmp_path, monkeypatch, capsys):
+    from datarater.data.embedded.builder import embedded_documents
+
+    attempts = _block_network(monkeypatch)
+    monkeypatch.setenv("DATARATER_DATA_DIR", str(tmp_path / "cache"))
+    cfg = CorpusConfig(kind="tfds", tfds_name=f"datarater_embedded/seed2_corrupt50_docs{N_DOCS}")
+    stats = ReadStats()
+    docs = list(iter_documents(cfg, stats))
+    assert "built the embedded corpus" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "datarater_embedded" / f"seed2_corrupt50_docs{N_DOCS}" / "1.0.0").is_dir()
+    expected = embedded_documents(EmbeddedSpec(seed=2, corrupt_fraction=0.5, max_documents=N_DOCS))
+    assert docs == expected
+    assert stats.read == stats.used == N_DOCS
+    assert Counter(d.label for d in docs)[CLEAN] == N_DOCS - round(0.5 * N_DOCS)
+    list(iter_documents(cfg, ReadStats()))
+    assert "built" not in capsys.readouterr().out  # the second read does not build again
+    assert attempts == [] and "tensorflow" not in sys.modules
+
+
+def test_files_corpus_reads_a_label_field(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "text": "hello", "label": "ocr"}) + "\n" + json.dumps({"id": "b", "text": "hi"}) + "\n"
+    )
+    docs = list(iter_documents(CorpusConfig(paths=[str(path)]), ReadStats()))
+    assert [(d.id, d.label) for d in docs] == [("a", "ocr"), ("b", "")]
