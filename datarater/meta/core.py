@@ -8,10 +8,12 @@
 The meta-gradient dL_out/deta differentiates through the unroll. ``grad_mode``:
 - ``autodiff``: reverse-over-reverse through ``lax.scan``; stores every inner backward pass.
 - ``remat``: the same with ``jax.checkpoint`` on each inner step; activations are recomputed.
-- ``mixed``: MixFlow-MG. The inner gradient g(theta, w) has a custom VJP whose backward rule is one
-  forward-over-reverse product (``jax.jvp`` of ``jax.grad``): the tangent of g along the incoming
-  cotangent gives the Hessian-vector product H g_bar (H is symmetric) and, for the weights, the
-  directional derivatives grad l_i . g_bar. Only (theta, w, batch) are kept as residuals.
+- ``mixed``: MixFlow-MG. Each inner update has a custom VJP that keeps only its inputs and, in
+  the backward pass, linearises the inner gradient once (``jax.linearize`` of ``jax.grad``,
+  forward-over-reverse): applied to the cotangent g_bar it gives the Hessian-vector product
+  H g_bar (H is symmetric) and, for the weights, the directional derivatives grad l_i . g_bar.
+  No inner backward activations are stored, and g is not computed twice as under remat.
+In every mode the rater scores all ``T`` inner batches in one call outside the unroll.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class MetaProblem:
         nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), batch)
         return jnp.sum(nll) / jnp.maximum(jnp.sum(count), 1.0)
 
-    # -- the inner gradient g(theta, w), with its two differentiation rules --------------------
+    # -- the inner gradient g(theta, w) and one inner update of the LM --------------------------
     def _grad_and_losses(self, theta: dict, w: jax.Array, batch: Batch) -> tuple[dict, jax.Array]:
         def weighted(th):
             losses = self.seq_losses(th, batch)
@@ -79,46 +81,56 @@ class MetaProblem:
         g, losses = jax.grad(weighted, has_aux=True)(theta)
         return g, losses
 
-    def weighted_grad(self, theta: dict, w: jax.Array, batch: Batch) -> tuple[dict, jax.Array]:
-        """``(g, l)``: the weighted inner gradient and the per-row losses (not differentiated)."""
-        if self.grad_mode != "mixed":
-            g, losses = self._grad_and_losses(theta, w, batch)
-            return g, jax.lax.stop_gradient(losses)
-        g, losses = _mixed_weighted_grad(self, theta, w, batch)
-        return g, jax.lax.stop_gradient(losses)
-
-    # -- one inner step and the unrolled outer loss ----------------------------------------------
-    def inner_step(self, eta: dict, theta: dict, opt_state: Any, batch: Batch):
-        scores = self.scores(eta, batch)
-        valid = valid_rows(batch)
-        w = softmax_weights(scores, valid)
-        g, losses = self.weighted_grad(theta, w, batch)
+    def _apply_optimizer(self, theta: dict, opt_state: Any, g: dict) -> tuple[dict, Any]:
         updates, opt_state = self.inner_tx.update(g, opt_state, theta)
-        theta = optax.apply_updates(theta, updates)
-        tokens = jnp.sum(batch["segment_ids"][:, 1:] != 0)
-        aux = {
-            "scores": jax.lax.stop_gradient(scores),
-            "weights": jax.lax.stop_gradient(w),
-            "inner_loss": jnp.sum(losses) / jnp.maximum(tokens, 1),
-        }
-        return theta, opt_state, aux
+        return optax.apply_updates(theta, updates), opt_state
 
+    def lm_update(self, theta: dict, opt_state: Any, w: jax.Array, batch: Batch):
+        """``(theta', opt_state', l)``: one optimiser step on the ``w``-weighted batch loss.
+
+        In ``mixed`` mode this function has a custom VJP (see `_mixed_lm_update`); the per-row
+        losses ``l`` are returned for metrics only and are never differentiated.
+        """
+        if self.grad_mode == "mixed":
+            theta, opt_state, losses = _mixed_lm_update(self, theta, opt_state, w, batch)
+        else:
+            g, losses = self._grad_and_losses(theta, w, batch)
+            theta, opt_state = self._apply_optimizer(theta, opt_state, g)
+        return theta, opt_state, jax.lax.stop_gradient(losses)
+
+    def batch_weights(self, eta: dict, inner_batches: Batch) -> tuple[jax.Array, jax.Array]:
+        """Rater scores and softmax weights ``[T, B]`` of all inner batches (``[T, B, L]``).
+
+        The scores do not depend on the inner model, so the rater runs once on all ``T * B``
+        rows (one large forward, one backward) instead of inside every unrolled step, where
+        rematerialisation would run it again.
+        """
+        t, b, length = inner_batches["tokens"].shape
+        flat = {k: v.reshape(t * b, length) for k, v in inner_batches.items()}
+        scores = self.scores(eta, flat).reshape(t, b)
+        return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(inner_batches))
+
+    # -- the unrolled outer loss -------------------------------------------------------------------
     def outer_loss(self, eta: dict, theta: dict, opt_state: Any, inner_batches: Batch, heldout: Batch):
         """L_out after ``T`` inner steps (``inner_batches`` leaves are ``[T, B, L]``).
 
         Returns ``(loss, (theta_T, opt_state_T, aux))`` where aux stacks each step's metrics.
         """
+        scores, weights = self.batch_weights(eta, inner_batches)
 
-        def body(carry, batch):
+        def body(carry, xs):
             th, st = carry
-            th, st, aux = self.inner_step(eta, th, st, batch)
-            return (th, st), aux
+            batch, w = xs
+            th, st, losses = self.lm_update(th, st, w, batch)
+            tokens = jnp.sum(batch["segment_ids"][:, 1:] != 0)
+            return (th, st), jnp.sum(losses) / jnp.maximum(tokens, 1)
 
-        if self.grad_mode in ("remat", "mixed"):
-            # mixed: the custom VJP already avoids storing inner backward passes; checkpointing
-            # the step also drops the rater's and the forward's activations, so memory is flat in T.
+        if self.grad_mode == "remat":
             body = jax.checkpoint(body)
-        (theta_t, state_t), aux = jax.lax.scan(body, (theta, opt_state), inner_batches)
+        # mixed needs no checkpoint: its custom VJP keeps only (theta, state, w) per step.
+        (theta_t, state_t), inner_loss = jax.lax.scan(body, (theta, opt_state), (inner_batches, weights))
+        aux = {"scores": jax.lax.stop_gradient(scores), "weights": jax.lax.stop_gradient(weights),
+               "inner_loss": inner_loss}
         return self.heldout_loss(theta_t, heldout), (theta_t, state_t, aux)
 
     def meta_grad(self, eta: dict, theta: dict, opt_state: Any, inner_batches: Batch, heldout: Batch):
@@ -127,23 +139,35 @@ class MetaProblem:
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _mixed_weighted_grad(problem: MetaProblem, theta: dict, w: jax.Array, batch: Batch):
-    return problem._grad_and_losses(theta, w, batch)
+def _mixed_lm_update(problem: MetaProblem, theta: dict, opt_state: Any, w: jax.Array, batch: Batch):
+    g, losses = problem._grad_and_losses(theta, w, batch)
+    theta, opt_state = problem._apply_optimizer(theta, opt_state, g)
+    return theta, opt_state, losses
 
 
-def _mixed_fwd(problem, theta, w, batch):
-    return problem._grad_and_losses(theta, w, batch), (theta, w, batch)
+def _mixed_fwd(problem, theta, opt_state, w, batch):
+    return _mixed_lm_update(problem, theta, opt_state, w, batch), (theta, opt_state, w, batch)
 
 
 def _mixed_bwd(problem, residuals, cotangents):
-    theta, w, batch = residuals
-    g_bar, _ = cotangents  # the per-row losses are only read under stop_gradient
-    # Forward-over-reverse: the tangent of theta -> (g, l) along g_bar is (H g_bar, grad l_i . g_bar).
-    _, (hvp, loss_dot) = jax.jvp(lambda th: problem._grad_and_losses(th, w, batch), (theta,), (g_bar,))
-    return hvp, loss_dot, _float0_like(batch)
+    """MixFlow-MG backward rule of one inner update, storing nothing but its inputs.
+
+    ``jax.linearize`` of theta -> (g, l) recomputes the inner gradient g once and keeps its
+    forward-mode linearisation; the optimiser's VJP (it needs g) maps the incoming cotangents to
+    g_bar; the linearisation applied to g_bar is forward-over-reverse: H g_bar for theta (H is
+    symmetric) and grad l_i . g_bar, which is the cotangent of w_i since dg/dw_i = grad l_i.
+    """
+    theta, opt_state, w, batch = residuals
+    theta_bar, state_bar, _ = cotangents  # the losses are only read under stop_gradient
+    (g, _), lin = jax.linearize(lambda th: problem._grad_and_losses(th, w, batch), theta)
+    _, opt_vjp = jax.vjp(problem._apply_optimizer, theta, opt_state, g)
+    theta_bar_direct, state_bar_in, g_bar = opt_vjp((theta_bar, state_bar))
+    hvp, w_bar = lin(g_bar)
+    theta_bar_in = jax.tree.map(jnp.add, theta_bar_direct, hvp)
+    return theta_bar_in, state_bar_in, w_bar, _float0_like(batch)
 
 
-_mixed_weighted_grad.defvjp(_mixed_fwd, _mixed_bwd)
+_mixed_lm_update.defvjp(_mixed_fwd, _mixed_bwd)
 
 
 # -- the outer update over a population ------------------------------------------------------------
