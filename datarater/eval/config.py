@@ -1,0 +1,47 @@
+"""Configs of `datarater eval` (no JAX import: the command line reads these at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datarater.errors import UserError
+
+NORMALIZE_CHOICES = ("raw", "byte", "both")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate an LM on."""
+
+    tasks: list[str] = field(default_factory=list)  # multiple-choice task files (jsonl; globs allowed)
+    limit: int = 0  # items per task, 0 = all
+    validation: list[str] = field(default_factory=list)  # extra validation corpora (globs, like corpus.paths)
+    max_sequences: int = 0  # packed sequences per validation set, 0 = all
+    every: int = 0  # train-lm: evaluate the tasks every N steps (0 = only at the end)
+    batch_size: int = 32  # sequences per forward pass
+    normalize: str = "both"  # accuracy reported: raw (sum log-lik) | byte (per byte) | both
+
+
+@dataclass
+class EvalProgram:
+    """`datarater eval`: NLL and multiple-choice accuracy of a trained LM."""
+
+    lm_run: str = ""  # a train-lm run directory
+    run_dir: str = ""  # where results go; "" = LM_RUN/eval
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise UserError(f"config key '{key}': {msg}")
+
+
+def validate_eval(e: EvalConfig, prefix: str = "eval") -> None:
+    for k in ("limit", "max_sequences", "every"):
+        _check(getattr(e, k) >= 0, f"{prefix}.{k}", f"must be >= 0 (0 = all / off), got {getattr(e, k)}")
+    _check(e.batch_size > 0, f"{prefix}.batch_size", f"must be a positive integer, got {e.batch_size}")
+    _check(e.normalize in NORMALIZE_CHOICES, f"{prefix}.normalize",
+           f"must be one of {', '.join(NORMALIZE_CHOICES)}; got '{e.normalize}'")
+    for k in ("tasks", "validation"):
+        for i, p in enumerate(getattr(e, k)):
+            _check(isinstance(p, str) and p.strip() != "", f"{prefix}.{k}[{i}]", "is empty: give a file or a glob")

@@ -1,0 +1,118 @@
+"""Compute accounting: FLOPs of LM training, rater inference and meta-training.
+
+Conventions (as in the Chinchilla paper, appendix F, without the small non-matmul terms):
+- a matrix multiply ``[m, k] @ [k, n]`` costs ``2 m k n`` FLOPs;
+- forward FLOPs per token = 2 x dense (matmul) parameters + attention, where attention per layer
+  is ``QK^T`` and ``AV``: ``2 * 2 * n_heads * d_head * seq_len``, halved for a causal model
+  (a query sees on average half the keys); embedding lookups, norms, softmax and the optimiser
+  update are not counted;
+- backward = 2 x forward, so training = 3 x forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple
+from functools import lru_cache
+
+from datarater.config import MetaConfig, ModelConfig
+from datarater.models.presets import attention_flops_per_token, lm_param_counts, lm_train_flops_per_token
+
+# Backward pass through the unrolled inner steps, in units of their forward pass: the VJP of a
+# computation costs about twice its forward, and the inner step's forward already contains the
+# LM's gradient, whose VJP is a Hessian-vector product (reverse-over-reverse or the MixFlow-MG
+# forward-over-reverse product: both ~2x the gradient's cost). remat and mixed modes checkpoint
+# each inner step, which recomputes its forward once more in the backward pass.
+UNROLL_BACKWARD_FACTOR = 2.0
+UNROLL_RECOMPUTE = {"autodiff": 0.0, "remat": 1.0, "mixed": 1.0}
+
+
+@lru_cache(maxsize=64)
+def _dense_params(cfg_key: tuple) -> tuple[int, int]:
+    """(dense parameters of the causal LM, of which the output head) for a config tuple."""
+    counts = lm_param_counts(ModelConfig(*cfg_key))
+    return counts.dense, counts.head
+
+
+def lm_dense_params(cfg: ModelConfig) -> int:
+    """Matmul parameters per token of the causal LM (output head included, input embedding not)."""
+    return _dense_params(astuple(cfg))[0]
+
+
+def trunk_dense_params(cfg: ModelConfig) -> int:
+    """Matmul parameters per token of the Transformer trunk (attention and MLP of every layer)."""
+    dense, head = _dense_params(astuple(cfg))
+    return dense - head
+
+
+def lm_forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Forward FLOPs per token of the causal LM: 2 x dense + causal attention."""
+    return 2.0 * lm_dense_params(cfg) + attention_flops_per_token(cfg, seq_len, causal=True)
+
+
+def lm_flops_per_step(model_cfg: ModelConfig, batch: int, seq_len: int) -> float:
+    """Training FLOPs of one LM step on ``batch`` sequences of ``seq_len`` tokens."""
+    return float(batch) * seq_len * lm_train_flops_per_token(model_cfg, seq_len)
+
+
+def rater_inference_flops_per_sequence(rater_cfg: ModelConfig, seq_len: int) -> float:
+    """Forward FLOPs of the (non-causal) rater on one sequence.
+
+    Per token: 2 x trunk dense parameters + full bidirectional attention (not halved); per
+    sequence: the pooled scalar head (2 x d_model).
+    """
+    per_token = 2.0 * trunk_dense_params(rater_cfg) + attention_flops_per_token(rater_cfg, seq_len, causal=False)
+    return seq_len * per_token + 2.0 * rater_cfg.d_model
+
+
+def oversampled_batch(batch: int, discard: float) -> int:
+    """Sequences drawn to keep ``batch`` of them at discard ratio ``discard``: ceil(N / (1 - rho))."""
+    if not 0.0 <= discard < 1.0:
+        raise ValueError(f"discard ratio must be in [0, 1), got {discard}")
+    exact = batch / (1.0 - discard)
+    return max(batch, math.ceil(exact - 1e-9 * exact))
+
+
+def rater_flops_per_step(rater_cfg: ModelConfig, batch: int, seq_len: int, discard: float) -> float:
+    """Rater inference per LM training step: the whole oversampled batch is scored."""
+    if discard == 0.0:
+        return 0.0
+    return oversampled_batch(batch, discard) * rater_inference_flops_per_sequence(rater_cfg, seq_len)
+
+
+def meta_member_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: MetaConfig, seq_len: int) -> dict[str, float]:
+    """FLOPs of one population member's meta-gradient, by part (see `meta_step_flops`)."""
+    inner_tokens = meta_cfg.inner_batch_size * seq_len
+    inner_forward = meta_cfg.unroll * (
+        meta_cfg.inner_batch_size * rater_inference_flops_per_sequence(rater_cfg, seq_len)
+        + inner_tokens * lm_train_flops_per_token(model_cfg, seq_len)
+    )
+    heldout_forward = meta_cfg.outer_batch_size * seq_len * lm_forward_flops_per_token(model_cfg, seq_len)
+    recompute = UNROLL_RECOMPUTE.get(meta_cfg.grad_mode, 0.0)
+    return {
+        "inner_forward": inner_forward,
+        "inner_recompute": recompute * inner_forward,
+        "inner_backward": UNROLL_BACKWARD_FACTOR * inner_forward,
+        "heldout_forward": heldout_forward,
+        "heldout_backward": 2.0 * heldout_forward,
+    }
+
+
+def meta_step_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: MetaConfig, seq_len: int) -> float:
+    """A documented estimate of one meta-step's FLOPs (all population members).
+
+    Per member: ``T = meta.unroll`` inner steps, each a rater forward on the inner batch and an
+    LM training step (forward + backward: the weighted gradient) on it; then the LM forward on
+    the held-out batch. The meta-gradient costs the backward of all of it: 2 x the held-out
+    forward, and ``UNROLL_BACKWARD_FACTOR`` (2) x the unrolled inner forward, plus one more
+    inner forward under remat/mixed (recomputation). So the unroll costs 3x (autodiff) or 4x
+    (remat, mixed) its forward. The outer Adam update and member re-initialisation are ignored.
+    """
+    return meta_cfg.population * sum(meta_member_flops(model_cfg, rater_cfg, meta_cfg, seq_len).values())
+
+
+def meta_training_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: MetaConfig, seq_len: int,
+                        steps: int | None = None) -> float:
+    """FLOPs of a whole meta-training run (``meta.steps`` meta-steps unless ``steps`` is given)."""
+    n = meta_cfg.steps if steps is None else steps
+    return n * meta_step_flops(model_cfg, rater_cfg, meta_cfg, seq_len)
