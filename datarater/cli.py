@@ -20,7 +20,9 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from datarater import config as C
+from datarater.curate.config import validate_curate, validate_filter, validate_score
 from datarater.errors import UserError
+from datarater.eval.config import EvalProgram, validate_eval
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "train-lm": Subcommand(
         "train_lm", C.TrainLMProgram, "datarater.train.trainer:train_lm",
         (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
-         ("train", C.validate_train), ("mesh", C.validate_mesh)),
-        "train a causal LM on a corpus; resumes if run_dir holds a checkpoint",
+         ("train", C.validate_train), ("mesh", C.validate_mesh), ("curate", validate_curate), ("eval", validate_eval)),
+        "train a causal LM on a corpus (curate=<curator> curate.discard=<rho> filters it online); resumes",
     ),
     "meta-train": Subcommand(
         "meta_train", C.MetaTrainProgram, "datarater.meta.trainer:meta_train",
@@ -51,11 +53,42 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
 }
 
+SUBCOMMANDS.update({
+    "score": Subcommand(
+        "score", C.ScoreProgram, "datarater.curate.score:score",
+        (("curate", validate_curate), ("corpus", C.validate_corpus), ("data", C.validate_data), ("score", validate_score)),
+        "score every sequence (or document) of a corpus split into parquet side files; restartable",
+    ),
+    "filter": Subcommand(
+        "filter", C.FilterProgram, "datarater.curate.filter:filter_corpus",
+        (("curate", validate_curate), ("corpus", C.validate_corpus), ("data", C.validate_data),
+         ("score", validate_score), ("filter", validate_filter)),
+        "write the documents the per-item acceptance rule keeps at curate.discard, with a manifest",
+    ),
+    "eval": Subcommand(
+        "eval", EvalProgram, "datarater.eval.run:evaluate_lm", (("eval", validate_eval),),
+        "NLL (nats/token, bits/byte) and zero-shot multiple-choice accuracy of a train-lm run",
+    ),
+    "sweep": Subcommand(
+        "sweep", C.SweepProgram, "datarater.experiments.sweep:sweep",
+        (("corpus", C.validate_corpus), ("data", C.validate_data), ("train", C.validate_train),
+         ("mesh", C.validate_mesh), ("eval", validate_eval), ("sweep", C.validate_sweep)),
+        "discard-ratio sweep per curator on the smallest model, then larger models at the best ratio",
+    ),
+    "report": Subcommand(
+        "report", C.ReportProgram, "datarater.experiments.report:report", (),
+        "report.md with plots for a sweep or quickstart run directory",
+    ),
+    "quickstart": Subcommand(
+        "quickstart", C.QuickstartProgram, "datarater.experiments.quickstart:quickstart",
+        (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
+         ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_train), ("meta", C.validate_meta)),
+        "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (~15 min on 2 cores)",
+    ),
+})
+
 # Named in the design, delivered by later issues.
-PLANNED = {
-    "score": "issue #4", "filter": "issue #4", "eval": "issue #5",
-    "sweep": "issue #5", "report": "issue #5", "quickstart": "issue #6", "plan": "issue #7",
-}
+PLANNED: dict[str, str] = {"plan": "issue #7"}
 
 
 def _field_names(schema: type) -> list[str]:

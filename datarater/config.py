@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from datarater.curate.config import CurateConfig, FilterConfig, ScoreConfig
 from datarater.errors import UserError
+from datarater.eval.config import EvalConfig
 
 
 @dataclass
@@ -144,6 +146,8 @@ class TrainLMProgram:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)  # online curation of the training stream
+    eval: EvalConfig = field(default_factory=EvalConfig)  # multiple-choice tasks every eval.every steps
 
 
 @dataclass
@@ -158,6 +162,89 @@ class MetaTrainProgram:
     train: TrainConfig = field(default_factory=TrainConfig)  # the inner optimiser (schedule over meta.lifetime)
     meta: MetaConfig = field(default_factory=MetaConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+@dataclass
+class ScoreProgram:
+    """`datarater score`: score every sequence (or document) of a corpus split into side files."""
+
+    run_dir: str = "runs/score"
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+@dataclass
+class FilterProgram:
+    """`datarater filter`: write the documents the per-item rule keeps, and a manifest."""
+
+    run_dir: str = "runs/filter"
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+
+@dataclass
+class SweepConfig:
+    """`datarater sweep`: which curators, ratios and model sizes."""
+
+    model: str = "nano"  # the smallest preset: the discard ratio is chosen with it
+    larger: list[str] = field(default_factory=list)  # presets trained at each curator's best ratio
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+    curators: list[str] = field(default_factory=lambda: ["datarater", "random"])
+
+
+@dataclass
+class SweepProgram:
+    """`datarater sweep`: discard-ratio sweep per curator, then larger models at the best ratio."""
+
+    run_dir: str = "runs/sweep"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)  # shared options: rater_run, scores, target_paths, ...
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+@dataclass
+class ReportProgram:
+    """`datarater report`: the analysis report of a sweep (and the rater behind it)."""
+
+    run_dir: str = "runs/sweep"  # a sweep or quickstart run directory
+    rater_run: str = ""  # meta-train run whose rater is analysed ("" = the sweep's curate.rater_run)
+    rows: int = 2000  # validation rows scored for histograms, extremes and the feature fit
+
+
+@dataclass
+class QuickstartConfig:
+    """The budget of `datarater quickstart`: every stage in one run directory."""
+
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    curators: list[str] = field(default_factory=lambda: ["datarater", "random", "heuristic", "perplexity"])
+    report_rows: int = 2000
+
+
+@dataclass
+class QuickstartProgram:
+    """`datarater quickstart`: embedded corpus -> meta-train -> score -> sweep -> report."""
+
+    run_dir: str = "runs/quickstart"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rater: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inner: TrainConfig = field(default_factory=TrainConfig)  # the inner LMs' optimiser in meta-training
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    quickstart: QuickstartConfig = field(default_factory=QuickstartConfig)
 
 
 _DTYPES = ("float32", "bfloat16")
@@ -235,3 +322,13 @@ def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
     _check(m.lifetime >= m.unroll, f"{prefix}.lifetime", f"must be >= meta.unroll ({m.unroll}), got {m.lifetime}")
     _check(m.outer_lr > 0, f"{prefix}.outer_lr", "must be > 0")
     _check(m.inner_eps_root >= 0, f"{prefix}.inner_eps_root", "must be >= 0")
+
+
+def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
+    from datarater.curate.config import CURATORS
+
+    _check(len(s.ratios) > 0, f"{prefix}.ratios", "is empty: give discard ratios, e.g. [0,0.25,0.5]")
+    for i, r in enumerate(s.ratios):
+        _check(0.0 <= r < 1.0, f"{prefix}.ratios[{i}]", f"discard ratios must be in [0, 1), got {r}")
+    for c in s.curators:
+        _check(c in CURATORS and c != "none", f"{prefix}.curators", f"unknown curator '{c}'; choose from {CURATORS[1:]}")

@@ -29,6 +29,7 @@ from datarater.models.transformer import CausalLM
 from datarater.parallel.mesh import batch_shards, logical_axes_of, make_mesh, param_shardings, put_batch
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
+from datarater.train.curation import make_online_curation
 from datarater.train.metrics import MetricsFile, Progress, peak_flops_per_device
 from datarater.train.optimizer import lr_schedule, make_optimizer
 from datarater.train.step import make_eval_step, make_train_step
@@ -115,7 +116,12 @@ def train_lm(prog: TrainLMProgram) -> dict:
 
     tx = make_optimizer(train)
     state = init_lm(cfg, train.seed, mesh, rules, tx)
-    dataset = train_batches(splits["train"], local_batch, train.seed, jax.process_index(), jax.process_count())
+    curation = make_online_curation(prog.curate, prog.data, tokenizer, splits["train"], local_batch)
+    draw = curation.draw if curation else local_batch
+    if curation:
+        say(f"[curate] {curation.name}: discard {curation.discard:g}, keep the best {curation.keep} of {draw} rows "
+            f"per step and process ({curation.flops_per_sequence:.3g} scoring FLOPs per row)")
+    dataset = train_batches(splits["train"], draw, train.seed, jax.process_index(), jax.process_count())
     iterator = make_iterator(dataset)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
@@ -126,6 +132,8 @@ def train_lm(prog: TrainLMProgram) -> dict:
         restored, extra = ckpt.restore(latest, abstract_like({"params": state.params, "opt_state": state.opt_state}))
         state.params, state.opt_state = restored["params"], restored["opt_state"]
         restore_iterator(iterator, extra["data"])
+        if curation and "curation" in extra:
+            curation.load_counts(extra["curation"])
         start = latest
         dropped = metrics.truncate_after(latest)
         say(f"[ckpt] resumed from step {latest} in {ckpt.directory}" + (f" ({dropped} later metric rows recomputed)" if dropped else ""))
@@ -143,6 +151,12 @@ def train_lm(prog: TrainLMProgram) -> dict:
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
     tokens_per_step = train.batch_size * prog.data.seq_len
+    train_flops_per_step = flops_per_token * tokens_per_step
+    curate_flops_per_step = curation.flops_per_sequence * draw * jax.process_count() if curation else 0.0
+
+    def eval_row(step: int, nll: float) -> dict:
+        return {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
+                "curate_flops": step * curate_flops_per_step}
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 
     if start >= train.steps:
@@ -150,7 +164,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
         say(f"[train] {run_dir} is already complete at step {start}: nothing to do")
         return json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     if start == 0 and val:
-        metrics.write({"step": 0, "val_nll": evaluate(eval_fn, state.params, val, mesh, rules)})
+        metrics.write(eval_row(0, evaluate(eval_fn, state.params, val, mesh, rules)))
 
     progress = Progress(train.steps, start_step=start, label="train-lm")
     pending: list[tuple[int, dict]] = []
@@ -181,11 +195,17 @@ def train_lm(prog: TrainLMProgram) -> dict:
 
     def save(step: int) -> None:
         flush(throughput=False)
-        ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, {"data": iterator_state(iterator), "step": step})
+        extra = {"data": iterator_state(iterator), "step": step}
+        if curation:
+            extra["curation"] = curation.counts()
+        ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, extra)
 
     try:
         while step < train.steps:
-            batch = put_batch({k: v for k, v in next(iterator).items() if k != "index"}, mesh, rules)
+            rows = next(iterator)
+            if curation:
+                rows = curation.select(rows, splits["train"])
+            batch = put_batch({k: v for k, v in rows.items() if k != "index"}, mesh, rules)
             state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
             step += 1
             timer["steps"] += 1
@@ -195,7 +215,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
                 shown = flush(throughput=True)
                 if val and (step % train.eval_every == 0 or is_last):
                     last_val = evaluate(eval_fn, state.params, val, mesh, rules)
-                    metrics.write({"step": step, "val_nll": last_val})
+                    metrics.write(eval_row(step, last_val))
                     timer["t"] = time.perf_counter()  # evaluation is not training throughput
                 if shown:
                     progress.show(step, loss=shown["loss"], tok_s=f"{shown['tokens_per_s']:,.0f}",
@@ -203,7 +223,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
             elif val and step % train.eval_every == 0:
                 flush(throughput=False)
                 last_val = evaluate(eval_fn, state.params, val, mesh, rules)
-                metrics.write({"step": step, "val_nll": last_val})
+                metrics.write(eval_row(step, last_val))
                 timer["t"] = time.perf_counter()
             if step % train.checkpoint_every == 0 or is_last:
                 save(step)
@@ -222,6 +242,10 @@ def train_lm(prog: TrainLMProgram) -> dict:
         "documents": stats.as_dict(),
         "sequences": {k: len(v) for k, v in splits.items()},
         "flops_per_token": flops_per_token,
+        "train_flops": step * train_flops_per_step,
+        "curate_flops": step * curate_flops_per_step,
+        "curate": {"name": prog.curate.name, "discard": prog.curate.discard,
+                   "kept_fraction_per_source": curation.kept_fraction_per_source() if curation else None},
     }
     if jax.process_index() == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,114 @@
+"""`datarater report`: collect a sweep's runs and the rater's scores, write report.md with plots.
+
+Works on a sweep run directory (``RUN/lm/*`` runs and ``RUN/config.yaml``) or on a quickstart
+run directory (its sweep is in ``RUN/sweep``). The rater and the baseline curators score the
+first ``rows`` rows of the corpus's validation split: histograms, extremes, the feature fit and,
+when documents carry corruption labels, the audit (ROC-AUC clean vs each corruption type).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from datarater.config import ReportProgram, SweepProgram
+from datarater.errors import UserError
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
+    for candidate in (run_dir, run_dir / "sweep"):
+        cfg = candidate / "config.yaml"
+        if cfg.exists() and (candidate / "lm").is_dir():
+            raw = OmegaConf.load(cfg)
+            return candidate, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepProgram), raw))
+    raise UserError(f"{run_dir} is neither a sweep run directory nor a quickstart one (no config.yaml and lm/ "
+                    "in it or in its sweep/): run `datarater sweep` first")
+
+
+def finished_runs(sweep_dir: Path):
+    """The sweep's finished train-lm runs, as the sweep planned them."""
+    from datarater.experiments.sweep import PlannedRun
+    from datarater.train.load import read_program
+
+    runs, skipped = [], []
+    for d in sorted((sweep_dir / "lm").iterdir()):
+        if not (d / "summary.json").exists():
+            skipped.append(d.name)
+            continue
+        p = read_program(d)
+        runs.append(PlannedRun(d.name, p.model.name, p.curate.name, p.curate.discard, p))
+    if skipped:
+        say(f"[report] {len(skipped)} unfinished runs left out: {', '.join(skipped)}")
+    if not runs:
+        raise UserError(f"{sweep_dir / 'lm'} holds no finished run")
+    return runs
+
+
+def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, rows: int):
+    """Scores of the DataRater and of every baseline curator on validation rows, with their texts."""
+    from datarater.curate.curators import calibration_sample, make_curator, score_rows
+    from datarater.data.corpus import load_splits
+    from datarater.data.tokenizer import make_tokenizer
+    from datarater.eval.report import ScoreTable
+    from datarater.experiments.sweep import run_name
+
+    tokenizer = make_tokenizer(sweep.data)
+    packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",))["validation"]
+    n = min(rows, len(packed))
+    batch = {k: getattr(packed, k)[:n] for k in ("tokens", "segment_ids", "positions")}
+    batch["index"] = np.arange(n)
+    texts = [tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]) for i in range(n)]
+    scores: dict[str, np.ndarray] = {}
+    curators = ["datarater"] + [c for c in sweep.sweep.curators if c != "datarater"]
+    for name in curators:
+        cfg = copy.deepcopy(sweep.curate)
+        cfg.name, cfg.scores = name, ""
+        if name == "datarater":
+            cfg.rater_run = rater_run
+            if not rater_run:
+                continue
+        if name == "perplexity" and not cfg.reference_run:
+            cfg.reference_run = str(sweep_dir / "lm" / run_name(sweep.sweep.model, "none", 0.0))
+        if name == "dsir" and not cfg.target_paths:
+            continue
+        sample = calibration_sample(packed, cfg.calibration_rows, cfg.seed)
+        curator = make_curator(cfg, sweep.data, tokenizer, packed.seq_len, sample=sample, packed=packed)
+        say(f"[report] scoring {n} validation rows with {name}")
+        scores[name] = score_rows(curator, batch, 64)
+    if "datarater" not in scores:
+        return None
+    labels = [packed.label_of_row(i) for i in range(n)] if packed.labels else None
+    return ScoreTable(
+        ids=[str(x) for x in packed.ids[:n]], sources=[packed.source_of_row(i) for i in range(n)],
+        scores=scores["datarater"], texts=texts, n_segments=packed.segment_ids[:n].max(axis=1),
+        labels=labels, curator_scores={k: v for k, v in scores.items() if k != "datarater"},
+    )
+
+
+def report(prog: ReportProgram, notes: list[str] | None = None) -> Path:
+    from datarater.eval.report import ReportInputs, write_report, write_results_csv
+    from datarater.experiments.sweep import run_results
+
+    if not prog.run_dir:
+        raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
+    run_dir = Path(prog.run_dir).expanduser().absolute()
+    sweep_dir, sweep = read_sweep(run_dir)
+    runs = finished_runs(sweep_dir)
+    results, gains = run_results(runs)
+    write_results_csv(sweep_dir / "results.csv", results, gains)
+    rater_run = prog.rater_run or sweep.curate.rater_run
+    table = score_table(sweep, sweep_dir, rater_run, prog.rows) if prog.rows > 0 else None
+    extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
+             f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
+    path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, ratios=sweep.sweep.ratios,
+                                              notes=extra + (notes or [])))
+    say(f"[report] wrote {path}")
+    return path

@@ -1,0 +1,193 @@
+"""`datarater sweep`: discard-ratio sweep per curator, best ratio on the smallest model, then larger.
+
+    RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
+    RUN/results.csv, RUN/results.md     one row per run: final NLL, delta, net compute gain, tasks
+
+1. the smallest preset (``sweep.model``) unfiltered, then at every ratio of ``sweep.ratios`` for
+   every curator of ``sweep.curators``;
+2. the best ratio per curator by final held-out NLL on that model (DESIGN.md section 5);
+3. each preset of ``sweep.larger`` unfiltered and at each curator's best ratio.
+Every run has the same steps and batch, so runs compare at equal training compute.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from datarater.config import SweepProgram, TrainLMProgram
+from datarater.curate.config import validate_curate
+from datarater.errors import UserError
+from datarater.eval.gain import net_compute_gain, read_curve
+from datarater.eval.report import RunResult, write_results_csv
+from datarater.models.presets import lm_param_counts, load_preset
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    model: str
+    curator: str
+    discard: float
+    program: TrainLMProgram
+
+
+def run_name(model: str, curator: str, discard: float) -> str:
+    return f"{model}-{curator}-{discard:g}"
+
+
+def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
+    """The train-lm program of one sweep point (shared corpus, data, train, mesh, eval)."""
+    curate = copy.deepcopy(prog.curate)
+    curate.name, curate.discard = (curator, discard) if discard > 0 else ("none", 0.0)
+    if curator == "perplexity" and not curate.reference_run:
+        # The reference LM: the smallest model trained unfiltered on the same corpus.
+        curate.reference_run = str(Path(prog.run_dir) / "lm" / run_name(prog.sweep.model, "none", 0.0))
+    if curator != "datarater":
+        curate.scores = ""  # precomputed side files are the rater's
+    return TrainLMProgram(
+        run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curate.name if discard > 0 else "none", discard)),
+        model=load_preset(model), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
+        train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=copy.deepcopy(prog.eval),
+    )
+
+
+def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
+    m = prog.sweep.model
+    runs = [PlannedRun(run_name(m, "none", 0.0), m, "none", 0.0, lm_program(prog, m, "none", 0.0))]
+    for curator in prog.sweep.curators:
+        for rho in prog.sweep.ratios:
+            if rho > 0:
+                runs.append(PlannedRun(run_name(m, curator, rho), m, curator, rho, lm_program(prog, m, curator, rho)))
+    return runs
+
+
+def final_nll(run_dir: str) -> float:
+    summary = Path(run_dir) / "summary.json"
+    value = json.loads(summary.read_text()).get("final_val_nll") if summary.exists() else None
+    return float("inf") if value is None else float(value)
+
+
+def best_ratio_per_curator(prog: SweepProgram, done: list[PlannedRun]) -> dict[str, float]:
+    """Best discard ratio of each curator by final held-out NLL on the smallest model (0 included)."""
+    base = next(r for r in done if r.curator == "none" and r.model == prog.sweep.model)
+    best = {}
+    for curator in prog.sweep.curators:
+        options = [(final_nll(base.program.run_dir), 0.0)] + [
+            (final_nll(r.program.run_dir), r.discard) for r in done if r.curator == curator and r.model == prog.sweep.model
+        ]
+        best[curator] = min(options)[1]
+    return best
+
+
+def plan_stage2(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
+    runs = []
+    for m in prog.sweep.larger:
+        runs.append(PlannedRun(run_name(m, "none", 0.0), m, "none", 0.0, lm_program(prog, m, "none", 0.0)))
+        for curator, rho in best.items():
+            if rho > 0:
+                runs.append(PlannedRun(run_name(m, curator, rho), m, curator, rho, lm_program(prog, m, curator, rho)))
+    return runs
+
+
+def run_all(runs: list[PlannedRun], label: str) -> None:
+    from datarater.train.trainer import train_lm
+
+    for i, r in enumerate(runs, 1):
+        done = (Path(r.program.run_dir) / "summary.json").exists()
+        say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
+        if not done:
+            validate_curate(r.program.curate)
+            train_lm(r.program)
+        if r.program.eval.tasks:
+            evaluate_run_tasks(r.program)
+
+
+def evaluate_run_tasks(program: TrainLMProgram) -> dict:
+    """Multiple-choice accuracy of a finished run (cached in RUN/tasks.json)."""
+    out = Path(program.run_dir) / "tasks.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    from datarater.eval.run import evaluate_tasks
+    from datarater.eval.tasks import load_tasks
+    from datarater.train.load import load_lm
+
+    lm = load_lm(program.run_dir)
+    tasks = load_tasks(program.eval.tasks, program.eval.limit)
+    res = evaluate_tasks(lm.graphdef, lm.params, lm.program, tasks, limit=program.eval.limit,
+                         batch_size=program.eval.batch_size, verbose=False)
+    out.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, float | None]]:
+    """RunResults for the report and the net compute gain of each filtered run against its baseline."""
+    results, curves = [], {}
+    for r in runs:
+        curve = read_curve(r.program.run_dir, with_step=True)
+        curves[r.name] = curve
+        tasks_file = Path(r.program.run_dir) / "tasks.json"
+        tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else {}
+        tasks = tasks.get("tasks", tasks)
+        steps = max(1, curve[-1][0]) if curve else 1
+        results.append(RunResult(
+            name=r.name, model=r.model, curator=r.curator, discard=r.discard,
+            flops_per_step=curve[-1][1] / steps if curve else 0.0, curve=curve, final_val_nll=final_nll(r.program.run_dir),
+            tasks={k: v for k, v in tasks.items() if isinstance(v, dict) and "acc" in v},
+            n_params=lm_param_counts(r.program.model).non_embedding,
+        ))
+    gains: dict[str, float | None] = {}
+    for r in runs:
+        if r.curator == "none":
+            continue
+        base = curves.get(run_name(r.model, "none", 0.0))
+        if base and curves[r.name]:
+            gains[r.name] = net_compute_gain([p[1:] for p in base], [p[1:] for p in curves[r.name]])
+    return results, gains
+
+
+def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float]) -> str:
+    base = {r.model: r.final_val_nll for r in results if r.curator == "none"}
+    lines = ["| run | model | curator | discard | final val NLL | vs unfiltered | net compute gain |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        delta = r.final_val_nll - base[r.model] if r.model in base else float("nan")
+        gain = "baseline" if r.curator == "none" else (
+            "not reached" if gains.get(r.name) is None else f"{100 * gains[r.name]:.1f}%")
+        lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
+    lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
+              + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
+    return "\n".join(lines) + "\n"
+
+
+def sweep(prog: SweepProgram) -> dict:
+    from datarater.rundir import prepare_run_dir
+
+    s = prog.sweep
+    if not s.curators:
+        raise UserError("config key 'sweep.curators' is empty: name curators, e.g. sweep.curators=[datarater,random]")
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger",))
+    prog.run_dir = str(run_dir)
+    stage1 = plan_stage1(prog)
+    for r in stage1:  # bad curator settings stop the sweep before any training
+        validate_curate(r.program.curate) if r.curator != "perplexity" else None
+    say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)})")
+    run_all(stage1, s.model)
+    best = best_ratio_per_curator(prog, stage1)
+    say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    stage2 = plan_stage2(prog, best)
+    run_all(stage2, "larger")
+    results, gains = run_results(stage1 + stage2)
+    write_results_csv(run_dir / "results.csv", results, gains)
+    (run_dir / "results.md").write_text(results_markdown(results, gains, best))
+    (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
+    say((run_dir / "results.md").read_text())
+    return {"run_dir": str(run_dir), "best": best, "gains": gains,
+            "final_val_nll": {r.name: r.final_val_nll for r in results}}

@@ -1,0 +1,75 @@
+"""Online curation inside LM training: oversample, score, keep the top N of each batch.
+
+To fill a batch of ``N`` at discard ratio ``ρ`` the pipeline draws ``⌈N/(1−ρ)⌉`` rows, a curator
+scores them (the DataRater on the fly, a baseline curator, or precomputed side files looked up by
+row), and the ``N`` best are trained on. The step count and batch size stay those of unfiltered
+training, so runs compare at equal training compute; the FLOPs spent scoring are counted apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datarater.curate.config import CurateConfig
+from datarater.curate.rules import oversampled_size, top_k_keep
+from datarater.data.packing import PackedSequences
+
+
+@dataclass
+class OnlineCuration:
+    name: str
+    discard: float
+    draw: int  # rows drawn per process and step
+    keep: int  # rows kept per process and step
+    score: Callable[[dict[str, np.ndarray]], np.ndarray]
+    flops_per_sequence: float  # scoring FLOPs per drawn row
+    kept_per_source: Counter = field(default_factory=Counter)
+    drawn_per_source: Counter = field(default_factory=Counter)
+
+    def select(self, batch: dict[str, np.ndarray], packed: PackedSequences) -> dict[str, np.ndarray]:
+        """The ``keep`` best rows of an oversampled ``batch`` (counts kept rows per source)."""
+        scores = np.asarray(self.score(batch), dtype=np.float32)
+        if scores.shape != (len(batch["tokens"]),):
+            raise RuntimeError(f"curator {self.name} returned scores of shape {scores.shape} for {len(batch['tokens'])} rows")
+        keep = np.asarray(top_k_keep(scores, self.keep))
+        kept = np.zeros(len(scores), dtype=bool)
+        kept[keep] = True
+        for row, is_kept in zip(batch["index"], kept, strict=True):
+            src = packed.source_of_row(int(row))
+            self.drawn_per_source[src] += 1
+            self.kept_per_source[src] += int(is_kept)
+        return {k: v[keep] for k, v in batch.items()}
+
+    def counts(self) -> dict:
+        """Rows drawn and kept per source so far (JSON, saved with checkpoints)."""
+        return {"drawn": dict(self.drawn_per_source), "kept": dict(self.kept_per_source)}
+
+    def load_counts(self, counts: dict) -> None:
+        self.drawn_per_source = Counter(counts.get("drawn", {}))
+        self.kept_per_source = Counter(counts.get("kept", {}))
+
+    def kept_fraction_per_source(self) -> dict[str, float]:
+        return {s: self.kept_per_source[s] / n for s, n in sorted(self.drawn_per_source.items()) if n}
+
+
+def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSequences, local_batch: int) -> OnlineCuration | None:
+    """The curation of a train-lm run, or None when nothing is discarded (``curate.discard=0``).
+
+    With ``curate.scores`` the scores come from `datarater score` side files, checked against
+    these rows by fingerprint and looked up by row; their scoring FLOPs are still counted.
+    """
+    if curate.discard == 0.0:
+        return None
+    from datarater.curate.curators import calibration_sample, make_curator
+
+    sample = calibration_sample(packed, curate.calibration_rows, curate.seed)
+    curator = make_curator(curate, data, tokenizer, packed.seq_len, sample=sample, packed=packed)
+    if curator is None:
+        return None
+    draw = oversampled_size(local_batch, curate.discard)
+    return OnlineCuration(curate.name, curate.discard, draw, local_batch, curator.score_batch,
+                          float(curator.flops_per_sequence))
