@@ -1,0 +1,27 @@
+"""`datarater sweep`: best ratio by held-out NLL, finished runs reused, results with net gain."""
+
+from __future__ import annotations
+
+import csv
+
+from datarater.cli import SUBCOMMANDS, compose
+from datarater.experiments.sweep import sweep
+
+
+def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
+    args = [f"corpus.paths=[{doc_corpus}]", "data.seq_len=64", "train.batch_size=8", "train.steps=6",
+            "train.eval_every=3", "train.eval_batches=2", "train.log_every=3", "train.checkpoint_every=6",
+            "sweep.ratios=[0,0.5]", "sweep.curators=[random]", f"run_dir={tmp_path / 'sw'}"]
+    prog = compose(SUBCOMMANDS["sweep"], args)
+    out = sweep(prog)
+    nll = out["final_val_nll"]
+    assert set(nll) == {"nano-none-0", "nano-random-0.5"}
+    assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
+    summaries = sorted((tmp_path / "sw" / "lm").glob("*/summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    again = sweep(compose(SUBCOMMANDS["sweep"], args))
+    assert again["final_val_nll"] == nll
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing retrained
+    rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
+    assert {r["name"] for r in rows} == set(nll)
+    assert (tmp_path / "sw" / "results.md").read_text().count("| nano-") == 2
