@@ -1,3 +1,4 @@
+# make quickstart : set up on first use, then the whole method on the embedded corpus (~15 min)
 # make run   : set up on first use, then train a first LM on a sample corpus
 # make test  : set up on first use, then run the test suite
 # make bench : LM step throughput and fraction of the measured matmul peak
@@ -6,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install quickstart run test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/datarater quickstart
 
 run: $(STAMP)
 	$(PY) -m datarater.data.sample runs/sample.jsonl
