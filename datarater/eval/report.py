@@ -282,13 +282,18 @@ def _finite(x) -> bool:
 def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
     """Per curator (not "none"), the discard ratio with the lowest final NLL on the smallest model.
 
-    Ties go to the smaller ratio; runs without a finite final NLL are ignored.
+    Ratio 0 is the unfiltered baseline of that model, a candidate for every curator (as in the
+    sweep). Ties go to the smaller ratio; runs without a finite final NLL are ignored.
     """
     order = model_order(runs)
     if not order:
         return {}
     smallest = order[0]
     best: dict[str, tuple[float, float]] = {}
+    base = baselines_by_model(runs).get(smallest)
+    if base is not None and _finite(base.final_val_nll):
+        for c in {r.curator for r in runs if r.curator != BASELINE_CURATOR}:
+            best[c] = (float(base.final_val_nll), 0.0)
     for r in runs:
         if r.model != smallest or r.curator == BASELINE_CURATOR or not _finite(r.final_val_nll):
             continue
@@ -296,6 +301,13 @@ def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
         if r.curator not in best or key < best[r.curator]:
             best[r.curator] = key
     return {c: d for c, (_, d) in best.items()}
+
+
+def run_at(runs: Sequence[RunResult], model: str, curator: str, discard: float) -> RunResult | None:
+    """The run of ``curator`` at ``discard`` on ``model``; at discard 0, the unfiltered baseline."""
+    if float(discard) == 0.0:
+        return baselines_by_model(runs).get(model)
+    return next((r for r in runs if r.model == model and r.curator == curator and float(r.discard) == discard), None)
 
 
 def n_keep(n: int, discard: float) -> int:
@@ -570,8 +582,7 @@ def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str,
     series = {BASELINE_CURATOR: [baselines.get(m) for m in order]}
     for curator, rho in sorted(best.items()):
         series[curator] = [
-            next((r for r in runs if r.model == m and r.curator == curator and float(r.discard) == rho), None)
-            for m in order
+            run_at(runs, m, curator, rho) for m in order
         ]
     for curator, rs in series.items():
         pts = [
@@ -790,7 +801,7 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
     order = model_order(runs)
     rows = []
     for curator, rho in sorted(best.items()):
-        r = next(r for r in runs if r.model == order[0] and r.curator == curator and float(r.discard) == rho)
+        r = run_at(runs, order[0], curator, rho)
         rows.append([md_escape(curator), _pct(rho, 0), _fmt(r.final_val_nll)])
     md += [
         f"Best discard ratio per curator, chosen by final held-out NLL on the smallest model ({md_escape(order[0])}):",
