@@ -66,10 +66,14 @@ def test_params_prints_counts_of_the_preset(capsys):
     assert f"{c.total:,}" in out and f"{c.non_embedding:,}" in out
 
 
-def test_unknown_and_planned_subcommands(capsys):
+def test_unknown_subcommand_and_bad_curation_settings(capsys):
     assert run(capsys, "trian")[0] == 2
-    code, _, err = run(capsys, "score")
-    assert code == 2 and "issue #4" in err
+    code, _, err = run(capsys, "score", "corpus.paths=[x.jsonl]")  # the datarater curator needs a rater
+    assert code == 2 and "curate.rater_run" in err
+    code, _, err = run(capsys, "train-lm", "corpus.paths=[x.jsonl]", "curate=random", "curate.discard=1.0")
+    assert code == 2 and "curate.discard" in err and "[0, 1)" in err
+    code, _, err = run(capsys, "sweep", "corpus.paths=[x.jsonl]", "sweep.ratios=[0,1.5]")
+    assert code == 2 and "sweep.ratios[1]" in err
 
 
 def test_every_key_listed_by_help_can_be_set(capsys):
