@@ -53,7 +53,7 @@ def finished_runs(sweep_dir: Path):
 
 
 def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, rows: int):
-    """Scores of the DataRater and of every baseline curator on validation rows, with their texts."""
+    """Scores of the DataRater and every baseline curator on ``rows`` sampled validation rows, with texts."""
     from datarater.curate.curators import calibration_sample, make_curator, score_rows
     from datarater.data.corpus import load_splits
     from datarater.data.tokenizer import make_tokenizer
@@ -63,9 +63,11 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, rows: int)
     tokenizer = make_tokenizer(sweep.data)
     packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",))["validation"]
     n = min(rows, len(packed))
-    batch = {k: getattr(packed, k)[:n] for k in ("tokens", "segment_ids", "positions")}
-    batch["index"] = np.arange(n)
-    texts = [tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]) for i in range(n)]
+    # A seeded sample across the whole split: rows are in read order, so a prefix is one source.
+    pick = np.sort(np.random.default_rng(0).choice(len(packed), size=n, replace=False))
+    batch = {k: getattr(packed, k)[pick] for k in ("tokens", "segment_ids", "positions")}
+    batch["index"] = pick
+    texts = [tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]) for i in pick]
     scores: dict[str, np.ndarray] = {}
     curators = ["datarater"] + [c for c in sweep.sweep.curators if c != "datarater"]
     for name in curators:
@@ -85,10 +87,10 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, rows: int)
         scores[name] = score_rows(curator, batch, 64)
     if "datarater" not in scores:
         return None
-    labels = [packed.label_of_row(i) for i in range(n)] if packed.labels else None
+    labels = [packed.label_of_row(int(i)) for i in pick] if packed.labels else None
     return ScoreTable(
-        ids=[str(x) for x in packed.ids[:n]], sources=[packed.source_of_row(i) for i in range(n)],
-        scores=scores["datarater"], texts=texts, n_segments=packed.segment_ids[:n].max(axis=1),
+        ids=[str(x) for x in packed.ids[pick]], sources=[packed.source_of_row(int(i)) for i in pick],
+        scores=scores["datarater"], texts=texts, n_segments=packed.segment_ids[pick].max(axis=1),
         labels=labels, curator_scores={k: v for k, v in scores.items() if k != "datarater"},
     )
 
