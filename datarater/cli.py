@@ -87,8 +87,17 @@ SUBCOMMANDS.update({
     ),
 })
 
+from datarater.parallel.plan_config import PlanProgram, validate_plan  # noqa: E402
+
+SUBCOMMANDS["plan"] = Subcommand(
+    "plan", PlanProgram, "datarater.parallel.plan:run_plan",
+    (("model", C.validate_model), ("rater", C.validate_model), ("mesh", C.validate_mesh), ("meta", C.validate_meta),
+     ("plan", validate_plan)),
+    "compile the training step (and meta-step) ahead of time per device count: memory and FLOPs per device",
+)
+
 # Named in the design, delivered by later issues.
-PLANNED: dict[str, str] = {"plan": "issue #7"}
+PLANNED: dict[str, str] = {}
 
 
 def _field_names(schema: type) -> list[str]:
@@ -224,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
         sub = SUBCOMMANDS[name]
         program = compose(sub, rest)
+        from datarater.parallel.distributed import maybe_initialize_distributed
+
+        maybe_initialize_distributed()  # multi-host: connect the processes before any device use
         module, func = sub.runner.split(":")
         getattr(importlib.import_module(module), func)(program)
         return 0

@@ -60,6 +60,9 @@ class MetaProblem:
     rater_graphdef: nnx.GraphDef
     inner_tx: optax.GradientTransformation
     grad_mode: str = "remat"
+    # Unroll the T inner steps in the compiled program instead of a loop. Same arithmetic; used by
+    # `datarater plan`, since XLA's cost analysis counts a loop body once, not T times.
+    scan_unroll: bool = False
 
     def seq_losses(self, theta: dict, batch: Batch) -> jax.Array:
         """``l(x_i; theta)`` for every row: next-token NLL summed over the row's tokens."""
@@ -128,7 +131,8 @@ class MetaProblem:
         if self.grad_mode == "remat":
             body = jax.checkpoint(body)
         # mixed needs no checkpoint: its custom VJP keeps only (theta, state, w) per step.
-        (theta_t, state_t), inner_loss = jax.lax.scan(body, (theta, opt_state), (inner_batches, weights))
+        (theta_t, state_t), inner_loss = jax.lax.scan(body, (theta, opt_state), (inner_batches, weights),
+                                                        unroll=self.scan_unroll)
         aux = {"scores": jax.lax.stop_gradient(scores), "weights": jax.lax.stop_gradient(weights),
                "inner_loss": inner_loss}
         return self.heldout_loss(theta_t, heldout), (theta_t, state_t, aux)
@@ -209,7 +213,8 @@ def outer_update(
 
 
 def make_population_meta_step(
-    problem: MetaProblem, outer_tx: optax.GradientTransformation, outer_mode: str
+    problem: MetaProblem, outer_tx: optax.GradientTransformation, outer_mode: str,
+    spmd_axis_name: str | tuple[str, ...] | None = None,
 ) -> Callable:
     """``(state, inner_batches [P,T,B,L], heldout [P,B,L]) -> (state, metrics)``.
 
@@ -219,7 +224,9 @@ def make_population_meta_step(
     """
 
     def step(state, inner_batches, heldout):
-        per_member = jax.vmap(problem.meta_grad, in_axes=(None, 0, 0, 0, 0))
+        # spmd_axis_name: the mesh axes the population is laid over, so that sharding constraints
+        # inside a member (batch-split activations) keep the members split too
+        per_member = jax.vmap(problem.meta_grad, in_axes=(None, 0, 0, 0, 0), spmd_axis_name=spmd_axis_name)
         (loss, (theta_t, inner_t, aux)), grads = per_member(state["eta"], state["theta"], state["inner"], inner_batches, heldout)
         eta, outer, skipped = outer_update(outer_tx, state["eta"], state["outer"], grads, outer_mode)
         w = aux["weights"]  # [P, T, B]

@@ -4,6 +4,11 @@ A population of inner LMs, each with its own data stream and optimiser state, ke
 across meta-steps (each meta-gradient is a truncated unroll of ``meta.unroll`` inner steps);
 a member is re-initialised when it reaches its lifetime, and first lifetimes are staggered so
 the population always spans early and late training. Checkpoints hold the whole meta-state.
+
+On several devices the population axis of the meta-state (members' parameters, optimiser
+states and batches) is laid over the mesh's ``data`` axis (``datarater.parallel.population``);
+inside a member, and for the rater, the mesh rules apply (FSDP over ``fsdp``). Every process
+draws the same global batches from the in-memory rows and places the pieces its devices hold.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from datarater.config import MetaTrainProgram
 from datarater.data.corpus import load_splits
@@ -29,6 +35,16 @@ from datarater.errors import UserError
 from datarater.meta.core import MetaProblem, make_population_meta_step, outer_optimizer
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
+from datarater.parallel.activations import activation_rules
+from datarater.parallel.mesh import logical_axes_of, make_mesh, param_shardings
+from datarater.parallel.population import (
+    member_rules,
+    members_per_device,
+    optimizer_shardings,
+    population_axes,
+    stacked_batch_sharding,
+    stacked_param_shardings,
+)
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.metrics import MetricsFile, Progress
@@ -61,13 +77,13 @@ class MetaData:
 
     def __init__(self, train: PackedSequences, heldout: PackedSequences, prog: MetaTrainProgram):
         m = prog.meta
-        pi, pc = jax.process_index(), jax.process_count()
         self.train, self.heldout, self.meta = train, heldout, m
+        # Global batches, the same on every process (see `put_stacked`): members may live on any host.
         self.members = [
-            make_iterator(train_batches(train, m.inner_batch_size, m.seed * 7919 + 101 * (p + 1), pi, pc))
+            make_iterator(train_batches(train, m.inner_batch_size, m.seed * 7919 + 101 * (p + 1)))
             for p in range(m.population)
         ]
-        self.held = make_iterator(train_batches(heldout, m.outer_batch_size, m.seed * 7919 + 7, pi, pc))
+        self.held = make_iterator(train_batches(heldout, m.outer_batch_size, m.seed * 7919 + 7))
 
     def next(self) -> tuple[dict, dict, np.ndarray]:
         """``inner [P, T, B, L]``, ``heldout [P, B, L]`` and the train row indices ``[P, T, B]``."""
@@ -88,13 +104,13 @@ class MetaData:
         restore_iterator(self.held, state["heldout"])
 
 
-def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx):
+def _init_arrays(prog: MetaTrainProgram, inner_tx, outer_tx) -> dict:
     m = prog.meta
     rater = Rater(prog.rater, rngs=nnx.Rngs(params=jax.random.key(m.seed)))
     eta = nnx.to_pure_dict(nnx.state(rater, nnx.Param))
     keys = jnp.stack([member_key(m.seed, p, 0) for p in range(m.population)])
-    theta = jax.jit(jax.vmap(lambda k: lm_params(prog.model, k)))(keys)
-    inner = jax.jit(jax.vmap(inner_tx.init))(theta)
+    theta = jax.vmap(lambda k: lm_params(prog.model, k))(keys)
+    inner = jax.vmap(inner_tx.init)(theta)
     if m.outer_update == "average_params":
         outer = jax.vmap(lambda _: outer_tx.init(eta))(jnp.arange(m.population))
     else:
@@ -102,7 +118,74 @@ def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx):
     return {"eta": eta, "outer": outer, "theta": theta, "inner": inner}
 
 
-def make_reset(prog: MetaTrainProgram, inner_tx):
+def abstract_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx) -> dict:
+    """ShapeDtypeStructs of the meta-state (nothing is allocated)."""
+    return jax.eval_shape(lambda: _init_arrays(prog, inner_tx, outer_tx))
+
+
+def meta_state_shardings(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh) -> dict:
+    """NamedShardings of the meta-state: members over the population axes, the rater by the rules.
+
+    ``theta`` and ``inner`` (and ``outer`` under ``average_params``) have a leading population
+    axis; the rater ``eta`` has none and is sharded like any model (replicated on a data mesh).
+    """
+    rules, pop = prog.mesh.rules, prog.meta.population
+    shapes = abstract_meta_state(prog, inner_tx, outer_tx)
+    lm_axes = logical_axes_of(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))
+    rater_axes = logical_axes_of(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))
+    eta = param_shardings(rater_axes, shapes["eta"], rules, mesh)
+    theta = stacked_param_shardings(lm_axes, shapes["theta"], mesh, rules)
+    inner = optimizer_shardings(inner_tx, shapes["inner"], theta, mesh, stacked=pop, rules=rules)
+    if prog.meta.outer_update == "average_params":
+        stacked_eta = jax.tree.map(lambda x: jax.ShapeDtypeStruct((pop, *x.shape), x.dtype), shapes["eta"])
+        eta_stacked = stacked_param_shardings(rater_axes, stacked_eta, mesh, rules)
+        outer = optimizer_shardings(outer_tx, shapes["outer"], eta_stacked, mesh, stacked=pop, rules=rules)
+    else:
+        outer = optimizer_shardings(outer_tx, shapes["outer"], eta, mesh)
+    return {"eta": eta, "outer": outer, "theta": theta, "inner": inner}
+
+
+def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh | None = None):
+    """The initial meta-state, created directly in its shardings on ``mesh`` (default: all devices)."""
+    mesh = make_mesh(prog.mesh) if mesh is None else mesh
+    shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
+    return jax.jit(lambda: _init_arrays(prog, inner_tx, outer_tx), out_shardings=shardings)()
+
+
+def put_stacked(batch: dict, mesh: Mesh, rules: dict, batch_dim: int) -> dict:
+    """Global arrays of population-stacked batches (the same numpy values on every process)."""
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        sharding = stacked_batch_sharding(mesh, rules, v.shape, batch_dim)
+        out[k] = jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+    return out
+
+
+def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: dict, mesh: Mesh,
+                   rules: dict | None = None, population: int = 0):
+    """The jitted population meta-step; the state keeps its shardings, metrics come back replicated.
+
+    With ``rules``, activations inside each member are kept batch-split over the batch axes the
+    population leaves free (where the model calls ``parallel.activations.constrain``), and the
+    population ``vmap`` names the population's mesh axes.
+    """
+    pop = population_axes(mesh, rules, population) if rules is not None else ()
+    step = make_population_meta_step(problem, outer_tx, outer_mode, spmd_axis_name=pop or None)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    inner_rules = member_rules(rules, pop) if rules is not None else {}
+
+    def sharded_step(state, inner_batches, heldout):
+        with activation_rules(mesh, inner_rules):
+            state, metrics = step(state, inner_batches, heldout)
+        state = jax.lax.with_sharding_constraint(state, shardings)
+        metrics = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated), metrics)
+        return state, metrics
+
+    return jax.jit(sharded_step, donate_argnums=(0,))
+
+
+def make_reset(prog: MetaTrainProgram, inner_tx, shardings: dict | None = None):
     """Re-initialises the members where ``mask`` is true: fresh parameters and optimiser state."""
 
     def reset(state, mask, keys):
@@ -111,9 +194,19 @@ def make_reset(prog: MetaTrainProgram, inner_tx):
         pick = lambda new, old: jax.tree.map(
             lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
         )
-        return dict(state, theta=pick(fresh, state["theta"]), inner=pick(fresh_inner, state["inner"]))
+        out = dict(state, theta=pick(fresh, state["theta"]), inner=pick(fresh_inner, state["inner"]))
+        return out if shardings is None else jax.lax.with_sharding_constraint(out, shardings)
 
     return jax.jit(reset, donate_argnums=(0,))
+
+
+def host_copy(tree):
+    """Numpy copy of a pytree of (possibly multi-host sharded) global arrays, on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def save_rater(run_dir: Path, eta: dict) -> None:
@@ -167,10 +260,18 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
     problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode)
-    step_fn = jax.jit(make_population_meta_step(problem, outer_tx, m.outer_update), donate_argnums=(0,))
-    reset_fn = make_reset(prog, inner_tx)
+    mesh = make_mesh(prog.mesh)
+    rules = prog.mesh.rules
+    shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
+    step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, rules, m.population)
+    reset_fn = make_reset(prog, inner_tx, shardings)
+    if mesh.size > 1:
+        pop_axes = population_axes(mesh, rules, m.population)
+        split = f"split over {'*'.join(pop_axes)}" if pop_axes else "not split (no mesh axis of the population rule divides it)"
+        say(f"[mesh] {dict(mesh.shape)}: population of {m.population} {split}; "
+            f"{members_per_device(mesh, rules, m.population)} member(s) per device")
 
-    state = init_meta_state(prog, inner_tx, outer_tx)
+    state = init_meta_state(prog, inner_tx, outer_tx, mesh)
     data = MetaData(splits["train"], splits["heldout"], prog)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     ckpt = Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints)
@@ -197,7 +298,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     try:
         while step < m.steps:
             inner, held, index = data.next()
-            state, out = step_fn(state, inner, held)
+            state, out = step_fn(state, put_stacked(inner, mesh, rules, 2), put_stacked(held, mesh, rules, 1))
             step += 1
             since += 1
             out = jax.device_get(out)
@@ -235,7 +336,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
         ckpt.close()
         raise
     ckpt.close()
-    save_rater(run_dir, jax.device_get(state["eta"]))
+    save_rater(run_dir, host_copy(state["eta"]))
     summary = {"run_dir": str(run_dir), "steps": step, "skipped_updates": book["skipped"], "resets": book["resets"],
                "documents": stats.as_dict()}
     if jax.process_index() == 0:
