@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 from flax import nnx
+from lm_step import SHAPES, random_batch  # benchmarks/ is on sys.path when run as a script
 from omegaconf import OmegaConf
 
 from datarater.config import ModelConfig, TrainConfig
@@ -29,16 +30,6 @@ from datarater.models.transformer import CausalLM
 from datarater.paths import conf_dir
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_train_step
-
-SHAPES = {"nano": (32, 128), "micro": (32, 256)}  # LM training (batch, seq_len) of the CPU presets
-
-
-def random_batch(rng, vocab: int, batch: int, seq: int) -> dict:
-    seg = np.ones((batch, seq), np.int32)
-    seg[:, seq // 2 :] = 2  # two packed documents per row
-    pos = np.concatenate([np.arange(seq // 2), np.arange(seq - seq // 2)])
-    return {"tokens": rng.integers(3, vocab, (batch, seq)).astype(np.int32), "segment_ids": seg,
-            "positions": np.tile(pos, (batch, 1)).astype(np.int32)}
 
 
 def rater_preset(name: str) -> ModelConfig:

@@ -11,7 +11,6 @@ Conventions (as in the Chinchilla paper, appendix F, without the small non-matmu
 
 from __future__ import annotations
 
-import math
 from dataclasses import astuple
 from functools import lru_cache
 
@@ -66,11 +65,14 @@ def rater_inference_flops_per_sequence(rater_cfg: ModelConfig, seq_len: int) -> 
 
 
 def oversampled_batch(batch: int, discard: float) -> int:
-    """Sequences drawn to keep ``batch`` of them at discard ratio ``discard``: ceil(N / (1 - rho))."""
-    if not 0.0 <= discard < 1.0:
-        raise ValueError(f"discard ratio must be in [0, 1), got {discard}")
-    exact = batch / (1.0 - discard)
-    return max(batch, math.ceil(exact - 1e-9 * exact))
+    """Sequences drawn to keep ``batch`` of them at discard ratio ``discard``: ceil(N / (1 - rho)).
+
+    The curation pipeline's own rule (`datarater.curate.rules.oversampled_size`), so the FLOPs
+    counted here are those of the rows the pipeline actually scores.
+    """
+    from datarater.curate.rules import oversampled_size
+
+    return oversampled_size(batch, discard)
 
 
 def rater_flops_per_step(rater_cfg: ModelConfig, batch: int, seq_len: int, discard: float) -> float:
