@@ -46,7 +46,7 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float) -> None:
+def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float, scan_unroll: bool) -> None:
     cfg = load_preset(preset)
     batch, seq = SHAPES[preset]
     rng = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
         inner = jax.device_put(random_batch(rng, cfg.vocab_size, (unroll, batch, seq)))
         base_mem = None
         for mode in modes:
-            problem = MetaProblem(lm_g, rater_g, tx, mode)
+            problem = MetaProblem(lm_g, rater_g, tx, mode, scan_unroll=scan_unroll)
             compiled = jax.jit(problem.meta_grad).lower(eta, theta, opt, inner, held).compile()
             mem = compiled.memory_analysis().temp_size_in_bytes
             base_mem = mem if mode == "autodiff" else base_mem
@@ -86,10 +86,12 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["autodiff", "remat", "mixed"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--max-gib", type=float, default=8.0)
+    ap.add_argument("--scan-unroll", action=argparse.BooleanOptionalAction, default=True,
+                    help="unroll the T inner steps in the compiled program (meta.scan_unroll)")
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
     for preset in args.presets:
-        run_preset(preset, args.unrolls, args.modes, args.reps, args.max_gib)
+        run_preset(preset, args.unrolls, args.modes, args.reps, args.max_gib, args.scan_unroll)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,18 @@ def test_meta_training_resumes_exactly_after_sigkill(doc_corpus, tmp_path):
     b = [{k: row[k] for k in ("step", *keys)} for row in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
     assert [r["step"] for r in a] == list(range(1, 7))
     assert a == b
+
+
+def test_plain_inner_steps_age_members_and_read_their_batches(doc_corpus, tmp_path):
+    from datarater.meta.trainer import meta_train
+
+    extra = ("meta.unroll=1", "meta.plain_inner_steps=1", "meta.lifetime=4")
+    prog = program(*args(doc_corpus, tmp_path / "r", 6, *extra))
+    splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout"))
+    inner, _, index = MetaData(splits["train"], splits["heldout"], prog).next()
+    assert inner["tokens"].shape == (2, 2, 4, 32) and index.shape == (2, 2, 4)  # K + T batches per member
+    meta_train(prog)
+    resets = {r["step"]: r.get("reset_members") for r in read_metrics(tmp_path / "r" / "metrics.jsonl")}
+    # 2 inner steps per meta-step (unroll 1 alone would reset at steps 2 and 4 first): first lives
+    # 2 and 4 inner steps, then 4 each
+    assert resets == {1: [0], 2: [1], 3: [0], 4: [1], 5: [0], 6: [1]}

@@ -36,3 +36,19 @@ def test_parameters_are_really_sharded(results):
     spec = results["d2f2t2"]["wqkv_spec"]
     assert "fsdp" in spec and "tensor" in spec and results["d2f2t2"]["wqkv_shards"] == 4
     assert results["data8"]["wqkv_shards"] == 1  # pure data parallelism replicates parameters
+
+
+def test_optimizer_moments_are_sharded_like_their_parameters(results):
+    for mesh in ("fsdp8", "d2f2t2"):
+        assert results[mesh]["mu_spec"] == results[mesh]["wqkv_spec"], mesh
+
+
+def test_hidden_states_stay_batch_split(results):
+    # Every hidden state of the trunk (after the embedding and each block) is split over all the
+    # batch axes of the mesh: FSDP gathers weights, never the batch.
+    n_hidden = 1 + 2  # embedding + 2 blocks, seen once while tracing the step
+    assert results["fsdp8"]["hidden_count"] >= n_hidden
+    assert results["fsdp8"]["hidden_specs"] == ["fsdp"]
+    assert results["d2f2t2"]["hidden_specs"] == ["data+fsdp"]
+    assert results["data8"]["hidden_specs"] == ["data"]
+    # (without the constraint XLA splits the fsdp8 hidden states along d_model: ",,fsdp")

@@ -113,6 +113,23 @@ class MetaProblem:
         scores = self.scores(eta, flat).reshape(t, b)
         return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(inner_batches))
 
+    def advance(self, eta: dict, theta: dict, opt_state: Any, batches: Batch) -> tuple[dict, Any]:
+        """``len(batches)`` rater-weighted inner steps that are not differentiated (``[K, B, L]``).
+
+        They age the inner model between meta-gradients at the cost of plain training steps
+        (``meta.plain_inner_steps``), so a short meta-training run still sees late-training members.
+        """
+        _, weights = self.batch_weights(jax.lax.stop_gradient(eta), batches)
+
+        def body(carry, xs):
+            th, st = carry
+            batch, w = xs
+            g, _ = self._grad_and_losses(th, w, batch)
+            return self._apply_optimizer(th, st, g), None
+
+        (theta, opt_state), _ = jax.lax.scan(body, (theta, opt_state), (batches, weights))
+        return theta, opt_state
+
     # -- the unrolled outer loss -------------------------------------------------------------------
     def outer_loss(self, eta: dict, theta: dict, opt_state: Any, inner_batches: Batch, heldout: Batch):
         """L_out after ``T`` inner steps (``inner_batches`` leaves are ``[T, B, L]``).
@@ -214,20 +231,28 @@ def outer_update(
 
 def make_population_meta_step(
     problem: MetaProblem, outer_tx: optax.GradientTransformation, outer_mode: str,
-    spmd_axis_name: str | tuple[str, ...] | None = None,
+    spmd_axis_name: str | tuple[str, ...] | None = None, plain_steps: int = 0,
 ) -> Callable:
-    """``(state, inner_batches [P,T,B,L], heldout [P,B,L]) -> (state, metrics)``.
+    """``(state, inner_batches [P,K+T,B,L], heldout [P,B,L]) -> (state, metrics)``.
 
     ``state = {"eta", "outer", "theta", "inner"}``; ``theta`` and ``inner`` have a leading
-    population axis. Members advance to their theta_T (truncated unroll: they keep training
-    across meta-steps); re-initialisation at the end of a lifetime happens outside.
+    population axis. Each member first takes the ``K = plain_steps`` rater-weighted steps that are
+    not differentiated (`MetaProblem.advance`), then the ``T`` unrolled ones of its meta-gradient,
+    and keeps its theta_T (truncated unroll: members keep training across meta-steps);
+    re-initialisation at the end of a lifetime happens outside.
     """
 
     def step(state, inner_batches, heldout):
         # spmd_axis_name: the mesh axes the population is laid over, so that sharding constraints
         # inside a member (batch-split activations) keep the members split too
+        theta, inner = state["theta"], state["inner"]
+        if plain_steps:
+            plain = jax.tree.map(lambda x: x[:, :plain_steps], inner_batches)
+            inner_batches = jax.tree.map(lambda x: x[:, plain_steps:], inner_batches)
+            advance = jax.vmap(problem.advance, in_axes=(None, 0, 0, 0), spmd_axis_name=spmd_axis_name)
+            theta, inner = advance(state["eta"], theta, inner, plain)
         per_member = jax.vmap(problem.meta_grad, in_axes=(None, 0, 0, 0, 0), spmd_axis_name=spmd_axis_name)
-        (loss, (theta_t, inner_t, aux)), grads = per_member(state["eta"], state["theta"], state["inner"], inner_batches, heldout)
+        (loss, (theta_t, inner_t, aux)), grads = per_member(state["eta"], theta, inner, inner_batches, heldout)
         eta, outer, skipped = outer_update(outer_tx, state["eta"], state["outer"], grads, outer_mode)
         w = aux["weights"]  # [P, T, B]
         metrics = {

@@ -83,13 +83,15 @@ class MetaData:
             make_iterator(train_batches(train, m.inner_batch_size, m.seed * 7919 + 101 * (p + 1)))
             for p in range(m.population)
         ]
+        self.steps = m.unroll + m.plain_inner_steps  # inner batches per member per meta-step
         self.held = make_iterator(train_batches(heldout, m.outer_batch_size, m.seed * 7919 + 7))
 
     def next(self) -> tuple[dict, dict, np.ndarray]:
-        """``inner [P, T, B, L]``, ``heldout [P, B, L]`` and the train row indices ``[P, T, B]``."""
+        """``inner [P, K+T, B, L]``, ``heldout [P, B, L]`` and the train row indices ``[P, K+T, B]``
+        (``K`` plain steps, then the ``T`` unrolled ones)."""
         inner, index = [], []
         for it in self.members:
-            steps = [next(it) for _ in range(self.meta.unroll)]
+            steps = [next(it) for _ in range(self.steps)]
             inner.append(_stack(steps))
             index.append(np.stack([s["index"] for s in steps]))
         held = _stack([next(self.held) for _ in range(self.meta.population)])
@@ -163,7 +165,7 @@ def put_stacked(batch: dict, mesh: Mesh, rules: dict, batch_dim: int) -> dict:
 
 
 def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: dict, mesh: Mesh,
-                   rules: dict | None = None, population: int = 0):
+                   rules: dict | None = None, population: int = 0, plain_steps: int = 0):
     """The jitted population meta-step; the state keeps its shardings, metrics come back replicated.
 
     With ``rules``, activations inside each member are kept batch-split over the batch axes the
@@ -171,7 +173,7 @@ def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: d
     population ``vmap`` names the population's mesh axes.
     """
     pop = population_axes(mesh, rules, population) if rules is not None else ()
-    step = make_population_meta_step(problem, outer_tx, outer_mode, spmd_axis_name=pop or None)
+    step = make_population_meta_step(problem, outer_tx, outer_mode, spmd_axis_name=pop or None, plain_steps=plain_steps)
     replicated = NamedSharding(mesh, PartitionSpec())
     inner_rules = member_rules(rules, pop) if rules is not None else {}
 
@@ -259,11 +261,13 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
-    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode)
+    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode, scan_unroll=m.scan_unroll)
     mesh = make_mesh(prog.mesh)
     rules = prog.mesh.rules
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
-    step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, rules, m.population)
+    step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, rules, m.population,
+                             m.plain_inner_steps)
+    per_step = m.unroll + m.plain_inner_steps  # inner steps a member takes per meta-step
     reset_fn = make_reset(prog, inner_tx, shardings)
     if mesh.size > 1:
         pop_axes = population_axes(mesh, rules, m.population)
@@ -275,7 +279,7 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     data = MetaData(splits["train"], splits["heldout"], prog)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     ckpt = Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints)
-    book = {"ages": [0] * m.population, "lives": first_lifetimes(m.lifetime, m.population, m.unroll),
+    book = {"ages": [0] * m.population, "lives": first_lifetimes(m.lifetime, m.population, per_step),
             "generations": [0] * m.population, "resets": 0, "skipped": 0}
     start = 0
     latest = ckpt.latest_step()
@@ -303,13 +307,13 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
             since += 1
             out = jax.device_get(out)
             book["skipped"] += int(out["skipped"])
-            scores = out.pop("scores")  # [P, T, B]
-            for s, i in zip(scores.ravel(), index.ravel(), strict=True):
+            scores = out.pop("scores")  # [P, T, B]: the unrolled steps' batches, after the plain ones
+            for s, i in zip(scores.ravel(), index[:, m.plain_inner_steps:].ravel(), strict=True):
                 by_source[data.train.source_of_row(int(i))].append(float(s))
             row = {"step": step, **{k: float(v) for k, v in out.items() if k != "skipped"},
                    "skipped_total": book["skipped"], "resets_total": book["resets"]}
-            # Ages advance by the unroll; members at the end of their lifetime start afresh.
-            book["ages"] = [a + m.unroll for a in book["ages"]]
+            # Ages advance by the inner steps taken; members at the end of their lifetime start afresh.
+            book["ages"] = [a + per_step for a in book["ages"]]
             dead = [a >= life for a, life in zip(book["ages"], book["lives"], strict=True)]
             if any(dead):
                 for p in np.flatnonzero(dead):

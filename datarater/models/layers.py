@@ -85,7 +85,8 @@ class Attention(nnx.Module):
         k = rotary(qkv[:, :, 1], positions, self.rope_base)
         # Head-major [B, H, T, K] operands: XLA:CPU runs these batched products ~1.4x faster.
         q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, qkv[:, :, 2]))
-        scores = jnp.einsum("bhqk,bhsk->bhqs", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
+        # Scores and softmax in float32 even for bfloat16 activations (the matmul accumulates in f32).
+        scores = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
         scores = jnp.where(mask, scores, -1e30)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqs,bhsk->bqhk", probs, v)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from datarater.config import ModelConfig
 from datarater.models.layers import Block, RMSNorm, attention_mask, dtype_of, param
+from datarater.parallel.activations import constrain
 
 
 class Trunk(nnx.Module):
@@ -27,13 +28,16 @@ class Trunk(nnx.Module):
         self.causal = causal
 
     def __call__(self, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
+        # `constrain` keeps the hidden states batch-split under FSDP (identity unless a caller
+        # traces inside `parallel.activations.shard_activations`).
+        x = constrain(jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype))
         mask = attention_mask(segment_ids, self.causal)  # once, shared by every layer
         for block in self.blocks:
             if self.remat:
                 x = nnx.remat(lambda blk, h: blk(h, mask, positions))(block, x)
             else:
                 x = block(x, mask, positions)
+            x = constrain(x)
         return self.final_norm(x)
 
 
@@ -48,8 +52,8 @@ class CausalLM(nnx.Module):
         """Logits ``float32 [B, T, V]`` for the next token at every position."""
         x = self.trunk(tokens, segment_ids, positions)
         b, t, d = x.shape
-        logits = x.reshape(b * t, d) @ self.head[...].astype(x.dtype)
-        return logits.astype(jnp.float32).reshape(b, t, -1)
+        logits = jnp.dot(x.reshape(b * t, d), self.head[...].astype(x.dtype), preferred_element_type=jnp.float32)
+        return constrain(logits).reshape(b, t, -1)
 
 
 def next_token_targets(tokens: jax.Array, segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:

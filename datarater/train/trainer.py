@@ -7,6 +7,7 @@ bit-for-bit: parameters, optimiser state, step and the data iterator's state.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -26,7 +27,9 @@ from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.models.presets import lm_train_flops_per_token
 from datarater.models.transformer import CausalLM
+from datarater.parallel.activations import activation_rules
 from datarater.parallel.mesh import batch_shards, logical_axes_of, make_mesh, param_shardings, put_batch
+from datarater.parallel.population import optimizer_shardings
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.curation import make_online_curation
@@ -67,8 +70,20 @@ def init_lm(model_cfg: ModelConfig, seed: int, mesh, rules, tx) -> LMState:
         return nnx.to_pure_dict(nnx.state(CausalLM(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
 
     params = jax.jit(init, out_shardings=shardings)()
-    opt_state = jax.jit(tx.init)(params)
+    opt_shapes = jax.eval_shape(tx.init, shapes)
+    opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, opt_shapes, shardings, mesh))(params)
     return LMState(graphdef=graphdef, params=params, opt_state=opt_state)
+
+
+def batch_split(fn, mesh, rules):
+    """``fn`` traced with its hidden states pinned batch-split on ``mesh`` (see ``parallel.activations``)."""
+
+    @functools.wraps(fn)
+    def traced(*args):
+        with activation_rules(mesh, rules):
+            return fn(*args)
+
+    return traced
 
 
 def evaluate(eval_fn, params, batches: list[dict], mesh, rules) -> float:
@@ -144,8 +159,8 @@ def train_lm(prog: TrainLMProgram) -> dict:
             metrics.path.unlink()
 
     schedule = lr_schedule(train)
-    step_fn = jax.jit(make_train_step(state.graphdef, tx), donate_argnums=(0, 1))
-    eval_fn = jax.jit(make_eval_step(state.graphdef))
+    step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx), mesh, rules), donate_argnums=(0, 1))
+    eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
