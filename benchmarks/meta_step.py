@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.config import TrainConfig
+from datarater.config import MetaConfig, TrainConfig
 from datarater.meta.core import MetaProblem
 from datarater.models.presets import load_preset
 from datarater.models.rater import Rater
@@ -46,7 +46,7 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float, scan_unroll: bool) -> None:
+def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float, unrolled_max: int) -> None:
     cfg = load_preset(preset)
     batch, seq = SHAPES[preset]
     rng = np.random.default_rng(0)
@@ -60,14 +60,14 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
     lm_step = jax.jit(make_train_step(lm_g, tx))
     one = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
     t_lm = median_time(lambda: lm_step(theta, opt, one), reps)
-    print(f"\n{preset}: batch {batch} x seq {seq}; LM step {t_lm * 1000:.1f} ms")
+    print(f"\n{preset}: batch {batch} x seq {seq}; LM step {t_lm * 1000:.1f} ms; T <= {unrolled_max} unrolled, longer T a loop")
     print(f"{'T':>3} {'mode':<9} {'meta-step (ms)':>15} {'x LM step':>10} {'temp memory (MiB)':>18} {'vs autodiff':>12}")
     held = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
     for unroll in unrolls:
         inner = jax.device_put(random_batch(rng, cfg.vocab_size, (unroll, batch, seq)))
         base_mem = None
         for mode in modes:
-            problem = MetaProblem(lm_g, rater_g, tx, mode, scan_unroll=scan_unroll)
+            problem = MetaProblem(lm_g, rater_g, tx, mode, scan_unroll=unroll <= unrolled_max)
             compiled = jax.jit(problem.meta_grad).lower(eta, theta, opt, inner, held).compile()
             mem = compiled.memory_analysis().temp_size_in_bytes
             base_mem = mem if mode == "autodiff" else base_mem
@@ -86,12 +86,12 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["autodiff", "remat", "mixed"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--max-gib", type=float, default=8.0)
-    ap.add_argument("--scan-unroll", action=argparse.BooleanOptionalAction, default=True,
-                    help="unroll the T inner steps in the compiled program (meta.scan_unroll)")
+    ap.add_argument("--unrolled-max", type=int, default=MetaConfig().unrolled_max,
+                    help="T up to this runs unrolled in the compiled program, longer T as a loop (meta.unrolled_max)")
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
     for preset in args.presets:
-        run_preset(preset, args.unrolls, args.modes, args.reps, args.max_gib, args.scan_unroll)
+        run_preset(preset, args.unrolls, args.modes, args.reps, args.max_gib, args.unrolled_max)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,10 @@ class MetaConfig:
     steps: int = 300
     unroll: int = 2  # T inner steps per meta-gradient
     grad_mode: str = "remat"  # autodiff | remat | mixed
-    # Unroll the T inner steps in the compiled program instead of a `lax.scan` loop: same
-    # arithmetic, 1.15-1.2x faster on XLA:CPU at T=2 (benchmarks/meta_step.py), longer compiles.
-    scan_unroll: bool = True
+    # An unroll T <= this runs unrolled in the compiled program, longer ones as a `lax.scan` loop.
+    # Same arithmetic. Unrolled is faster on XLA:CPU (T=2: 1.1-1.2x) but lets the scheduler keep
+    # every step's recomputed activations alive; the loop keeps remat/mixed memory flat in T.
+    unrolled_max: int = 2
     # Rater-weighted inner steps per meta-step taken before the T unrolled ones and not
     # differentiated: members age unroll + plain_inner_steps per meta-step, each plain step at the
     # cost of an LM step, so short runs also see late-training members.
@@ -326,6 +327,7 @@ def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
            f"must be one of autodiff, remat, mixed; got '{m.grad_mode}'")
     _check(m.outer_update in ("average_params", "average_grads"), f"{prefix}.outer_update",
            f"must be average_params or average_grads; got '{m.outer_update}'")
+    _check(m.unrolled_max >= 0, f"{prefix}.unrolled_max", f"must be >= 0, got {m.unrolled_max}")
     _check(m.plain_inner_steps >= 0, f"{prefix}.plain_inner_steps", f"must be >= 0, got {m.plain_inner_steps}")
     per_step = m.unroll + m.plain_inner_steps
     _check(m.lifetime >= per_step, f"{prefix}.lifetime",

@@ -261,7 +261,8 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
-    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode, scan_unroll=m.scan_unroll)
+    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode,
+                          scan_unroll=m.unroll <= m.unrolled_max)
     mesh = make_mesh(prog.mesh)
     rules = prog.mesh.rules
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
