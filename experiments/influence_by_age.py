@@ -30,9 +30,11 @@ from datarater.data.corpus import load_splits
 from datarater.data.pipeline import make_iterator, train_batches
 from datarater.data.tokenizer import make_tokenizer
 from datarater.eval.audit import roc_auc
-from datarater.models.transformer import CausalLM, sequence_losses
+from datarater.models.transformer import sequence_losses
+from datarater.parallel.mesh import make_mesh
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_train_step
+from datarater.train.trainer import init_lm
 
 FIELDS = ("tokens", "segment_ids", "positions")
 
@@ -55,11 +57,9 @@ def main() -> None:
     val, labels = rows(splits["validation"], args.rows, 0)
     held, _ = rows(splits["heldout"], 256, 1)
 
-    lm = CausalLM(prog.model, rngs=nnx.Rngs(0))
-    graphdef, _ = nnx.split(lm)
-    theta = nnx.to_pure_dict(nnx.state(lm, nnx.Param))
     tx = make_optimizer(prog.train)
-    opt = tx.init(theta)
+    lm = init_lm(prog.model, 0, make_mesh(prog.mesh), prog.mesh.rules, tx)
+    graphdef, theta, opt = lm.graphdef, lm.params, lm.opt_state
     step = jax.jit(make_train_step(graphdef, tx))
     it = make_iterator(train_batches(splits["train"], prog.meta.inner_batch_size, prog.meta.seed))
 

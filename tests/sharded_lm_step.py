@@ -13,11 +13,11 @@ from flax import nnx
 import datarater.models.transformer as transformer
 from datarater.config import MeshConfig, ModelConfig, TrainConfig
 from datarater.models.transformer import CausalLM
+from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import logical_axes_of, make_mesh, param_shardings, put_batch
 from datarater.parallel.population import optimizer_shardings
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_train_step
-from datarater.train.trainer import batch_split
 
 HIDDEN: list[str] = []  # compiled shardings of the trunk's hidden states, recorded while tracing
 _constrain = transformer.constrain

@@ -4,24 +4,14 @@ meta-gradients, losses and updates as one device, and a checkpoint saved on 8 de
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import run_on_8_devices
 
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    script = Path(__file__).with_name("sharded_meta_step.py")
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return run_on_8_devices("sharded_meta_step.py", timeout=900)
 
 
 SHARDED = ["data8", "d4f2"]

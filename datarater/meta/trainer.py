@@ -35,7 +35,7 @@ from datarater.errors import UserError
 from datarater.meta.core import MetaProblem, make_population_meta_step, outer_optimizer
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
-from datarater.parallel.activations import activation_rules
+from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import logical_axes_of, make_mesh, param_shardings
 from datarater.parallel.population import (
     member_rules,
@@ -177,9 +177,10 @@ def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: d
     replicated = NamedSharding(mesh, PartitionSpec())
     inner_rules = member_rules(rules, pop) if rules is not None else {}
 
+    step = batch_split(step, mesh, inner_rules)
+
     def sharded_step(state, inner_batches, heldout):
-        with activation_rules(mesh, inner_rules):
-            state, metrics = step(state, inner_batches, heldout)
+        state, metrics = step(state, inner_batches, heldout)
         state = jax.lax.with_sharding_constraint(state, shardings)
         metrics = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated), metrics)
         return state, metrics

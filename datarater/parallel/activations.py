@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -53,6 +54,17 @@ def shard_activations(mesh: Mesh, rules: Mapping[str, Any]) -> Iterator[None]:
     ``jax.jit``'s cache key: a function traced outside the context is traced again inside it."""
     with jax.set_mesh(mesh), activation_rules(mesh, rules):
         yield
+
+
+def batch_split(fn: Callable, mesh: Mesh, rules: Mapping[str, Any]) -> Callable:
+    """``fn`` entering `activation_rules` while it is traced: wrap before ``jax.jit``."""
+
+    @functools.wraps(fn)
+    def traced(*args):
+        with activation_rules(mesh, rules):
+            return fn(*args)
+
+    return traced
 
 
 def constrain(x: jax.Array) -> jax.Array:

@@ -7,7 +7,6 @@ bit-for-bit: parameters, optimiser state, step and the data iterator's state.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.models.presets import lm_train_flops_per_token
 from datarater.models.transformer import CausalLM
-from datarater.parallel.activations import activation_rules
+from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import batch_shards, logical_axes_of, make_mesh, param_shardings, put_batch
 from datarater.parallel.population import optimizer_shardings
 from datarater.rundir import prepare_run_dir
@@ -73,17 +72,6 @@ def init_lm(model_cfg: ModelConfig, seed: int, mesh, rules, tx) -> LMState:
     opt_shapes = jax.eval_shape(tx.init, shapes)
     opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, opt_shapes, shardings, mesh))(params)
     return LMState(graphdef=graphdef, params=params, opt_state=opt_state)
-
-
-def batch_split(fn, mesh, rules):
-    """``fn`` traced with its hidden states pinned batch-split on ``mesh`` (see ``parallel.activations``)."""
-
-    @functools.wraps(fn)
-    def traced(*args):
-        with activation_rules(mesh, rules):
-            return fn(*args)
-
-    return traced
 
 
 def evaluate(eval_fn, params, batches: list[dict], mesh, rules) -> float:
