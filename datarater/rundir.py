@@ -34,8 +34,9 @@ def has_checkpoint(path: Path) -> bool:
 def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """Creates ``run_dir`` and writes ``config.yaml``; returns ``(path, resuming)``.
 
-    If the directory already holds a config that differs in keys other than ``may_change``, the
-    run stops with the list of differing keys rather than mixing two experiments.
+    If the directory already holds a config that differs in keys other than ``may_change`` (exact
+    keys, or prefixes ending in ``.``: ``"mesh."``), the run stops with the list of differing keys
+    rather than mixing two experiments.
     """
     path = Path(run_dir).expanduser().absolute()
     new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
@@ -46,7 +47,8 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     if resuming:
         old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
         a, b = _flatten(old), _flatten(new)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in may_change)
+        free = lambda k: any(k == m or (m.endswith(".") and k.startswith(m)) for m in may_change)  # noqa: E731
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not free(k))
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
             raise UserError(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from datarater.cli import SUBCOMMANDS, compose
@@ -72,6 +73,29 @@ def test_resume_after_sigkill_matches_uninterrupted_run(doc_corpus, tmp_path):
     val_a = [r["val_nll"] for r in read_metrics(straight / "metrics.jsonl") if "val_nll" in r]
     val_b = [r["val_nll"] for r in read_metrics(killed / "metrics.jsonl") if "val_nll" in r]
     assert val_a == val_b
+
+
+def test_checkpoint_from_8_devices_resumes_on_one_device(doc_corpus, tmp_path):
+    # Saved FSDP-sharded over 8 emulated devices, killed, resumed on 1 device with the default
+    # mesh: the same trajectory as an uninterrupted 1-device run (up to the reduction order of
+    # the sharded matmuls), and the data iterator goes on where it stopped.
+    cadence = ("train.checkpoint_every=20", "train.log_every=10")
+    straight, moved = tmp_path / "straight", tmp_path / "moved"
+    r = run_cli(overrides(doc_corpus, straight, 40, *cadence))
+    assert r.returncode == 0, r.stderr
+    eight = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    r = run_cli(overrides(doc_corpus, moved, 40, *cadence, "mesh=fsdp"),
+                {**eight, "DATARATER_SIGKILL_AFTER_CHECKPOINT": "20"})
+    assert r.returncode == -9, r.stderr
+    assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in r.stderr
+    r = run_cli(overrides(doc_corpus, moved, 40, *cadence))
+    assert r.returncode == 0, r.stderr
+    assert "resumed from step 20" in r.stderr and "mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in r.stderr
+    a, b = loss_by_step(straight), loss_by_step(moved)
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=1e-4)
+    # a wrong restore (fresh weights, restarted data or schedule) is off by far more than 1e-4
+    assert abs(b[21] - a[1]) > 0.1
 
 
 def test_restarting_with_another_config_is_refused(doc_corpus, tmp_path):

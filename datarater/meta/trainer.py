@@ -51,7 +51,8 @@ from datarater.train.metrics import MetricsFile, Progress
 from datarater.train.optimizer import make_optimizer
 from datarater.train.trainer import say
 
-RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints")
+RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
+                  "mesh.")  # checkpoints restore onto any device layout
 RATER_DIR = "rater"
 
 

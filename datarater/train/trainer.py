@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # Keys that may differ when a run directory is started again (the run then resumes). Not
 # train.steps: the cosine schedule's length depends on it, so extending a run would change its
 # learning rate mid-way.
-RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
+RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+                  "mesh.")  # checkpoints restore onto any device layout
 
 
 def say(msg: str) -> None:
