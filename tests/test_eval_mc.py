@@ -18,7 +18,7 @@ from datarater.data.documents import Document
 from datarater.data.packing import pack_documents
 from datarater.data.tokenizer import ByteTokenizer
 from datarater.eval.mc import accuracy, choice_loglikelihoods, request_windows
-from datarater.eval.nll import nll_of_sets, token_byte_lengths
+from datarater.eval.nll import nll_of_sets, predicted_mask, row_nats, token_byte_lengths
 from datarater.eval.tasks import MCItem
 from datarater.models.transformer import CausalLM
 from datarater.train.optimizer import make_optimizer
@@ -202,6 +202,22 @@ def test_bits_per_byte_is_nats_per_token_over_ln2_for_bytes():
     with_eos = nll_of_sets(graphdef, params, {"a": packed_texts(ASCII_TEXTS, 48, add_eos=True)}, TOK, 4)["a"]
     assert with_eos.tokens - with_eos.bytes == len(ASCII_TEXTS)  # every document's eos is predicted
     assert with_eos.bits_per_byte == pytest.approx(with_eos.nats / math.log(2) / with_eos.bytes)
+
+
+def test_row_nats_are_each_rows_own_nll_whatever_the_batching():
+    graphdef, params = split_model(ModelConfig(vocab_size=264, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64))
+    packed = packed_texts(ASCII_TEXTS, 48, add_eos=False)
+    rows = {k: getattr(packed, k) for k in ("tokens", "segment_ids", "positions")}
+    assert len(packed) % 3  # the last batch of 3 is padded
+    got = row_nats(graphdef, params, rows, batch_size=3)
+    want = []
+    for row, seg in zip(packed.tokens, packed.segment_ids, strict=True):
+        want.append(-sum(token_logprobs(graphdef, params, row[seg == s]).sum() for s in np.unique(seg[seg > 0])))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(row_nats(graphdef, params, rows, batch_size=len(packed)), got, rtol=1e-6)
+    total = nll_of_sets(graphdef, params, {"a": packed}, TOK, batch_size=4)["a"]
+    assert predicted_mask(packed.segment_ids).sum() == total.tokens
+    assert got.sum() == pytest.approx(total.nats, rel=1e-5)
 
 
 def test_token_byte_lengths_of_a_sentencepiece_model(tmp_path):

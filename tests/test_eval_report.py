@@ -14,6 +14,7 @@ from datarater.errors import UserError
 from datarater.eval.audit import roc_auc
 from datarater.eval.report import (
     ReportInputs,
+    RowNLL,
     RunResult,
     ScoreTable,
     as_score_table,
@@ -23,6 +24,7 @@ from datarater.eval.report import (
     kept_fraction_by_source,
     md_escape,
     model_order,
+    nll_by_group,
     printable_excerpt,
     write_report,
     write_results_csv,
@@ -99,6 +101,12 @@ def synthetic_scores(n: int = 120, seed: int = 0) -> ScoreTable:
     )
 
 
+def synthetic_row_nll(runs: list[RunResult], table: ScoreTable) -> RowNLL:
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(50, 128, size=len(table))
+    return RowNLL(nats={r.name: tokens * rng.uniform(1.5, 4.0, size=len(table)) for r in runs}, tokens=tokens)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
@@ -106,7 +114,8 @@ def report(tmp_path_factory):
     gains = {r.name: (0.3 if r.curator == "datarater" else None) for r in runs if r.curator != "none"}
     table = synthetic_scores()
     path = write_report(
-        out, ReportInputs(runs=runs, gains=gains, scores=table, ratios=[0.0, 0.25, 0.5, 0.9], notes=["synthetic"])
+        out, ReportInputs(runs=runs, gains=gains, scores=table, row_nll=synthetic_row_nll(runs, table),
+                          ratios=[0.0, 0.25, 0.5, 0.9], notes=["synthetic"])
     )
     return path, runs, table
 
@@ -142,6 +151,8 @@ def test_every_linked_image_exists_and_is_a_reasonable_png(report):
         "feature_coefficients.png",
         "audit_auc.png",
         "score_hist_by_label.png",
+        "nll_delta_by_source.png",
+        "nll_delta_by_label.png",
     }
     assert expected <= set(links)
     for link in links:
@@ -153,7 +164,7 @@ def test_every_linked_image_exists_and_is_a_reasonable_png(report):
 
 def test_no_section_is_left_out_when_every_input_is_given(report):
     md = report[0].read_text()
-    for k in range(1, 10):
+    for k in range(1, 11):
         assert re.search(rf"^## {k}\. ", md, flags=re.M)
     assert "Left out" not in md
 
@@ -240,16 +251,53 @@ def test_audit_table_in_the_report_matches_roc_auc(report):
     assert mojibake[4] == f"{roc_auc(h[lab == 'clean'], h[lab == 'mojibake']):.3f}"
 
 
+def test_nll_by_source_and_label_matches_its_definition(report):
+    path, runs, table = report
+    nll = synthetic_row_nll(runs, table)  # seeded: the same as the report's
+    text = section(path.read_text(), "## 10. Held-out NLL by source and corruption label")
+    by_label = text[text.index("By label:"):]
+    rows = {(r[0], r[1], r[2]): r for r in table_rows(by_label)}
+    names = ["all"] + sorted(set(table.labels))
+    header = [line for line in by_label.splitlines() if line.startswith("|")][0]
+    assert [c.strip() for c in header.strip("|").split("|")][3:] == ["all"] + [md_escape(n) for n in names[1:]]
+    base = next(r for r in runs if r.model == "nano" and r.curator == "none")
+    run = next(r for r in runs if r.model == "nano" and r.curator == "datarater" and r.discard == 0.5)
+    lab = np.asarray(table.labels)
+    m = lab == "mojibake"
+    want_base = nll.nats[base.name][m].sum() / nll.tokens[m].sum()
+    want_delta = nll.nats[run.name][m].sum() / nll.tokens[m].sum() - want_base
+    k = 3 + names.index("mojibake")
+    assert rows[("nano", "none", "0%")][k] == f"{want_base:.3f}"
+    assert rows[("nano", "datarater", "50%")][k] == f"{want_delta:+.3f}"
+    # micro runs are compared with the micro baseline, over all rows
+    micro = next(r for r in runs if r.model == "micro" and r.curator == "datarater")
+    micro_base = next(r for r in runs if r.model == "micro" and r.curator == "none")
+    want = (nll.nats[micro.name].sum() - nll.nats[micro_base.name].sum()) / nll.tokens.sum()
+    assert rows[("micro", "datarater", "50%")][3] == f"{want:+.3f}"
+    assert len(table_rows(text[: text.index("By label:")])) == len(runs)  # by source: one row per run
+
+
+def test_nll_by_group_weights_rows_by_their_tokens(tmp_path):
+    out = nll_by_group(np.array([10.0, 30.0, 5.0]), np.array([10, 10, 0]), ["a", "a", "b"])
+    assert out["all"] == 45.0 / 20 and out["a"] == 40.0 / 20  # token-weighted, not a mean of row NLLs
+    assert np.isnan(out["b"])  # no predicted token: no NLL
+    with pytest.raises(UserError, match="score table has 120 rows"):
+        write_report(tmp_path, ReportInputs(
+            runs=synthetic_runs(), scores=synthetic_scores(),
+            row_nll=RowNLL(nats={"nano-none-0.0": np.ones(3)}, tokens=np.ones(3))))
+
+
 def test_missing_inputs_leave_sections_out_with_a_reason(tmp_path):
     path = write_report(tmp_path, ReportInputs(runs=[]))
     md = path.read_text()
-    assert md.count("_Left out:") == 9
+    assert md.count("_Left out:") == 10
     assert not list(tmp_path.glob("*.png"))
     table = synthetic_scores()
     table.labels = None
     md = write_report(tmp_path / "b", ReportInputs(runs=synthetic_runs(), scores=table)).read_text()
     assert "_Left out: the scored corpus carries no corruption labels._" in md
-    assert md.count("_Left out:") == 1
+    assert "_Left out: no per-row NLL of the sweep's LMs given._" in md
+    assert md.count("_Left out:") == 2
 
 
 def test_score_table_from_columns_and_rows_and_bad_input():

@@ -23,6 +23,7 @@ from datarater.data.pipeline import eval_batches
 from datarater.data.sources import iter_documents
 from datarater.data.tokenizer import ByteTokenizer, Tokenizer
 from datarater.errors import UserError
+from datarater.models.transformer import sequence_losses
 from datarater.train.step import make_eval_step
 
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
@@ -70,10 +71,14 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     return lengths
 
 
+def predicted_mask(segment_ids: np.ndarray) -> np.ndarray:
+    """``bool [B, T-1]``: position t+1 is predicted inside its document piece (the loss's mask)."""
+    return (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
+
+
 def predicted_bytes(packed: PackedSequences, byte_lengths: np.ndarray) -> tuple[int, int]:
-    """``(predicted tokens, their UTF-8 bytes)``: position t+1 is predicted inside its document piece."""
-    seg = packed.segment_ids
-    mask = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+    """``(predicted tokens, their UTF-8 bytes)``."""
+    mask = predicted_mask(packed.segment_ids)
     targets = packed.tokens[:, 1:]
     return int(mask.sum()), int(byte_lengths[targets[mask]].sum())
 
@@ -92,6 +97,35 @@ def packed_nll(eval_fn: Callable, params, packed: PackedSequences, batch_size: i
         nats += float(s)
     tokens, nbytes = predicted_bytes(packed, byte_lengths)  # the same mask as the model's loss
     return NLLResult(nats=nats, tokens=tokens, bytes=nbytes, sequences=len(packed))
+
+
+def row_nats(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray], batch_size: int,
+             fn: Callable | None = None) -> np.ndarray:
+    """Nats summed over each row's predicted tokens (``float64 [rows]``) of the LM ``params``.
+
+    ``rows`` holds ``tokens``, ``segment_ids`` and ``positions``; the last batch is padded with
+    all-padding rows (segment 0: nothing predicted) so one compiled shape serves every batch. Pass
+    ``fn = jax.jit(make_row_loss(graphdef))`` to reuse one compilation across LMs of one shape.
+    """
+    fn = fn or jax.jit(make_row_loss(graphdef))
+    n = len(rows["tokens"])
+    out = []
+    for start in range(0, n, batch_size):
+        chunk = {k: np.asarray(rows[k][start : start + batch_size]) for k in ("tokens", "segment_ids", "positions")}
+        pad = batch_size - len(chunk["tokens"])
+        if pad:
+            chunk = {k: np.concatenate([v, np.zeros((pad, v.shape[1]), v.dtype)]) for k, v in chunk.items()}
+        out.append(np.asarray(fn(params, chunk), np.float64)[: batch_size - pad])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def make_row_loss(graphdef: nnx.GraphDef) -> Callable:
+    """``(params, batch) -> [B]`` nats summed over each row's predicted tokens."""
+
+    def row_loss(params, batch):
+        return sequence_losses(nnx.merge(graphdef, params), batch)[0]
+
+    return row_loss
 
 
 def _first_rows(packed: PackedSequences, n: int) -> PackedSequences:

@@ -4,8 +4,9 @@
 of rater scores with texts and, optionally, corruption labels and baseline curators' scores) and
 writes the sections the DataRater paper shows: results, loss against compute, the best ratio
 across model sizes, score distributions per source, the mixture the rater implies, the
-extreme sequences, a regression of scores on text features, downstream accuracy and an audit
-against known corruption labels. A section whose input is missing says so in one line.
+extreme sequences, a regression of scores on text features, downstream accuracy, an audit
+against known corruption labels and, given each LM's NLL on the scored rows (`RowNLL`), held-out
+NLL by source and label (where filtering gains and where it loses). A section whose input is missing says so in one line.
 Plots use matplotlib's object API with the Agg canvas (no pyplot, no global state).
 """
 
@@ -80,12 +81,21 @@ class ScoreTable:
 
 
 @dataclass
+class RowNLL:
+    """Each LM's NLL on the rows of the score table (row-aligned), for NLL by source and label."""
+
+    nats: dict[str, np.ndarray]  # run name -> nats summed over each row's predicted tokens
+    tokens: np.ndarray  # predicted tokens of each row (the same for every LM)
+
+
+@dataclass
 class ReportInputs:
     """Everything the report shows; only ``runs`` is required (it may be empty)."""
 
     runs: list[RunResult]
     gains: dict[str, float | None] | None = None
     scores: ScoreTable | Mapping | Sequence | None = None
+    row_nll: RowNLL | None = None
     ratios: list[float] | None = None
     title: str = "DataRater analysis report"
     notes: list[str] = field(default_factory=list)
@@ -342,6 +352,16 @@ def kept_fraction_by_source(
         kept[:, j] = counts / totals
         share[:, j] = counts / max(k, 1)
     return names, kept, share
+
+
+def nll_by_group(nats: np.ndarray, tokens: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Nats per predicted token over all rows (``"all"``) and over the rows of each group."""
+    nats, tokens, groups = np.asarray(nats, np.float64), np.asarray(tokens, np.float64), np.asarray(groups)
+    out = {"all": float(nats.sum() / tokens.sum()) if tokens.sum() else math.nan}
+    for g in sorted(set(groups.tolist())):
+        m = groups == g
+        out[g] = float(nats[m].sum() / tokens[m].sum()) if tokens[m].sum() else math.nan
+    return out
 
 
 def extreme_indices(scores: np.ndarray, k: int = N_EXTREMES) -> tuple[np.ndarray, np.ndarray]:
@@ -960,6 +980,69 @@ def section_audit(out_dir: Path, t: ScoreTable | None) -> list[str]:
     return md
 
 
+def plot_nll_delta(out_dir: Path, run_names: list[str], groups: list[str], delta: np.ndarray, what: str) -> str:
+    """Heat map of Δ NLL (rows: runs, columns: groups), red = worse than the unfiltered LM."""
+    fig = _new_figure(1.0 + 0.75 * len(groups), 1.2 + 0.32 * len(run_names))
+    ax = fig.subplots()
+    finite = delta[np.isfinite(delta)]
+    lim = max(float(np.max(np.abs(finite))) if finite.size else 0.0, 1e-3)
+    im = ax.imshow(delta, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), v in np.ndenumerate(delta):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * lim else "black")
+    ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(run_names)), run_names, fontsize=8)
+    ax.set_title(f"held-out NLL by {what}: Δ vs the unfiltered LM (nats/token; red = worse)", fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, out_dir, f"nll_delta_by_{what}.png")
+
+
+def section_nll_by_group(out_dir: Path, t: ScoreTable | None, row_nll: RowNLL | None,
+                         runs: Sequence[RunResult]) -> list[str]:
+    md = ["## 10. Held-out NLL by source and corruption label", ""]
+    if t is None:
+        return md + _left_out("no score table given")
+    if row_nll is None or not row_nll.nats:
+        return md + _left_out("no per-row NLL of the sweep's LMs given")
+    bad = {k: len(v) for k, v in row_nll.nats.items() if len(v) != len(t)}
+    if len(row_nll.tokens) != len(t) or bad:
+        raise UserError(f"per-row NLL: the score table has {len(t)} rows but tokens has {len(row_nll.tokens)}"
+                        + "".join(f", {k} has {v}" for k, v in bad.items()))
+    shown = [r for r in _sorted_runs(runs) if r.name in row_nll.nats]
+    baselines = baselines_by_model(shown)
+    md += [
+        f"NLL (nats per predicted token) of each LM on the {len(t)} scored validation rows, by the source and the "
+        "corruption label of each row (the one with most tokens in it). The unfiltered LM of each size in absolute "
+        "terms; the others as Δ against it (+ = worse). A filter that drops a kind of text entirely leaves the LM "
+        "unable to predict it, so its held-out NLL on that kind rises even when the rest improves.",
+        "",
+    ]
+    for what, groups in (("source", t.sources), ("label", t.labels)):
+        if groups is None:
+            continue
+        names = sorted(set(groups))
+        head = ["model", "curator", "discard", "all"] + [md_escape(n) for n in names]
+        rows, heat, heat_names = [], [], []
+        for r in shown:
+            vals = nll_by_group(row_nll.nats[r.name], row_nll.tokens, groups)
+            base = baselines.get(r.model)
+            cells = [md_escape(r.model), md_escape(r.curator), _pct(r.discard, 0)]
+            if base is None or base.name == r.name:
+                rows.append(cells + [_fmt(vals[k], 3) for k in ["all", *names]])
+                continue
+            ref = nll_by_group(row_nll.nats[base.name], row_nll.tokens, groups)
+            delta = [vals[k] - ref[k] for k in ["all", *names]]
+            rows.append(cells + [f"{d:+.3f}" if _finite(d) else "n/a" for d in delta])
+            heat.append(delta)
+            heat_names.append(f"{r.model} {r.curator} {r.discard:.0%}")
+        md += [f"By {what}:", ""] + _md_table(head, rows) + [""]
+        if heat:
+            _image(md, f"NLL delta by {what}", plot_nll_delta(out_dir, heat_names, ["all", *names],
+                                                             np.asarray(heat, np.float64), what))
+    return md
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry points
 
@@ -988,6 +1071,7 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
     md += section_regression(out, table)
     md += section_downstream(runs)
     md += section_audit(out, table)
+    md += section_nll_by_group(out, table, inputs.row_nll, runs)
     path = out / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return path

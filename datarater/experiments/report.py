@@ -3,7 +3,8 @@
 Works on a sweep run directory (``RUN/lm/*`` runs and ``RUN/config.yaml``) or on a quickstart
 run directory (its sweep is in ``RUN/sweep``). The rater and the baseline curators score the
 first ``rows`` rows of the corpus's validation split: histograms, extremes, the feature fit and,
-when documents carry corruption labels, the audit (ROC-AUC clean vs each corruption type).
+when documents carry corruption labels, the audit (ROC-AUC clean vs each corruption type); every
+finished LM's NLL on the same rows, by source and label.
 """
 
 from __future__ import annotations
@@ -52,21 +53,47 @@ def finished_runs(sweep_dir: Path):
     return runs
 
 
-def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, rows: int):
-    """Scores of the DataRater and every baseline curator on ``rows`` sampled validation rows, with texts."""
-    from datarater.curate.curators import calibration_sample, make_curator, score_rows
+def validation_sample(sweep: SweepProgram, rows: int):
+    """``(tokenizer, packed validation split, picked row indices, their batch)``.
+
+    A seeded sample across the whole split: rows are in read order, so a prefix is one source.
+    """
     from datarater.data.corpus import load_splits
     from datarater.data.tokenizer import make_tokenizer
-    from datarater.eval.report import ScoreTable
-    from datarater.experiments.sweep import run_name
 
     tokenizer = make_tokenizer(sweep.data)
     packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",))["validation"]
-    n = min(rows, len(packed))
-    # A seeded sample across the whole split: rows are in read order, so a prefix is one source.
-    pick = np.sort(np.random.default_rng(0).choice(len(packed), size=n, replace=False))
+    pick = np.sort(np.random.default_rng(0).choice(len(packed), size=min(rows, len(packed)), replace=False))
     batch = {k: getattr(packed, k)[pick] for k in ("tokens", "segment_ids", "positions")}
     batch["index"] = pick
+    return tokenizer, packed, pick, batch
+
+
+def lm_row_nll(sweep_dir: Path, runs, batch: dict, batch_size: int = 64):
+    """Every finished LM's summed NLL on each sampled row (one compilation per model shape)."""
+    import jax
+
+    from datarater.eval.nll import make_row_loss, predicted_mask, row_nats
+    from datarater.eval.report import RowNLL
+    from datarater.train.load import load_lm
+
+    fns: dict = {}
+    nats = {}
+    for r in runs:
+        lm = load_lm(sweep_dir / "lm" / r.name)
+        fn = fns.setdefault(lm.graphdef, jax.jit(make_row_loss(lm.graphdef)))
+        nats[r.name] = row_nats(lm.graphdef, lm.params, batch, batch_size, fn)
+    return RowNLL(nats=nats, tokens=predicted_mask(batch["segment_ids"]).sum(axis=1))
+
+
+def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
+    """Scores of the DataRater and every baseline curator on the sampled validation rows, with texts."""
+    from datarater.curate.curators import calibration_sample, make_curator, score_rows
+    from datarater.eval.report import ScoreTable
+    from datarater.experiments.sweep import run_name
+
+    tokenizer, packed, pick, batch = sample
+    n = len(pick)
     texts = [tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]) for i in pick]
     scores: dict[str, np.ndarray] = {}
     curators = ["datarater"] + [c for c in sweep.sweep.curators if c != "datarater"]
@@ -107,10 +134,15 @@ def report(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     results, gains = run_results(runs)
     write_results_csv(sweep_dir / "results.csv", results, gains)
     rater_run = prog.rater_run or sweep.curate.rater_run
-    table = score_table(sweep, sweep_dir, rater_run, prog.rows) if prog.rows > 0 else None
+    sample = validation_sample(sweep, prog.rows) if prog.rows > 0 else None
+    table = score_table(sweep, sweep_dir, rater_run, sample) if sample else None
+    row_nll = None
+    if table is not None:
+        say(f"[report] NLL of {len(runs)} LMs on the {len(table)} scored rows, by source and label")
+        row_nll = lm_row_nll(sweep_dir, runs, sample[3])
     extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
-    path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, ratios=sweep.sweep.ratios,
+    path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               notes=extra + (notes or [])))
     say(f"[report] wrote {path}")
     return path
