@@ -1015,7 +1015,8 @@ def section_nll_by_group(out_dir: Path, t: ScoreTable | None, row_nll: RowNLL | 
         f"NLL (nats per predicted token) of each LM on the {len(t)} scored validation rows, by the source and the "
         "corruption label of each row (the one with most tokens in it). The unfiltered LM of each size in absolute "
         "terms; the others as Δ against it (+ = worse). A filter that drops a kind of text entirely leaves the LM "
-        "unable to predict it, so its held-out NLL on that kind rises even when the rest improves.",
+        "unable to predict it, so its held-out NLL on that kind rises even when the rest improves. (Column "
+        "*all* covers these rows; section 1's final NLL the rows each run evaluated, `train.eval_batches`.)",
         "",
     ]
     for what, groups in (("source", t.sources), ("label", t.labels)):
