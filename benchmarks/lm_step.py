@@ -35,7 +35,8 @@ def random_batch(rng, vocab: int, batch: int, seq: int) -> dict:
             "positions": np.tile(pos, (batch, 1)).astype(np.int32)}
 
 
-def time_lm_step(preset: str, reps: int) -> dict:
+def compiled_lm_step(preset: str):
+    """The preset's jitted AdamW step compiled for its CPU shape: ``(step, params, opt_state, batch, cfg)``."""
     cfg = load_preset(preset)
     batch_size, seq = SHAPES[preset]
     model = CausalLM(cfg, rngs=nnx.Rngs(0))
@@ -45,6 +46,12 @@ def time_lm_step(preset: str, reps: int) -> dict:
     opt_state = tx.init(params)
     batch = jax.device_put(random_batch(np.random.default_rng(0), cfg.vocab_size, batch_size, seq))
     step = jax.jit(make_train_step(graphdef, tx), donate_argnums=(0, 1)).lower(params, opt_state, batch).compile()
+    return step, params, opt_state, batch, cfg
+
+
+def time_lm_step(preset: str, reps: int) -> dict:
+    step, params, opt_state, batch, cfg = compiled_lm_step(preset)
+    batch_size, seq = SHAPES[preset]
     for _ in range(3):
         params, opt_state, m = step(params, opt_state, batch)
     jax.block_until_ready(m)

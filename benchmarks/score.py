@@ -19,17 +19,14 @@ import time
 import jax
 import numpy as np
 from flax import nnx
-from lm_step import SHAPES, random_batch  # benchmarks/ is on sys.path when run as a script
+from lm_step import SHAPES, compiled_lm_step, random_batch  # benchmarks/ is on sys.path when run as a script
 from omegaconf import OmegaConf
 
-from datarater.config import ModelConfig, TrainConfig
+from datarater.config import ModelConfig
 from datarater.curate.curators import DataraterCurator
 from datarater.models.presets import lm_train_flops_per_token, load_preset
 from datarater.models.rater import Rater
-from datarater.models.transformer import CausalLM
 from datarater.paths import conf_dir
-from datarater.train.optimizer import make_optimizer
-from datarater.train.step import make_train_step
 
 
 def rater_preset(name: str) -> ModelConfig:
@@ -55,15 +52,9 @@ def interleaved_seconds(fns: dict, reps: int) -> dict[str, float]:
 
 def train_fn(preset: str):
     """One LM training step on a fixed batch, and (tokens, FLOPs per token) of a step."""
-    cfg = load_preset(preset)
+    step, params, opt_state, batch, cfg = compiled_lm_step(preset)
     batch_size, seq = SHAPES[preset]
-    model = CausalLM(cfg, rngs=nnx.Rngs(0))
-    graphdef, _ = nnx.split(model)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    tx = make_optimizer(TrainConfig())
-    state = {"params": params, "opt": tx.init(params)}
-    batch = jax.device_put(random_batch(np.random.default_rng(0), cfg.vocab_size, batch_size, seq))
-    step = jax.jit(make_train_step(graphdef, tx), donate_argnums=(0, 1)).lower(params, state["opt"], batch).compile()
+    state = {"params": params, "opt": opt_state}
 
     def run():
         state["params"], state["opt"], m = step(state["params"], state["opt"], batch)

@@ -31,6 +31,10 @@ def has_checkpoint(path: Path) -> bool:
     return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
+def _may_change(key: str, may_change: tuple[str, ...]) -> bool:
+    return any(key == m or (m.endswith(".") and key.startswith(m)) for m in may_change)
+
+
 def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """Creates ``run_dir`` and writes ``config.yaml``; returns ``(path, resuming)``.
 
@@ -47,8 +51,7 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     if resuming:
         old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
         a, b = _flatten(old), _flatten(new)
-        free = lambda k: any(k == m or (m.endswith(".") and k.startswith(m)) for m in may_change)  # noqa: E731
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not free(k))
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not _may_change(k, may_change))
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
             raise UserError(

@@ -99,12 +99,13 @@ def eval_batches(packed: PackedSequences, batch_size: int, max_batches: int) -> 
         batch = gather_rows(packed, index)
         missing = batch_size - len(index)
         if missing:
-            batch = _pad_batch(batch, missing, packed.pad_id)
+            batch = pad_rows(batch, missing, packed.pad_id)
         batches.append(batch)
     return batches
 
 
-def _pad_batch(batch: dict[str, np.ndarray], missing: int, pad_id: int) -> dict[str, np.ndarray]:
+def pad_rows(batch: dict[str, np.ndarray], missing: int, pad_id: int) -> dict[str, np.ndarray]:
+    """``batch`` with ``missing`` all-padding rows appended (segment 0: nothing is predicted there)."""
     fill = {"tokens": pad_id, "segment_ids": 0, "positions": 0, "index": -1}
     out = {}
     for name, value in batch.items():

@@ -19,7 +19,7 @@ from datarater.config import CorpusConfig, DataConfig
 from datarater.data.corpus import load_splits
 from datarater.data.documents import Document, ReadStats
 from datarater.data.packing import PackedSequences, pack_documents
-from datarater.data.pipeline import eval_batches
+from datarater.data.pipeline import eval_batches, pad_rows
 from datarater.data.sources import iter_documents
 from datarater.data.tokenizer import ByteTokenizer, Tokenizer
 from datarater.errors import UserError
@@ -114,7 +114,7 @@ def row_nats(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray], batch_
         chunk = {k: np.asarray(rows[k][start : start + batch_size]) for k in ("tokens", "segment_ids", "positions")}
         pad = batch_size - len(chunk["tokens"])
         if pad:
-            chunk = {k: np.concatenate([v, np.zeros((pad, v.shape[1]), v.dtype)]) for k, v in chunk.items()}
+            chunk = pad_rows(chunk, pad, pad_id=0)
         out.append(np.asarray(fn(params, chunk), np.float64)[: batch_size - pad])
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -1025,14 +1025,15 @@ def section_nll_by_group(out_dir: Path, t: ScoreTable | None, row_nll: RowNLL | 
         names = sorted(set(groups))
         head = ["model", "curator", "discard", "all"] + [md_escape(n) for n in names]
         rows, heat, heat_names = [], [], []
+        vals_of = {r.name: nll_by_group(row_nll.nats[r.name], row_nll.tokens, groups) for r in shown}
         for r in shown:
-            vals = nll_by_group(row_nll.nats[r.name], row_nll.tokens, groups)
+            vals = vals_of[r.name]
             base = baselines.get(r.model)
             cells = [md_escape(r.model), md_escape(r.curator), _pct(r.discard, 0)]
             if base is None or base.name == r.name:
                 rows.append(cells + [_fmt(vals[k], 3) for k in ["all", *names]])
                 continue
-            ref = nll_by_group(row_nll.nats[base.name], row_nll.tokens, groups)
+            ref = vals_of[base.name]
             delta = [vals[k] - ref[k] for k in ["all", *names]]
             rows.append(cells + [f"{d:+.3f}" if _finite(d) else "n/a" for d in delta])
             heat.append(delta)
