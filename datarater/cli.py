@@ -22,6 +22,7 @@ from typing import Any
 from datarater import config as C
 from datarater.curate.config import validate_curate, validate_filter, validate_score
 from datarater.errors import UserError
+from datarater.hostmem import tune_malloc
 from datarater.eval.config import EvalProgram, validate_eval
 
 
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             print_help(name)
             return 0
         _quiet_libraries()
+        tune_malloc()  # before JAX starts its threads: see datarater.hostmem
         sub = SUBCOMMANDS[name]
         program = compose(sub, rest)
         from datarater.parallel.distributed import maybe_initialize_distributed
