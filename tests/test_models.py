@@ -52,6 +52,33 @@ def test_future_token_cannot_change_earlier_logits(lm):
     assert np.abs(np.asarray(a[0, 10:] - b[0, 10:])).max() > 1e-4  # and it does change later ones
 
 
+@pytest.mark.parametrize("blocks", [2, 3, 13])
+def test_blocked_causal_attention_equals_one_full_product(blocks):
+    """Query blocks that skip the masked upper triangle give the full product's logits and gradients.
+
+    Padding positions (segment 0) attend to nothing and their logits are never used; they are left out.
+    """
+    import dataclasses
+
+    full = CausalLM(dataclasses.replace(TINY, causal_blocks=1), rngs=nnx.Rngs(3))
+    blocked = CausalLM(dataclasses.replace(TINY, causal_blocks=blocks), rngs=nnx.Rngs(3))
+    rng = np.random.default_rng(3)
+    b = batch_of(rng.integers(0, 64, (2, 13)), np.array([[1] * 5 + [2] * 6 + [0] * 2, [1] * 13]))
+
+    real = np.asarray(b["segment_ids"]) != 0
+
+    def loss_and_grad(model):
+        graphdef, params = nnx.split(model, nnx.Param)
+        f = lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(*b.values())) * real[..., None])
+        return jax.value_and_grad(f)(params)
+
+    (la, ga), (lb, gb) = loss_and_grad(full), loss_and_grad(blocked)
+    np.testing.assert_allclose(np.asarray(full(*b.values()))[real], np.asarray(blocked(*b.values()))[real], atol=2e-6)
+    np.testing.assert_allclose(float(la), float(lb), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_packed_segments_do_not_leak(causal):
     trunk = Trunk(TINY, causal=causal, rngs=nnx.Rngs(1))

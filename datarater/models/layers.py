@@ -73,6 +73,7 @@ class Attention(nnx.Module):
         self.wqkv = param(rngs, (d, 3, h, k), ("embed", None, "heads", "head_dim"), cfg.init_std, pdt)
         self.wo = param(rngs, (h, k, d), ("heads", "head_dim", "embed"), std_out, pdt)
         self.causal = causal
+        self.causal_blocks = cfg.causal_blocks
         self.rope_base = cfg.rope_base
         self.dtype = dtype_of(cfg.dtype)
 
@@ -85,13 +86,24 @@ class Attention(nnx.Module):
         k = rotary(qkv[:, :, 1], positions, self.rope_base)
         # Head-major [B, H, T, K] operands: XLA:CPU runs these batched products ~1.4x faster.
         q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, qkv[:, :, 2]))
+        if self.causal and self.causal_blocks > 1:
+            # Query block [lo, hi) can only see keys < hi: skip the all-masked upper triangle.
+            edges = [round(t * i / self.causal_blocks) for i in range(self.causal_blocks + 1)]
+            out = jnp.concatenate([
+                self._attend(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, :, lo:hi, :hi])
+                for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
+        else:
+            out = self._attend(q, k, v, mask)
+        wo = self.wo[...].astype(self.dtype)
+        return jnp.einsum("nhk,hkd->nd", out.reshape(b * t, *wo.shape[:2]), wo).reshape(b, t, d)
+
+    def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """``q: [B, H, Tq, K]``, ``k, v: [B, H, Tk, K]``, ``mask: [B, 1, Tq, Tk]`` -> ``[B, Tq, H, K]``."""
         # Scores and softmax in float32 even for bfloat16 activations (the matmul accumulates in f32).
         scores = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
         scores = jnp.where(mask, scores, -1e30)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqs,bhsk->bqhk", probs, v)
-        wo = self.wo[...].astype(self.dtype)
-        return jnp.einsum("nhk,hkd->nd", out.reshape(b * t, *wo.shape[:2]), wo).reshape(b, t, d)
+        return jnp.einsum("bhqs,bhsk->bqhk", probs, v)
 
 
 class MLP(nnx.Module):
