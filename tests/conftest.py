@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from datarater.data.sample import docstring_documents, write_jsonl
+from datarater.hostmem import tune_malloc
+
+tune_malloc()  # as the `datarater` command does, before JAX starts its threads
+
+from datarater.data.sample import docstring_documents, write_jsonl  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
