@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datarater.hostmem import tune_malloc
-
-tune_malloc()  # as the `datarater` command does, before JAX starts its threads
-
-from datarater.data.sample import docstring_documents, write_jsonl  # noqa: E402
+from datarater.data.sample import docstring_documents, write_jsonl
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
