@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.hostmem import tune_malloc
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import TrainConfig
 from datarater.models.presets import lm_train_flops_per_token, load_preset
 from datarater.models.transformer import CausalLM
@@ -72,10 +72,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["nano", "micro"], choices=sorted(SHAPES))
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--no-malloc-tuning", action="store_true",
-                    help="leave glibc's malloc as it is (datarater.hostmem), to measure the difference")
+    add_benchmark_flag(ap)
     args = ap.parse_args()
-    malloc_tuned = not args.no_malloc_tuning and tune_malloc()
+    malloc_tuned = tune_malloc_unless_disabled(args)
     peak = measure_matmul_peak(2048, reps=10)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; host malloc tuning {'on' if malloc_tuned else 'off'}; measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(f"{'preset':<8} {'batch x seq':>12} {'step (s)':>9} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8}")

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.hostmem import tune_malloc
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import MetaConfig, TrainConfig
 from datarater.meta.core import MetaProblem
 from datarater.models.presets import load_preset
@@ -89,10 +89,9 @@ def main() -> None:
     ap.add_argument("--max-gib", type=float, default=8.0)
     ap.add_argument("--unrolled-max", type=int, default=MetaConfig().unrolled_max,
                     help="T up to this runs unrolled in the compiled program, longer T as a loop (meta.unrolled_max)")
-    ap.add_argument("--no-malloc-tuning", action="store_true",
-                    help="leave glibc's malloc as it is (datarater.hostmem), to measure the difference")
+    add_benchmark_flag(ap)
     args = ap.parse_args()
-    malloc_tuned = not args.no_malloc_tuning and tune_malloc()
+    malloc_tuned = tune_malloc_unless_disabled(args)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; host malloc tuning {'on' if malloc_tuned else 'off'}")
     for preset in args.presets:
         run_preset(preset, args.unrolls, args.modes, args.reps, args.max_gib, args.unrolled_max)

@@ -22,7 +22,7 @@ from flax import nnx
 from lm_step import SHAPES, compiled_lm_step, random_batch  # benchmarks/ is on sys.path when run as a script
 from omegaconf import OmegaConf
 
-from datarater.hostmem import tune_malloc
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import ModelConfig
 from datarater.curate.curators import DataraterCurator
 from datarater.models.presets import lm_train_flops_per_token, load_preset
@@ -79,10 +79,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--score-batches", nargs="+", type=int, default=[8, 16, 32, 64],
                     help="sequences per scoring call (score.batch_size) to time")
-    ap.add_argument("--no-malloc-tuning", action="store_true",
-                    help="leave glibc's malloc as it is (datarater.hostmem), to measure the difference")
+    add_benchmark_flag(ap)
     args = ap.parse_args()
-    malloc_tuned = not args.no_malloc_tuning and tune_malloc()
+    malloc_tuned = tune_malloc_unless_disabled(args)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; host malloc tuning {'on' if malloc_tuned else 'off'}")
     print(f"{'preset':<7} {'seq':>5} {'batch':>6} {'train tok/s':>12} {'score seq/s':>12} {'score tok/s':>12} "
           f"{'ratio':>6} {'FLOP ratio':>10}")

@@ -20,6 +20,7 @@ untuned. The quickstart, mostly steps, went from 10:41 to 8:29. It does nothing 
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import glob
 import os
@@ -66,3 +67,14 @@ def tune_malloc() -> bool:
         return False
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP_BYTES), (_M_TOP_PAD, _KEEP_BYTES))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def add_benchmark_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-malloc-tuning`` on a benchmark's parser, to measure what ``tune_malloc`` changes."""
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's malloc as it is (datarater.hostmem), to measure the difference")
+
+
+def tune_malloc_unless_disabled(args: argparse.Namespace) -> bool:
+    """``tune_malloc()`` unless the benchmark was given ``--no-malloc-tuning``; True when applied."""
+    return not args.no_malloc_tuning and tune_malloc()

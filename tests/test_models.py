@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,8 +60,6 @@ def test_blocked_causal_attention_equals_one_full_product(blocks):
 
     Padding positions (segment 0) attend to nothing and their logits are never used; they are left out.
     """
-    import dataclasses
-
     full = CausalLM(dataclasses.replace(TINY, causal_blocks=1), rngs=nnx.Rngs(3))
     blocked = CausalLM(dataclasses.replace(TINY, causal_blocks=blocks), rngs=nnx.Rngs(3))
     rng = np.random.default_rng(3)
