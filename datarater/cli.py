@@ -83,7 +83,8 @@ SUBCOMMANDS.update({
     "quickstart": Subcommand(
         "quickstart", C.QuickstartProgram, "datarater.experiments.quickstart:quickstart",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
-         ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_train), ("meta", C.validate_meta)),
+         ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_train), ("meta", C.validate_meta),
+         ("quickstart", C.validate_quickstart)),
         "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (~15 min on 2 cores)",
     ),
 })

@@ -209,6 +209,9 @@ class SweepConfig:
     larger: list[str] = field(default_factory=list)  # presets trained at each curator's best ratio
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random"])
+    # Unfiltered runs of the smallest model with seeds train.seed, train.seed+1, ...: their spread
+    # is the run-to-run noise the report compares every difference with (1 = no extra runs).
+    baseline_seeds: int = 1
 
 
 @dataclass
@@ -240,6 +243,7 @@ class QuickstartConfig:
 
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random", "heuristic", "perplexity"])
+    baseline_seeds: int = 3  # unfiltered LMs with different seeds: the noise band of the report (sweep.baseline_seeds)
     report_rows: int = 2000
 
 
@@ -348,3 +352,9 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
         _check(0.0 <= r < 1.0, f"{prefix}.ratios[{i}]", f"discard ratios must be in [0, 1), got {r}")
     for c in s.curators:
         _check(c in CURATORS and c != "none", f"{prefix}.curators", f"unknown curator '{c}'; choose from {CURATORS[1:]}")
+    _check(s.baseline_seeds >= 1, f"{prefix}.baseline_seeds", f"must be >= 1 (1 = no extra seeds), got {s.baseline_seeds}")
+
+
+def validate_quickstart(q: QuickstartConfig, prefix: str = "quickstart") -> None:
+    validate_sweep(SweepConfig(ratios=list(q.ratios), curators=list(q.curators), baseline_seeds=q.baseline_seeds), prefix)
+    _check(q.report_rows >= 0, f"{prefix}.report_rows", f"must be >= 0 (0 = no scored rows in the report), got {q.report_rows}")

@@ -25,6 +25,7 @@ from datarater.eval.report import (
     md_escape,
     model_order,
     nll_by_group,
+    noise_threshold,
     printable_excerpt,
     write_report,
     write_results_csv,
@@ -365,3 +366,25 @@ def test_duplicate_run_names_are_an_error(tmp_path):
     runs[1].name = runs[0].name
     with pytest.raises(UserError, match="unique"):
         write_report(tmp_path, ReportInputs(runs=runs))
+
+
+def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
+    runs = synthetic_runs()
+    spread = [2.50, 2.52, 2.47]  # nano unfiltered over three seeds, the baseline's first
+    thr = noise_threshold(spread)
+    assert thr == pytest.approx(2 * np.sqrt(2) * np.std(spread, ddof=1))
+    assert noise_threshold([2.5]) is None and noise_threshold([2.5, float("nan")]) is None
+    md = write_report(tmp_path, ReportInputs(runs=runs, baseline_spread={"nano": spread})).read_text()
+    part = section(md, "## 1.")
+    assert "beyond noise" in part and f"{thr:.4f}" in part
+    for row in table_rows(part):
+        model, curator, nll, beyond = row[0], row[1], float(row[3]), row[5]
+        base = 2.50 if model == "nano" else 2.2
+        if curator == "none" or model != "nano":  # micro has no spread: nothing claimed
+            assert beyond == "—", row
+        else:
+            assert beyond == ("yes" if abs(nll - base) > thr else "no"), row
+    assert {r[5] for r in table_rows(part) if r[0] == "nano" and r[1] != "none"} == {"yes", "no"}
+    # without a spread the table keeps its columns
+    plain = section(write_report(tmp_path / "p", ReportInputs(runs=runs)).read_text(), "## 1.")
+    assert "beyond noise" not in plain and "Run-to-run noise" not in plain

@@ -5,17 +5,25 @@ from __future__ import annotations
 import csv
 
 from datarater.cli import SUBCOMMANDS, compose
-from datarater.experiments.sweep import sweep
+from datarater.experiments.report import finished_runs
+from datarater.experiments.sweep import final_nll, sweep
+from datarater.train.load import read_program
 
 
 def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     args = [f"corpus.paths=[{doc_corpus}]", "data.seq_len=64", "train.batch_size=8", "train.steps=6",
             "train.eval_every=3", "train.eval_batches=2", "train.log_every=3", "train.checkpoint_every=6",
-            "sweep.ratios=[0,0.5]", "sweep.curators=[random]", f"run_dir={tmp_path / 'sw'}"]
+            "sweep.ratios=[0,0.5]", "sweep.curators=[random]", "sweep.baseline_seeds=2", f"run_dir={tmp_path / 'sw'}"]
     prog = compose(SUBCOMMANDS["sweep"], args)
     out = sweep(prog)
     nll = out["final_val_nll"]
-    assert set(nll) == {"nano-none-0", "nano-random-0.5"}
+    assert set(nll) == {"nano-none-0", "nano-random-0.5"}  # the seed replica is not a sweep point
+    # the replica: the unfiltered run again with the next seed, a different run of the same config
+    replica = tmp_path / "sw" / "lm" / "nano-none-0-seed1"
+    assert read_program(replica).train.seed == prog.train.seed + 1
+    assert out["baseline_spread"] == {"nano": [nll["nano-none-0"], final_nll(str(replica))]}
+    assert final_nll(str(replica)) != nll["nano-none-0"]
+    assert finished_runs(tmp_path / "sw")[1] == out["baseline_spread"]  # what `datarater report` reads back
     assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
     summaries = sorted((tmp_path / "sw" / "lm").glob("*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
@@ -25,3 +33,4 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
     assert {r["name"] for r in rows} == set(nll)
     assert (tmp_path / "sw" / "results.md").read_text().count("| nano-") == 2
+    assert "Run-to-run noise of unfiltered nano over 2 seeds" in (tmp_path / "sw" / "results.md").read_text()

@@ -97,6 +97,9 @@ class ReportInputs:
     scores: ScoreTable | Mapping | Sequence | None = None
     row_nll: RowNLL | None = None
     ratios: list[float] | None = None
+    # model -> final NLLs of its unfiltered LM trained with different seeds (the baseline's first):
+    # the run-to-run noise that section 1 compares every difference with (`sweep.baseline_seeds`).
+    baseline_spread: dict[str, list[float]] | None = None
     title: str = "DataRater analysis report"
     notes: list[str] = field(default_factory=list)
 
@@ -740,11 +743,39 @@ def _left_out(why: str) -> list[str]:
     return [f"_Left out: {why}._", ""]
 
 
-def section_results(runs: Sequence[RunResult], gains) -> list[str]:
+def noise_threshold(values: Sequence[float]) -> float | None:
+    """The |Δ NLL| two runs must exceed to differ beyond run-to-run noise: 2·√2·s, with s the
+    sample standard deviation of ``values`` (final NLLs of one configuration under different
+    seeds; the difference of two independent runs has standard deviation √2·s). None for < 2 values."""
+    finite = [float(v) for v in values if _finite(v)]
+    if len(finite) < 2:
+        return None
+    return 2.0 * math.sqrt(2.0) * float(np.std(finite, ddof=1))
+
+
+def _spread_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> list[str]:
+    md = []
+    for model in order:
+        values = [float(v) for v in spread.get(model, ()) if _finite(v)]
+        thr = noise_threshold(values)
+        if thr is None:
+            continue
+        md.append(
+            f"Run-to-run noise: the unfiltered {md_escape(model)} LM trained with {len(values)} seeds (initialisation "
+            f"and data order) ends at {', '.join(f'{v:.4f}' for v in values)}: mean {np.mean(values):.4f}, "
+            f"std {np.std(values, ddof=1):.4f}. A difference between two runs is beyond that noise when "
+            f"|Δ| > 2·√2·std = {thr:.4f} (column *beyond noise*; with few seeds the std itself is rough)."
+        )
+    return md + ([""] if md else [])
+
+
+def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Sequence[float]] | None = None) -> list[str]:
     md = ["## 1. Results", ""]
     if not runs:
         return md + _left_out("no runs given")
     baselines = baselines_by_model(runs)
+    thresholds = {m: noise_threshold(v) for m, v in (spread or {}).items()}
+    show_noise = any(t is not None for t in thresholds.values())
     missing = [m for m in model_order(runs) if m not in baselines]
     rows = []
     for r in _sorted_runs(runs):
@@ -767,20 +798,15 @@ def section_results(runs: Sequence[RunResult], gains) -> list[str]:
                 _pct(_mean_metric(r, "acc_norm")),
             ]
         )
-    md += _md_table(
-        [
-            "model",
-            "curator",
-            "discard",
-            "final val NLL",
-            "Δ NLL vs baseline",
-            "net compute gain",
-            "FLOPs (train+curate)",
-            "mean acc",
-            "mean acc_norm",
-        ],
-        rows,
-    )
+        if show_noise:
+            thr = thresholds.get(r.model)
+            is_base = base is not None and r.name == base.name
+            rows[-1].insert(5, "—" if is_base or thr is None or not _finite(delta) else ("yes" if abs(delta) > thr else "no"))
+    head = ["model", "curator", "discard", "final val NLL", "Δ NLL vs baseline", "net compute gain",
+            "FLOPs (train+curate)", "mean acc", "mean acc_norm"]
+    if show_noise:
+        head.insert(5, "beyond noise")
+    md += _md_table(head, rows)
     md += [
         "",
         "NLL in nats per token on the held-out split; Δ < 0 is better than the unfiltered run of the same size. "
@@ -788,6 +814,7 @@ def section_results(runs: Sequence[RunResult], gains) -> list[str]:
         '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8.',
         "",
     ]
+    md += _spread_lines(spread or {}, model_order(runs))
     if missing:
         md += [f'No unfiltered baseline (curator "none") for: {", ".join(missing)}.', ""]
     return md
@@ -1064,7 +1091,7 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
         ratios, ratios_from = list(DEFAULT_RATIOS), "the default sweep"
     md = [f"# {inputs.title}", ""]
     md += [f"- {line}" for line in inputs.notes] + ([""] if inputs.notes else [])
-    md += section_results(runs, inputs.gains)
+    md += section_results(runs, inputs.gains, inputs.baseline_spread)
     md += section_curves(out, runs)
     md += section_best_ratio(out, runs)
     md += section_histograms(out, table)

@@ -67,7 +67,8 @@ def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
     return SweepProgram(run_dir=str(run / "sweep"), corpus=prog.corpus, data=prog.data, train=prog.train,
                         mesh=prog.mesh, curate=curate, eval=EvalConfig(),
                         sweep=SweepConfig(model=prog.model.name, larger=[], ratios=list(prog.quickstart.ratios),
-                                          curators=list(prog.quickstart.curators)))
+                                          curators=list(prog.quickstart.curators),
+                                          baseline_seeds=prog.quickstart.baseline_seeds))
 
 
 def quickstart(prog: QuickstartProgram) -> dict:
@@ -79,7 +80,7 @@ def quickstart(prog: QuickstartProgram) -> dict:
     from datarater.experiments.sweep import sweep
     from datarater.meta.trainer import meta_train
 
-    run, _ = prepare_run_dir(prog.run_dir, prog)
+    run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.baseline_seeds",))
     clock = StageClock()
     timings: dict[str, float] = {}
 

@@ -35,14 +35,18 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
 
 
 def finished_runs(sweep_dir: Path):
-    """The sweep's finished train-lm runs, as the sweep planned them."""
-    from datarater.experiments.sweep import PlannedRun
+    """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
+    model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.baseline_seeds`)."""
+    from datarater.experiments.sweep import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
-    runs, skipped = [], []
+    runs, skipped, replicas = [], [], {}
     for d in sorted((sweep_dir / "lm").iterdir()):
         if not (d / "summary.json").exists():
             skipped.append(d.name)
+            continue
+        if m := SEED_RUN.match(d.name):
+            replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d))))
             continue
         p = read_program(d)
         runs.append(PlannedRun(d.name, p.model.name, p.curate.name, p.curate.discard, p))
@@ -50,7 +54,9 @@ def finished_runs(sweep_dir: Path):
         say(f"[report] {len(skipped)} unfinished runs left out: {', '.join(skipped)}")
     if not runs:
         raise UserError(f"{sweep_dir / 'lm'} holds no finished run")
-    return runs
+    spread = {r.model: [final_nll(r.program.run_dir)] + [v for _, v in sorted(replicas[r.name])]
+              for r in runs if r.name in replicas}
+    return runs, spread
 
 
 def validation_sample(sweep: SweepProgram, rows: int):
@@ -130,7 +136,7 @@ def report(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
     run_dir = Path(prog.run_dir).expanduser().absolute()
     sweep_dir, sweep = read_sweep(run_dir)
-    runs = finished_runs(sweep_dir)
+    runs, spread = finished_runs(sweep_dir)
     results, gains = run_results(runs)
     write_results_csv(sweep_dir / "results.csv", results, gains)
     rater_run = prog.rater_run or sweep.curate.rater_run
@@ -143,6 +149,7 @@ def report(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
+                                              baseline_spread=spread,
                                               notes=extra + (notes or [])))
     say(f"[report] wrote {path}")
     return path

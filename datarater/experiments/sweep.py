@@ -1,7 +1,10 @@
 """`datarater sweep`: discard-ratio sweep per curator, best ratio on the smallest model, then larger.
 
     RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
+    RUN/lm/<model>-none-0-seed<i>/      the unfiltered smallest model again with train.seed + i
+                                        (i < sweep.baseline_seeds): the run-to-run noise
     RUN/results.csv, RUN/results.md     one row per run: final NLL, delta, net compute gain, tasks
+    RUN/baseline_spread.json            final NLLs of the unfiltered runs over those seeds
 
 1. the smallest preset (``sweep.model``) unfiltered, then at every ratio of ``sweep.ratios`` for
    every curator of ``sweep.curators``;
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from datarater.config import SweepProgram, TrainLMProgram
 from datarater.curate.config import validate_curate
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
-from datarater.eval.report import RunResult, write_results_csv
+from datarater.eval.report import RunResult, noise_threshold, write_results_csv
 from datarater.models.presets import lm_param_counts, load_preset
 
 
@@ -41,6 +45,14 @@ class PlannedRun:
 
 def run_name(model: str, curator: str, discard: float) -> str:
     return f"{model}-{curator}-{discard:g}"
+
+
+def seed_run_name(model: str, i: int) -> str:
+    """The unfiltered run of ``model`` with ``train.seed + i``: a replica that measures run-to-run noise."""
+    return f"{run_name(model, 'none', 0.0)}-seed{i}"
+
+
+SEED_RUN = re.compile(r"^(?P<base>.+-none-0)-seed(?P<i>\d+)$")
 
 
 def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
@@ -67,6 +79,23 @@ def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
             if rho > 0:
                 runs.append(PlannedRun(run_name(m, curator, rho), m, curator, rho, lm_program(prog, m, curator, rho)))
     return runs
+
+
+def plan_seed_runs(prog: SweepProgram) -> list[PlannedRun]:
+    """Replicas of the smallest model's unfiltered run with seeds ``train.seed + 1 ..``."""
+    m, runs = prog.sweep.model, []
+    for i in range(1, prog.sweep.baseline_seeds):
+        program = lm_program(prog, m, "none", 0.0)
+        program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i))
+        program.train.seed += i
+        runs.append(PlannedRun(seed_run_name(m, i), m, "none", 0.0, program))
+    return runs
+
+
+def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun]) -> dict[str, list[float]]:
+    """model -> final NLLs of its unfiltered run and of its seed replicas (the baseline's first)."""
+    base = next(r for r in stage1 if r.curator == "none" and r.model == prog.sweep.model)
+    return {base.model: [final_nll(r.program.run_dir) for r in [base, *seed_runs]]}
 
 
 def final_nll(run_dir: str) -> float:
@@ -153,7 +182,8 @@ def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, floa
     return results, gains
 
 
-def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float]) -> str:
+def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float],
+                     spread: dict[str, list[float]] | None = None) -> str:
     base = {r.model: r.final_val_nll for r in results if r.curator == "none"}
     lines = ["| run | model | curator | discard | final val NLL | vs unfiltered | net compute gain |",
              "|---|---|---|---|---|---|---|"]
@@ -164,6 +194,11 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
     lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
+    for model, values in (spread or {}).items():
+        thr = noise_threshold(values)
+        if thr is not None:
+            lines += ["", f"Run-to-run noise of unfiltered {model} over {len(values)} seeds: "
+                      + ", ".join(f"{v:.4f}" for v in values) + f"; differences within ±{thr:.4f} are noise"]
     return "\n".join(lines) + "\n"
 
 
@@ -173,21 +208,25 @@ def sweep(prog: SweepProgram) -> dict:
     s = prog.sweep
     if not s.curators:
         raise UserError("config key 'sweep.curators' is empty: name curators, e.g. sweep.curators=[datarater,random]")
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger",))
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.baseline_seeds"))
     prog.run_dir = str(run_dir)
     stage1 = plan_stage1(prog)
     for r in stage1:  # bad curator settings stop the sweep before any training
         validate_curate(r.program.curate) if r.curator != "perplexity" else None
     say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)})")
     run_all(stage1, s.model)
+    seed_runs = plan_seed_runs(prog)
+    run_all(seed_runs, f"{s.model} unfiltered, other seeds (run-to-run noise)")
+    spread = baseline_spread(prog, stage1, seed_runs)
+    (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
     results, gains = run_results(stage1 + stage2)
     write_results_csv(run_dir / "results.csv", results, gains)
-    (run_dir / "results.md").write_text(results_markdown(results, gains, best))
+    (run_dir / "results.md").write_text(results_markdown(results, gains, best, spread))
     (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
     say((run_dir / "results.md").read_text())
     return {"run_dir": str(run_dir), "best": best, "gains": gains,
-            "final_val_nll": {r.name: r.final_val_nll for r in results}}
+            "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread}
