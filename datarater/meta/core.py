@@ -113,13 +113,16 @@ class MetaProblem:
         pass recomputes one batch's activations at a time instead of keeping ``T`` batches' worth
         (nano, T=8 mixed: 1,610 -> 488 MiB of temporary memory, benchmarks/meta_step.py).
         """
-        t, b, length = inner_batches["tokens"].shape
-        if self.grad_mode == "autodiff" or self.scan_unroll or t == 1:
-            flat = {k: v.reshape(t * b, length) for k, v in inner_batches.items()}
-            scores = self.scores(eta, flat).reshape(t, b)
-        else:
-            scores = jax.lax.map(lambda batch: jax.checkpoint(self.scores)(eta, batch), inner_batches)
+        if self.grad_mode == "autodiff" or self.scan_unroll or inner_batches["tokens"].shape[0] == 1:
+            return self._weights_in_one_call(eta, inner_batches)
+        scores = jax.lax.map(lambda batch: jax.checkpoint(self.scores)(eta, batch), inner_batches)
         return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(inner_batches))
+
+    def _weights_in_one_call(self, eta: dict, batches: Batch) -> tuple[jax.Array, jax.Array]:
+        t, b, length = batches["tokens"].shape
+        flat = {k: v.reshape(t * b, length) for k, v in batches.items()}
+        scores = self.scores(eta, flat).reshape(t, b)
+        return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(batches))
 
     def advance(self, eta: dict, theta: dict, opt_state: Any, batches: Batch) -> tuple[dict, Any]:
         """``len(batches)`` rater-weighted inner steps that are not differentiated (``[K, B, L]``).
@@ -127,7 +130,7 @@ class MetaProblem:
         They age the inner model between meta-gradients at the cost of plain training steps
         (``meta.plain_inner_steps``), so a short meta-training run still sees late-training members.
         """
-        _, weights = self.batch_weights(jax.lax.stop_gradient(eta), batches)
+        _, weights = self._weights_in_one_call(jax.lax.stop_gradient(eta), batches)  # not differentiated
 
         def body(carry, xs):
             th, st = carry
