@@ -33,4 +33,4 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
     assert {r["name"] for r in rows} == set(nll)
     assert (tmp_path / "sw" / "results.md").read_text().count("| nano-") == 2
-    assert "Run-to-run noise of unfiltered nano over 2 seeds" in (tmp_path / "sw" / "results.md").read_text()
+    assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in (tmp_path / "sw" / "results.md").read_text()

@@ -753,7 +753,8 @@ def noise_threshold(values: Sequence[float]) -> float | None:
     return 2.0 * math.sqrt(2.0) * float(np.std(finite, ddof=1))
 
 
-def _spread_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> list[str]:
+def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> list[str]:
+    """One Markdown paragraph per model of ``order`` with a seed spread: its NLLs and noise threshold."""
     md = []
     for model in order:
         values = [float(v) for v in spread.get(model, ()) if _finite(v)]
@@ -764,7 +765,7 @@ def _spread_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -
             f"Run-to-run noise: the unfiltered {md_escape(model)} LM trained with {len(values)} seeds (initialisation "
             f"and data order) ends at {', '.join(f'{v:.4f}' for v in values)}: mean {np.mean(values):.4f}, "
             f"std {np.std(values, ddof=1):.4f}. A difference between two runs is beyond that noise when "
-            f"|Δ| > 2·√2·std = {thr:.4f} (column *beyond noise*; with few seeds the std itself is rough)."
+            f"|Δ| > 2·√2·std = {thr:.4f} (with few seeds the std itself is rough)."
         )
     return md + ([""] if md else [])
 
@@ -814,7 +815,7 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
         '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8.',
         "",
     ]
-    md += _spread_lines(spread or {}, model_order(runs))
+    md += noise_lines(spread or {}, model_order(runs))
     if missing:
         md += [f'No unfiltered baseline (curator "none") for: {", ".join(missing)}.', ""]
     return md

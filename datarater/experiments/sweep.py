@@ -26,7 +26,7 @@ from datarater.config import SweepProgram, TrainLMProgram
 from datarater.curate.config import validate_curate
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
-from datarater.eval.report import RunResult, noise_threshold, write_results_csv
+from datarater.eval.report import RunResult, noise_lines, write_results_csv
 from datarater.models.presets import lm_param_counts, load_preset
 
 
@@ -194,12 +194,8 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
     lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
-    for model, values in (spread or {}).items():
-        thr = noise_threshold(values)
-        if thr is not None:
-            lines += ["", f"Run-to-run noise of unfiltered {model} over {len(values)} seeds: "
-                      + ", ".join(f"{v:.4f}" for v in values) + f"; differences within ±{thr:.4f} are noise"]
-    return "\n".join(lines) + "\n"
+    lines += [""] + noise_lines(spread or {}, list(spread or {}))
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def sweep(prog: SweepProgram) -> dict:
