@@ -91,16 +91,21 @@ def test_rater_flops_per_step_scores_the_oversampled_batch():
     assert rater_flops_per_step(RATER, 32, 6, 0.0) == 0.0  # no filter, no rater
 
 
-@pytest.mark.parametrize("grad_mode, unroll_factor", [("autodiff", 3), ("remat", 4), ("mixed", 4)])
-def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll_factor):
+@pytest.mark.parametrize("grad_mode, unroll, unroll_factor", [
+    ("autodiff", 3, 3), ("remat", 3, 4),
+    ("mixed", 2, 3),  # unrolled (meta.unrolled_max = 2): keeps each step's linearisation, no recomputation
+    ("mixed", 3, 3 + 2 / 3),  # a loop: every step but the last recomputes its forward
+])
+def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll, unroll_factor):
     seq = 6
-    meta = MetaConfig(unroll=3, population=2, inner_batch_size=4, outer_batch_size=5, grad_mode=grad_mode, steps=10)
+    meta = MetaConfig(unroll=unroll, population=2, inner_batch_size=4, outer_batch_size=5, grad_mode=grad_mode,
+                      steps=10, unrolled_max=2)
     lm_fwd = forward_by_hand(TINY, seq, causal=True, lm_head=True)  # per sequence
     rater_fwd = forward_by_hand(RATER, seq, causal=False, lm_head=False) + 2 * RATER.d_model
     # one inner step: rater forward + LM forward and backward (3 x forward) on the inner batch
     inner_step = 4 * (rater_fwd + 3 * lm_fwd)
-    # the unroll's forward, its backward (2x) and, with checkpointing, its recomputation (1x);
+    # the unroll's forward, its backward (2x) and what is recomputed;
     # the held-out loss: forward and backward (3x)
-    per_member = unroll_factor * 3 * inner_step + 3 * 5 * lm_fwd
+    per_member = unroll_factor * unroll * inner_step + 3 * 5 * lm_fwd
     assert meta_step_flops(TINY, RATER, meta, seq) == pytest.approx(2 * per_member, rel=1e-12)
     assert meta_training_flops(TINY, RATER, meta, seq) == pytest.approx(20 * per_member, rel=1e-12)

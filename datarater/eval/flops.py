@@ -20,10 +20,23 @@ from datarater.models.presets import attention_flops_per_token, lm_param_counts,
 # Backward pass through the unrolled inner steps, in units of their forward pass: the VJP of a
 # computation costs about twice its forward, and the inner step's forward already contains the
 # LM's gradient, whose VJP is a Hessian-vector product (reverse-over-reverse or the MixFlow-MG
-# forward-over-reverse product: both ~2x the gradient's cost). remat and mixed modes checkpoint
-# each inner step, which recomputes its forward once more in the backward pass.
+# forward-over-reverse product: both ~2x the gradient's cost). remat, and mixed run as a loop,
+# recompute inner forwards in the backward pass (`unroll_recompute`).
 UNROLL_BACKWARD_FACTOR = 2.0
-UNROLL_RECOMPUTE = {"autodiff": 0.0, "remat": 1.0, "mixed": 1.0}
+
+
+def unroll_recompute(meta_cfg: MetaConfig) -> float:
+    """Fraction of the unrolled inner forward that the meta-gradient computes twice.
+
+    ``remat`` recomputes every step; ``mixed`` none when unrolled (T <= meta.unrolled_max), and
+    all but the last step as a loop (`datarater.meta.core`); ``autodiff`` none.
+    """
+    t = meta_cfg.unroll
+    if meta_cfg.grad_mode == "remat":
+        return 1.0
+    if meta_cfg.grad_mode == "mixed" and t > meta_cfg.unrolled_max:
+        return (t - 1) / t
+    return 0.0
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +103,7 @@ def meta_member_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: 
         + inner_tokens * lm_train_flops_per_token(model_cfg, seq_len)
     )
     heldout_forward = meta_cfg.outer_batch_size * seq_len * lm_forward_flops_per_token(model_cfg, seq_len)
-    recompute = UNROLL_RECOMPUTE.get(meta_cfg.grad_mode, 0.0)
+    recompute = unroll_recompute(meta_cfg)
     return {
         "inner_forward": inner_forward,
         "inner_recompute": recompute * inner_forward,
@@ -106,9 +119,9 @@ def meta_step_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: Me
     Per member: ``T = meta.unroll`` inner steps, each a rater forward on the inner batch and an
     LM training step (forward + backward: the weighted gradient) on it; then the LM forward on
     the held-out batch. The meta-gradient costs the backward of all of it: 2 x the held-out
-    forward, and ``UNROLL_BACKWARD_FACTOR`` (2) x the unrolled inner forward, plus one more
-    inner forward under remat/mixed (recomputation). So the unroll costs 3x (autodiff) or 4x
-    (remat, mixed) its forward. The outer Adam update and member re-initialisation are ignored.
+    forward, and ``UNROLL_BACKWARD_FACTOR`` (2) x the unrolled inner forward, plus what is
+    recomputed (`unroll_recompute`). So the unroll costs 3x (autodiff, mixed unrolled) to 4x
+    (remat) its forward. The outer Adam update and member re-initialisation are ignored.
     """
     return meta_cfg.population * sum(meta_member_flops(model_cfg, rater_cfg, meta_cfg, seq_len).values())
 

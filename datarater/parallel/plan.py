@@ -81,10 +81,10 @@ def meta_step_flops(prog: PlanProgram | MetaTrainProgram, seq_len: int) -> float
     Backward: ``2 F_o`` for the held-out loss and ``2 T R`` for the rater; differentiating an
     inner step costs ``6F`` (twice its gradient: the Hessian-vector product and the weights'
     cotangents), except the first, whose theta is not differentiated (``2F``, weights only).
-    ``remat`` recomputes every step (``+3F`` each); ``mixed`` relinearises the gradient
-    (``+3F`` except at the first step, where XLA reuses the forward's). Per member:
-    ``autodiff (9T-4) F``, ``remat (12T-4) F``, ``mixed (12T-7) F``, each ``+ 3 F_o + 3 T R``.
-    Checked against XLA's cost analysis of the unrolled step (tests/test_plan.py).
+    ``remat`` recomputes every step (``+3F`` each); ``mixed`` unrolled keeps each step's
+    linearisation and recomputes nothing. Per member: ``autodiff`` and ``mixed (9T-4) F``,
+    ``remat (12T-4) F``, each ``+ 3 F_o + 3 T R``. Checked against XLA's cost analysis of the
+    unrolled step (tests/test_plan.py).
     """
     from datarater.models.presets import lm_train_flops_per_token
 
@@ -94,7 +94,7 @@ def meta_step_flops(prog: PlanProgram | MetaTrainProgram, seq_len: int) -> float
     f_out = lm_fwd * m.outer_batch_size * seq_len
     r = rater_forward_flops_per_token(prog.rater, seq_len) * m.inner_batch_size * seq_len
     t = m.unroll
-    inner = {"autodiff": 9 * t - 4, "remat": 12 * t - 4, "mixed": 12 * t - 7}[m.grad_mode] * f
+    inner = {"autodiff": 9 * t - 4, "remat": 12 * t - 4, "mixed": 9 * t - 4}[m.grad_mode] * f
     return m.population * (inner + 3 * f_out + 3 * t * r)
 
 
