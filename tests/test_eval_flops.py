@@ -94,7 +94,7 @@ def test_rater_flops_per_step_scores_the_oversampled_batch():
 @pytest.mark.parametrize("grad_mode, unroll, unroll_factor", [
     ("autodiff", 3, 3), ("remat", 3, 4),
     ("mixed", 2, 3),  # unrolled (meta.unrolled_max = 2): keeps each step's linearisation, no recomputation
-    ("mixed", 3, 3 + 2 / 3),  # a loop: every step but the last recomputes its forward
+    ("mixed", 4, 3 + 2 / 4),  # a loop: the steps inside it (all but the first and last) recompute their forward
 ])
 def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll, unroll_factor):
     seq = 6

@@ -29,13 +29,15 @@ def unroll_recompute(meta_cfg: MetaConfig) -> float:
     """Fraction of the unrolled inner forward that the meta-gradient computes twice.
 
     ``remat`` recomputes every step; ``mixed`` none when unrolled (T <= meta.unrolled_max), and
-    all but the last step as a loop (`datarater.meta.core`); ``autodiff`` none.
+    as a loop the T - 2 steps inside it (`datarater.meta.core` takes the first and last outside;
+    the first one's recomputed forward is less than the backward factor counts for it, since it
+    needs no Hessian-vector product); ``autodiff`` none.
     """
     t = meta_cfg.unroll
     if meta_cfg.grad_mode == "remat":
         return 1.0
     if meta_cfg.grad_mode == "mixed" and t > meta_cfg.unrolled_max:
-        return (t - 1) / t
+        return (t - 2) / t
     return 0.0
 
 

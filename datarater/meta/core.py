@@ -15,7 +15,9 @@ The meta-gradient dL_out/deta differentiates through the unroll. ``grad_mode``:
   No inner backward activations are stored, and g is not computed twice as under remat.
   Where keeping one step's activations costs little (unrolled steps, and the last step of a
   loop), the forward pass keeps the linearisation of g instead and the backward pass evaluates
-  only its tangent half, without recomputing the primal (nano T=2: 558 -> 490 ms).
+  only its tangent half, without recomputing the primal (nano T=2: 558 -> 490 ms). A loop's
+  first step runs outside the loop too: its theta is not differentiated, so it needs no
+  Hessian-vector product (nano T=8: 3,484 -> 3,200 ms, 567 -> 723 MiB).
 The rater scores all ``T`` inner batches outside the unroll: in one call, except under ``remat`` and
 ``mixed`` run as a loop, where it scores one batch at a time and recomputes its activations in the
 backward pass, so their memory stays flat in ``T`` (`MetaProblem.batch_weights`).
@@ -166,16 +168,20 @@ class MetaProblem:
         if self.grad_mode == "remat":
             body = jax.checkpoint(body)
         # mixed needs no checkpoint: its custom VJP keeps only (theta, state, w, g) per step. Run as
-        # a loop, its last step is taken after the loop and keeps its linearisation: one step's
-        # activations more (nano: +156 MiB at any T), one primal recomputation less (~1 LM step).
+        # a loop, its first and last steps are taken outside the loop. The first one's theta is not
+        # differentiated, so its backward pass needs only the weights' cotangents, not the Hessian-
+        # vector product a loop body computes for every step. The last one keeps its linearisation:
+        # one step's activations more, one primal recomputation less (nano: +156 MiB each, at any T).
         steps = weights.shape[0]
-        looped = steps - 1 if self.grad_mode == "mixed" and not self.scan_unroll and steps > 1 else steps
         xs = (inner_batches, weights)
-        carry, inner_loss = jax.lax.scan(body, (theta, opt_state), jax.tree.map(lambda x: x[:looped], xs),
-                                         unroll=self.scan_unroll)
-        if looped < steps:
-            carry, last_loss = body(carry, jax.tree.map(lambda x: x[-1], xs), store=True)
-            inner_loss = jnp.concatenate([inner_loss, last_loss[None]])
+        one = lambda i: jax.tree.map(lambda x: x[i], xs)
+        if self.grad_mode == "mixed" and not self.scan_unroll and steps > 1:
+            carry, first_loss = body((theta, opt_state), one(0))
+            carry, loop_loss = jax.lax.scan(body, carry, jax.tree.map(lambda x: x[1:-1], xs))
+            carry, last_loss = body(carry, one(-1), store=True)
+            inner_loss = jnp.concatenate([first_loss[None], loop_loss, last_loss[None]])
+        else:
+            carry, inner_loss = jax.lax.scan(body, (theta, opt_state), xs, unroll=self.scan_unroll)
         theta_t, state_t = carry
         aux = {"scores": jax.lax.stop_gradient(scores), "weights": jax.lax.stop_gradient(weights),
                "inner_loss": inner_loss}
