@@ -22,8 +22,8 @@ from typing import Any
 from datarater import config as C
 from datarater.curate.config import validate_curate, validate_filter, validate_score
 from datarater.errors import UserError
-from datarater.hostmem import tune_malloc
 from datarater.eval.config import EvalProgram, validate_eval
+from datarater.hostmem import tune_malloc
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def test_blocked_causal_attention_equals_one_full_product(blocks):
     (la, ga), (lb, gb) = loss_and_grad(full), loss_and_grad(blocked)
     np.testing.assert_allclose(np.asarray(full(*b.values()))[real], np.asarray(blocked(*b.values()))[real], atol=2e-6)
     np.testing.assert_allclose(float(la), float(lb), rtol=1e-5)
-    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
 
 

@@ -91,7 +91,7 @@ class Attention(nnx.Module):
             edges = [round(t * i / self.causal_blocks) for i in range(self.causal_blocks + 1)]
             out = jnp.concatenate([
                 self._attend(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, :, lo:hi, :hi])
-                for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo], axis=1)
         else:
             out = self._attend(q, k, v, mask)
         wo = self.wo[...].astype(self.dtype)
