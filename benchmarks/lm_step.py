@@ -17,8 +17,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import TrainConfig
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.models.presets import lm_train_flops_per_token, load_preset
 from datarater.models.transformer import CausalLM
 from datarater.train.metrics import measure_matmul_peak

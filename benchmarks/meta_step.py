@@ -13,6 +13,7 @@ but not run.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -20,8 +21,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import MetaConfig, TrainConfig
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.meta.core import MetaProblem
 from datarater.models.presets import load_preset
 from datarater.models.rater import Rater
@@ -37,14 +38,20 @@ def random_batch(rng, vocab: int, shape: tuple[int, ...]) -> dict:
             "positions": np.broadcast_to(np.arange(shape[-1]), shape).astype(np.int32)}
 
 
-def median_time(fn, reps: int) -> float:
+def timed_calls(fn, reps: int) -> tuple[float, int]:
+    """Median seconds and median minor page faults of ``reps`` calls after a warm-up call.
+
+    Faults show host memory given back to the kernel between calls and touched again (see
+    datarater.hostmem); a steady state has almost none.
+    """
     jax.block_until_ready(fn())
-    times = []
+    times, faults = [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+    return statistics.median(times), int(statistics.median(faults))
 
 
 def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float, unrolled_max: int) -> None:
@@ -60,9 +67,11 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
 
     lm_step = jax.jit(make_train_step(lm_g, tx))
     one = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
-    t_lm = median_time(lambda: lm_step(theta, opt, one), reps)
-    print(f"\n{preset}: batch {batch} x seq {seq}; LM step {t_lm * 1000:.1f} ms; T <= {unrolled_max} unrolled, longer T a loop")
-    print(f"{'T':>3} {'mode':<9} {'meta-step (ms)':>15} {'x LM step':>10} {'temp memory (MiB)':>18} {'vs autodiff':>12}")
+    t_lm, faults_lm = timed_calls(lambda: lm_step(theta, opt, one), reps)
+    print(f"\n{preset}: batch {batch} x seq {seq}; LM step {t_lm * 1000:.1f} ms ({faults_lm} page faults);"
+          f" T <= {unrolled_max} unrolled, longer T a loop")
+    print(f"{'T':>3} {'mode':<9} {'meta-step (ms)':>15} {'x LM step':>10} {'temp memory (MiB)':>18} {'vs autodiff':>12}"
+          f" {'page faults':>12}")
     held = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
     for unroll in unrolls:
         inner = jax.device_put(random_batch(rng, cfg.vocab_size, (unroll, batch, seq)))
@@ -76,8 +85,9 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
             if mem > max_gib * 2**30:
                 print(f"{unroll:>3} {mode:<9} {'(not run)':>15} {'':>10} {mem / 2**20:>18,.0f} {rel:>12}")
                 continue
-            t = median_time(lambda c=compiled, i=inner: c(eta, theta, opt, i, held), reps)
-            print(f"{unroll:>3} {mode:<9} {t * 1000:>15.1f} {t / t_lm:>10.2f} {mem / 2**20:>18,.0f} {rel:>12}", flush=True)
+            t, faults = timed_calls(lambda c=compiled, i=inner: c(eta, theta, opt, i, held), reps)
+            print(f"{unroll:>3} {mode:<9} {t * 1000:>15.1f} {t / t_lm:>10.2f} {mem / 2**20:>18,.0f} {rel:>12}"
+                  f" {faults:>12,}", flush=True)
 
 
 def main() -> None:

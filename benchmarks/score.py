@@ -22,9 +22,9 @@ from flax import nnx
 from lm_step import SHAPES, compiled_lm_step, random_batch  # benchmarks/ is on sys.path when run as a script
 from omegaconf import OmegaConf
 
-from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.config import ModelConfig
 from datarater.curate.curators import DataraterCurator
+from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.models.presets import lm_train_flops_per_token, load_preset
 from datarater.models.rater import Rater
 from datarater.paths import conf_dir

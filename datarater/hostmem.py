@@ -9,9 +9,12 @@ result) ran at 37% of the matmul peak against 100% at half the rows (``benchmark
 --no-malloc-tuning`` reproduces the before).
 
 ``tune_malloc()`` makes glibc keep that memory: one arena (threads' own arenas cap a heap at
-64 MiB and fall back to ``mmap`` above it), no ``mmap`` for large blocks, and up to 2 GiB of freed
-heap kept for reuse rather than trimmed. Peak resident memory is about what the program needs at
-its peak plus fragmentation. The one arena has a cost where many threads allocate at once: the
+64 MiB and fall back to ``mmap`` above it), no ``mmap`` for large blocks, and freed heap never
+trimmed (given back to the kernel) but kept for reuse. Peak resident memory is about what the
+program needs at its peak plus fragmentation, and stays there. An earlier version kept at most
+2 GiB (the largest positive threshold ``mallopt`` takes); a `micro` T=2 meta-step, with 7.3 GiB of
+temporaries, then faulted 1.46 million pages back in every call: 7.5-8.0 s per call against 6.1 s
+with no trimming (``benchmarks/meta_step.py`` prints the page faults per call). The one arena has a cost where many threads allocate at once: the
 test suite, which is mostly compilation, ran `tests/test_meta_core.py` in 126 s against 93 s
 untuned, and a nano T=8 meta-step (a compiled loop) took 3.05 s against 2.87 s; so the tests run
 untuned. The quickstart, mostly steps, went from 10:41 to 8:29. It does nothing off glibc/Linux, on machines with a GPU or TPU
@@ -33,7 +36,8 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_KEEP_BYTES = 2**31 - 1  # mallopt takes an int: the most freed heap glibc can be told to keep
+_NEVER = -1  # M_TRIM_THRESHOLD -1: never trim (mallopt(3))
+_TOP_PAD_BYTES = 2**31 - 1  # mallopt takes an int: grow the heap in steps of up to 2 GiB
 
 
 def _cpu_only_host() -> bool:
@@ -65,7 +69,7 @@ def tune_malloc() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP_BYTES), (_M_TOP_PAD, _KEEP_BYTES))
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER), (_M_TOP_PAD, _TOP_PAD_BYTES))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
