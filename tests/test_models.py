@@ -116,6 +116,18 @@ def test_same_document_same_output_wherever_it_is_packed(lm):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_rotary_turns_each_half_pair_by_its_angle():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 2, 8)).astype(np.float32)
+    pos = np.array([[0, 1, 7], [3, 2, 40]])
+    out = np.asarray(rotary(jnp.asarray(x), jnp.asarray(pos), 100.0))
+    for b, t, h, i in np.ndindex(2, 3, 2, 4):
+        a = pos[b, t] * 100.0 ** (-i / 4)
+        x1, x2 = x[b, t, h, i], x[b, t, h, i + 4]
+        np.testing.assert_allclose(out[b, t, h, [i, i + 4]], [x1 * np.cos(a) - x2 * np.sin(a),
+                                                             x1 * np.sin(a) + x2 * np.cos(a)], rtol=1e-5, atol=1e-5)
+
+
 def test_rotary_scores_depend_on_relative_position_only():
     rng = np.random.default_rng(4)
     q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)

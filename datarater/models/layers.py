@@ -39,15 +39,19 @@ class RMSNorm(nnx.Module):
 def rotary(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     """Rotary position embedding on ``x: [B, T, H, D]`` at integer ``positions: [B, T]``.
 
-    Rotates the two halves of the head dimension (the "non-interleaved" layout).
+    Rotates the two halves of the head dimension (the "non-interleaved" layout): the pair
+    ``(x[i], x[i + D/2])`` turns by ``position * base**(-2i/D)``.
     """
     half = x.shape[-1] // 2
     inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=jnp.float32) / half))
-    angle = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B, T, 1, half]
+    angle = positions.astype(jnp.float32)[:, :, None, None, None] * inv_freq  # [B, T, 1, 1, half]
     cos, sin = jnp.cos(angle), jnp.sin(angle)
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-    return out.astype(x.dtype)
+    # [..., 2, half]: out = x * (cos, cos) + (x2, x1) * (-sin, sin). The halves are swapped with a
+    # reverse, not sliced and concatenated, so forward and backward are each one element-wise pass
+    # (micro LM step -2.5%: the backward of two slices is two pads and an add).
+    pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], 2, half)
+    out = pairs * jnp.concatenate([cos, cos], axis=-2) + jnp.flip(pairs, axis=-2) * jnp.concatenate([-sin, sin], axis=-2)
+    return out.reshape(x.shape).astype(x.dtype)
 
 
 def attention_mask(segment_ids: jax.Array, causal: bool) -> jax.Array:
@@ -81,11 +85,15 @@ class Attention(nnx.Module):
         """``x: [B, T, d]``, ``mask: [B, 1, T, T]`` from ``attention_mask``, ``positions: [B, T]``."""
         b, t, d = x.shape
         w = self.wqkv[...].astype(self.dtype)
-        qkv = jnp.einsum("nd,dchk->nchk", x.reshape(b * t, d), w).reshape(b, t, 3, *w.shape[2:])
-        q = rotary(qkv[:, :, 0], positions, self.rope_base)
-        k = rotary(qkv[:, :, 1], positions, self.rope_base)
+        x2d = x.reshape(b * t, d)
+        # One product per slice of the fused weight rather than one product sliced afterwards: the
+        # backward pass then adds three [B*T, d] input gradients instead of padding each of q, k, v
+        # gradients to the full [B, T, 3, H, K] and summing (micro LM step -2%).
+        project = lambda i: jnp.einsum("nd,dhk->nhk", x2d, w[:, i]).reshape(b, t, *w.shape[2:])
+        q = rotary(project(0), positions, self.rope_base)
+        k = rotary(project(1), positions, self.rope_base)
         # Head-major [B, H, T, K] operands: XLA:CPU runs these batched products ~1.4x faster.
-        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, qkv[:, :, 2]))
+        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, project(2)))
         if self.causal and self.causal_blocks > 1:
             # Query block [lo, hi) can only see keys < hi: skip the all-masked upper triangle.
             edges = [round(t * i / self.causal_blocks) for i in range(self.causal_blocks + 1)]
@@ -103,7 +111,9 @@ class Attention(nnx.Module):
         scores = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
         scores = jnp.where(mask, scores, -1e30)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        return jnp.einsum("bhqs,bhsk->bqhk", probs, v)
+        # Head-major output, then one transpose: XLA:CPU runs "bhqs,bhsk->bhqk" ~1.4x faster than
+        # the same product written straight to [B, Tq, H, K] (micro LM step -2%).
+        return jnp.einsum("bhqs,bhsk->bhqk", probs, v).transpose(0, 2, 1, 3)
 
 
 class MLP(nnx.Module):
