@@ -4,7 +4,8 @@
 
 For each preset, unroll T and grad mode: the median time of one member's meta-gradient (T inner
 Adam steps on softmax-weighted batches, outer loss on a held-out batch, gradient w.r.t. the
-rater) as a multiple of the median time of one plain AdamW LM step on a batch of the same shape,
+rater) as a multiple of the median time of one plain AdamW LM step on a batch of the same shape
+(the two called in turn),
 and the compiled meta-step's temporary memory (XLA memory analysis) as a fraction of autodiff's.
 A configuration whose temporary memory exceeds --max-gib is compiled and measured for memory
 but not run.
@@ -38,20 +39,30 @@ def random_batch(rng, vocab: int, shape: tuple[int, ...]) -> dict:
             "positions": np.broadcast_to(np.arange(shape[-1]), shape).astype(np.int32)}
 
 
-def timed_calls(fn, reps: int) -> tuple[float, int]:
-    """Median seconds and median minor page faults of ``reps`` calls after a warm-up call.
+def timed_calls(fns, reps: int, settle: tuple[int, ...] | None = None) -> list[tuple[float, int]]:
+    """Median seconds and median minor page faults of ``reps`` calls of each of ``fns``.
 
-    Faults show host memory given back to the kernel between calls and touched again (see
-    datarater.hostmem); a steady state has almost none.
+    The functions are called in turn (after one warm-up call each), so a ratio of their times is
+    taken under the same machine state: on a shared 2-core machine speeds drift by 20-40% within
+    minutes. ``settle[k]`` untimed calls of ``fns[k]`` come right before each of its timed ones,
+    so that a short step is timed with warm caches, as when it runs back to back in training
+    (the nano LM step takes ~10% longer right after a meta-step). Faults show host memory given back
+    to the kernel between calls and touched again (see datarater.hostmem); a steady state has
+    almost none.
     """
-    jax.block_until_ready(fn())
-    times, faults = [], []
-    for _ in range(reps):
-        f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    settle = settle or (0,) * len(fns)
+    for fn in fns:
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
-    return statistics.median(times), int(statistics.median(faults))
+    times, faults = [[] for _ in fns], [[] for _ in fns]
+    for _ in range(reps):
+        for fn, untimed, ts, fs in zip(fns, settle, times, faults, strict=True):
+            for _ in range(untimed):
+                jax.block_until_ready(fn())
+            f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            jax.block_until_ready(fn())
+            ts.append(time.perf_counter() - t)
+            fs.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+    return [(statistics.median(ts), int(statistics.median(fs))) for ts, fs in zip(times, faults, strict=True)]
 
 
 def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max_gib: float, unrolled_max: int) -> None:
@@ -67,11 +78,11 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
 
     lm_step = jax.jit(make_train_step(lm_g, tx))
     one = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
-    t_lm, faults_lm = timed_calls(lambda: lm_step(theta, opt, one), reps)
-    print(f"\n{preset}: batch {batch} x seq {seq}; LM step {t_lm * 1000:.1f} ms ({faults_lm} page faults);"
-          f" T <= {unrolled_max} unrolled, longer T a loop")
-    print(f"{'T':>3} {'mode':<9} {'meta-step (ms)':>15} {'x LM step':>10} {'temp memory (MiB)':>18} {'vs autodiff':>12}"
-          f" {'page faults':>12}")
+    run_lm = lambda: lm_step(theta, opt, one)
+    print(f"\n{preset}: batch {batch} x seq {seq}; T <= {unrolled_max} unrolled, longer T a loop; each meta-step"
+          " timed in turn with the LM step (warm: two untimed LM steps before each timed one)")
+    print(f"{'T':>3} {'mode':<9} {'meta-step (ms)':>15} {'LM step (ms)':>13} {'x LM step':>10} {'temp memory (MiB)':>18}"
+          f" {'vs autodiff':>12} {'page faults':>12}")
     held = jax.device_put(random_batch(rng, cfg.vocab_size, (batch, seq)))
     for unroll in unrolls:
         inner = jax.device_put(random_batch(rng, cfg.vocab_size, (unroll, batch, seq)))
@@ -83,11 +94,12 @@ def run_preset(preset: str, unrolls: list[int], modes: list[str], reps: int, max
             base_mem = mem if mode == "autodiff" else base_mem
             rel = f"{mem / base_mem:.3f}" if base_mem else "-"
             if mem > max_gib * 2**30:
-                print(f"{unroll:>3} {mode:<9} {'(not run)':>15} {'':>10} {mem / 2**20:>18,.0f} {rel:>12}")
+                print(f"{unroll:>3} {mode:<9} {'(not run)':>15} {'':>13} {'':>10} {mem / 2**20:>18,.0f} {rel:>12}")
                 continue
-            t, faults = timed_calls(lambda c=compiled, i=inner: c(eta, theta, opt, i, held), reps)
-            print(f"{unroll:>3} {mode:<9} {t * 1000:>15.1f} {t / t_lm:>10.2f} {mem / 2**20:>18,.0f} {rel:>12}"
-                  f" {faults:>12,}", flush=True)
+            run_meta = lambda c=compiled, i=inner: c(eta, theta, opt, i, held)
+            (t, faults), (t_lm, _) = timed_calls([run_meta, run_lm], reps, settle=(0, 2))
+            print(f"{unroll:>3} {mode:<9} {t * 1000:>15.1f} {t_lm * 1000:>13.1f} {t / t_lm:>10.2f} {mem / 2**20:>18,.0f}"
+                  f" {rel:>12} {faults:>12,}", flush=True)
 
 
 def main() -> None:
