@@ -14,11 +14,13 @@ trimmed (given back to the kernel) but kept for reuse. Peak resident memory is a
 program needs at its peak plus fragmentation, and stays there. An earlier version kept at most
 2 GiB (the largest positive threshold ``mallopt`` takes); a `micro` T=2 meta-step, with 7.3 GiB of
 temporaries, then faulted 1.46 million pages back in every call: 7.5-8.0 s per call against 6.1 s
-with no trimming (``benchmarks/meta_step.py`` prints the page faults per call). The one arena has a cost where many threads allocate at once: the
-test suite, which is mostly compilation, ran `tests/test_meta_core.py` in 126 s against 93 s
-untuned, and a nano T=8 meta-step (a compiled loop) took 3.05 s against 2.87 s; so the tests run
-untuned. The quickstart, mostly steps, went from 10:41 to 8:29. It does nothing off glibc/Linux, on machines with a GPU or TPU
-(host memory is not where their steps run), or when ``DATARATER_MALLOC_TUNING=0``.
+with no trimming (``benchmarks/meta_step.py`` prints the page faults per call).
+
+The one arena has a cost where many threads allocate at once: the test suite, which is mostly
+compilation, ran `tests/test_meta_core.py` in 126 s against 93 s untuned, and a nano T=8
+meta-step (a compiled loop) took 3.05 s against 2.87 s; so the tests run untuned. The quickstart,
+mostly steps, went from 10:41 to 8:29. It does nothing off glibc/Linux, on machines with a GPU or
+TPU (host memory is not where their steps run), or when ``DATARATER_MALLOC_TUNING=0``.
 """
 
 from __future__ import annotations
