@@ -128,6 +128,36 @@ def test_rotary_turns_each_half_pair_by_its_angle():
                                                              x1 * np.sin(a) + x2 * np.cos(a)], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_follows_its_definition_head_by_head(causal):
+    """q, k, v are x times the fused weight's slices 0, 1, 2 (q and k rotated), each head attends
+    within its segment (and the past when causal), and the heads are mixed by wo."""
+    from datarater.models.layers import Attention, attention_mask
+    cfg = dataclasses.replace(TINY, n_heads=3, d_head=8, causal_blocks=2)
+    attn = Attention(cfg, causal, nnx.Rngs(3))
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 10, cfg.d_model)).astype(np.float32)
+    seg = np.array([[1] * 6 + [2] * 4, [1] * 9 + [0]])
+    b = batch_of(np.zeros((2, 10)), seg)
+    out = np.asarray(attn(jnp.asarray(x), attention_mask(b["segment_ids"], causal), b["positions"]))
+    w, wo, pos = np.asarray(attn.wqkv[...]), np.asarray(attn.wo[...]), b["positions"]
+    want = np.zeros_like(out)
+    for i in range(2):
+        for h in range(3):
+            q, k = (np.asarray(rotary(jnp.asarray(x[i] @ w[:, c, h])[None, :, None], pos[i:i + 1], cfg.rope_base))[0, :, 0]
+                    for c in (0, 1))
+            v = x[i] @ w[:, 2, h]
+            for t in range(10):
+                see = [s for s in range(10) if seg[i, s] == seg[i, t] != 0 and (s <= t or not causal)]
+                if not see:
+                    continue  # padding attends to nothing: its output is not defined here
+                z = np.array([q[t] @ k[s] for s in see]) / np.sqrt(cfg.d_head)
+                p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+                want[i, t] += (p @ v[see]) @ wo[h]
+    real = seg != 0
+    np.testing.assert_allclose(out[real], want[real], rtol=1e-4, atol=1e-5)
+
+
 def test_rotary_scores_depend_on_relative_position_only():
     rng = np.random.default_rng(4)
     q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)

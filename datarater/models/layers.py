@@ -86,14 +86,17 @@ class Attention(nnx.Module):
         b, t, d = x.shape
         w = self.wqkv[...].astype(self.dtype)
         x2d = x.reshape(b * t, d)
-        # One product per slice of the fused weight rather than one product sliced afterwards: the
-        # backward pass then adds three [B*T, d] input gradients instead of padding each of q, k, v
-        # gradients to the full [B, T, 3, H, K] and summing (micro LM step -2%).
-        project = lambda i: jnp.einsum("nd,dhk->nhk", x2d, w[:, i]).reshape(b, t, *w.shape[2:])
-        q = rotary(project(0), positions, self.rope_base)
-        k = rotary(project(1), positions, self.rope_base)
-        # Head-major [B, H, T, K] operands: XLA:CPU runs these batched products ~1.4x faster.
-        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, project(2)))
+        h, hd = w.shape[2:]
+        # q and k: one 2-D product over the fused weight's slices 0 and 1 (heads outermost, so its
+        # columns stay head-sharded under tensor parallelism), rotary on both at once, then a split
+        # along the leading axis of the head-major layout, which is free in both passes. On XLA:CPU
+        # this beats one einsum per slice by 3-5% of a micro step (paired A/B): two fewer backward
+        # transposes, and 2-D products rather than einsums over the 4-D weight slices.
+        wqk = w[:, :2].transpose(0, 2, 1, 3).reshape(d, h * 2 * hd)
+        qk = (x2d @ wqk).reshape(b, t, h * 2, hd)
+        qk = rotary(qk, positions, self.rope_base).reshape(b, t, h, 2, hd).transpose(3, 0, 2, 1, 4)
+        q, k = qk[0], qk[1]  # head-major [B, H, T, K]: XLA:CPU runs the batched products ~1.4x faster
+        v = (x2d @ w[:, 2].reshape(d, h * hd)).reshape(b, t, h, hd).transpose(0, 2, 1, 3)
         if self.causal and self.causal_blocks > 1:
             # Query block [lo, hi) can only see keys < hi: skip the all-masked upper triangle.
             edges = [round(t * i / self.causal_blocks) for i in range(self.causal_blocks + 1)]
