@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from datarater.config import ModelConfig
-from datarater.models.layers import rotary
+from datarater.models.layers import Attention, attention_mask, rotary
 from datarater.models.presets import lm_param_counts, lm_train_flops_per_token, load_preset
 from datarater.models.transformer import CausalLM, Trunk, next_token_targets, sequence_losses
 
@@ -132,7 +132,6 @@ def test_rotary_turns_each_half_pair_by_its_angle():
 def test_attention_follows_its_definition_head_by_head(causal):
     """q, k, v are x times the fused weight's slices 0, 1, 2 (q and k rotated), each head attends
     within its segment (and the past when causal), and the heads are mixed by wo."""
-    from datarater.models.layers import Attention, attention_mask
     cfg = dataclasses.replace(TINY, n_heads=3, d_head=8, causal_blocks=2)
     attn = Attention(cfg, causal, nnx.Rngs(3))
     rng = np.random.default_rng(6)
