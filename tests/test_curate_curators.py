@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import device_env
 from flax import nnx
 from omegaconf import OmegaConf
 
@@ -300,12 +303,7 @@ one = DataraterCurator(rater, cfg, 16, devices=jax.local_devices()[:1])
 print("RESULT " + json.dumps({"devices": len(many._apply.devices), "many": many.score_batch(batch).tolist(),
                              "one": one.score_batch(batch).tolist()}))
 """
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", script], env=device_env(4), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
     assert out["devices"] == 4 and len(out["many"]) == 6  # 6 rows on 4 devices: padded, padding dropped

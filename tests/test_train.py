@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import device_env
 
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.errors import UserError
@@ -83,9 +84,8 @@ def test_checkpoint_from_8_devices_resumes_on_one_device(doc_corpus, tmp_path):
     straight, moved = tmp_path / "straight", tmp_path / "moved"
     r = run_cli(overrides(doc_corpus, straight, 40, *cadence))
     assert r.returncode == 0, r.stderr
-    eight = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     r = run_cli(overrides(doc_corpus, moved, 40, *cadence, "mesh=fsdp"),
-                {**eight, "DATARATER_SIGKILL_AFTER_CHECKPOINT": "20"})
+                {**device_env(8), "DATARATER_SIGKILL_AFTER_CHECKPOINT": "20"})
     assert r.returncode == -9, r.stderr
     assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in r.stderr
     r = run_cli(overrides(doc_corpus, moved, 40, *cadence))
