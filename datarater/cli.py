@@ -49,7 +49,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "meta-train": Subcommand(
         "meta_train", C.MetaTrainProgram, "datarater.meta.trainer:meta_train",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
-         ("data", C.validate_data), ("train", C.validate_train), ("meta", C.validate_meta), ("mesh", C.validate_mesh)),
+         ("data", C.validate_data), ("train", C.validate_inner_train), ("meta", C.validate_meta),
+         ("mesh", C.validate_mesh)),
         "meta-learn a DataRater on a corpus (bilevel); resumes if run_dir holds a checkpoint",
     ),
 }
@@ -83,18 +84,18 @@ SUBCOMMANDS.update({
     "quickstart": Subcommand(
         "quickstart", C.QuickstartProgram, "datarater.experiments.quickstart:quickstart",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
-         ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_train), ("meta", C.validate_meta),
-         ("quickstart", C.validate_quickstart)),
+         ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_inner_train),
+         ("meta", C.validate_meta), ("quickstart", C.validate_quickstart)),
         "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (~15 min on 2 cores)",
     ),
 })
 
-from datarater.parallel.plan_config import PlanProgram, validate_plan  # noqa: E402
+from datarater.parallel.plan_config import PlanProgram, validate_plan, validate_plan_train  # noqa: E402
 
 SUBCOMMANDS["plan"] = Subcommand(
     "plan", PlanProgram, "datarater.parallel.plan:run_plan",
     (("model", C.validate_model), ("rater", C.validate_model), ("mesh", C.validate_mesh), ("meta", C.validate_meta),
-     ("plan", validate_plan)),
+     ("train", validate_plan_train), ("plan", validate_plan)),
     "compile the training step (and meta-step) ahead of time per device count: memory and FLOPs per device",
 )
 

@@ -43,6 +43,8 @@ transformer.constrain = recording_constrain
 CFG = ModelConfig(name="t", vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_head=8, d_ff=64)
 MESHES = {"one": dict(data=1, fsdp=1, tensor=1), "data8": dict(data=8), "fsdp8": dict(data=1, fsdp=8),
           "d2f2t2": dict(data=2, fsdp=2, tensor=2)}
+# fsdp8 runs each batch as 2 microbatches (one row per device each): the same step as one device
+MICROBATCHES = {"fsdp8": 2}
 
 
 def main() -> None:
@@ -63,7 +65,8 @@ def main() -> None:
         params = jax.device_put(host_params, shardings)
         opt_shapes = jax.eval_shape(tx.init, host_params)
         opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, opt_shapes, shardings, mesh))(params)
-        step = jax.jit(batch_split(make_train_step(graphdef, tx), mesh, mcfg.rules))
+        micro = MICROBATCHES.get(name, 1)
+        step = jax.jit(batch_split(make_train_step(graphdef, tx, micro), mesh, mcfg.rules))
         HIDDEN.clear()
         losses = []
         for b in batches:
@@ -72,7 +75,7 @@ def main() -> None:
         wqkv = params["trunk"]["blocks"][0]["attn"]["wqkv"]
         mu = next(leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
                   if "mu" in jax.tree_util.keystr(path) and "wqkv" in jax.tree_util.keystr(path))
-        out[name] = {"losses": losses, "wqkv_spec": str(wqkv.sharding.spec), "mu_spec": str(mu.sharding.spec),
+        out[name] = {"losses": losses, "microbatches": micro, "wqkv_spec": str(wqkv.sharding.spec), "mu_spec": str(mu.sharding.spec),
                      "hidden_specs": sorted(set(HIDDEN)), "hidden_count": len(HIDDEN),
                      "wqkv_shards": len({str(s.index) for s in wqkv.addressable_shards}),
                      "params": [np.asarray(x).ravel()[:50].tolist() for x in jax.tree.leaves(params)]}

@@ -4,6 +4,7 @@ device, and of checkpoints saved on 8 devices and restored on fewer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -28,8 +29,9 @@ from datarater.meta.trainer import (
 from datarater.models.presets import path_str
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
-from datarater.parallel.activations import constrain, shard_activations
+from datarater.parallel.activations import batch_split, constrain, shard_activations
 from datarater.parallel.mesh import make_mesh
+from datarater.parallel.population import member_rules, population_axes
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.optimizer import make_optimizer
 
@@ -37,6 +39,9 @@ LM = ModelConfig(name="t", vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_h
 RATER = ModelConfig(name="r", vocab_size=64, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32)
 P, T, B, L = 8, 2, 4, 16
 MESHES = {"one": dict(data=1, fsdp=1, tensor=1), "data8": dict(data=8), "d4f2": dict(data=4, fsdp=2)}
+# d4f2 takes its meta-gradients in 2 microbatches per member (one row per device each), its
+# meta-steps without: both against one device without microbatching
+GRAD_MICROBATCHES = {"d4f2": 2}
 
 
 def program(mesh: dict) -> MetaTrainProgram:
@@ -95,8 +100,13 @@ def run_mesh(name: str, sizes: dict, data: list, ckpt_dir: Path | None) -> tuple
     # The meta-gradient of every member (before any update), on sharded inputs.
     inner, held = put_stacked(data[0][0], mesh, rules, 2), put_stacked(data[0][1], mesh, rules, 1)
     info["inner_batch_spec"] = str(inner["tokens"].sharding.spec)
-    grads_fn = jax.jit(jax.vmap(lambda eta, th, st, ib, hb: problem.meta_grad(eta, th, st, ib, hb)[1],
-                                in_axes=(None, 0, 0, 0, 0)))
+    # as in make_meta_step: members over the population's axes, their activations batch-split
+    pop = population_axes(mesh, rules, P)
+    inner_rules = member_rules(rules, pop)
+    info["grad_microbatches"] = GRAD_MICROBATCHES.get(name, 1)
+    grad_problem = dataclasses.replace(problem, microbatches=info["grad_microbatches"])
+    grads_fn = jax.jit(batch_split(jax.vmap(lambda eta, th, st, ib, hb: grad_problem.meta_grad(eta, th, st, ib, hb)[1],
+                                            in_axes=(None, 0, 0, 0, 0), spmd_axis_name=pop or None), mesh, inner_rules))
     info["meta_grads"] = flat(grads_fn(state["eta"], state["theta"], state["inner"], inner, held))
     log(f"{name}: meta-gradients")
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)

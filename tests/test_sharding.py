@@ -15,6 +15,7 @@ def results() -> dict:
 @pytest.mark.parametrize("mesh", ["data8", "fsdp8", "d2f2t2"])
 def test_sharded_steps_match_one_device(results, mesh):
     assert results["devices"] == 8
+    assert results["fsdp8"]["microbatches"] == 2  # fsdp8 also checks microbatching (train.microbatches)
     np.testing.assert_allclose(results[mesh]["losses"], results["one"]["losses"], rtol=2e-5)
     for a, b in zip(results[mesh]["params"], results["one"]["params"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)  # Adam steps are 1e-2: a bug is far larger
@@ -38,7 +39,7 @@ def test_hidden_states_stay_batch_split(results):
     # batch axes of the mesh: FSDP gathers weights, never the batch.
     n_hidden = 1 + 2  # embedding + 2 blocks, seen once while tracing the step
     assert results["fsdp8"]["hidden_count"] >= n_hidden
-    assert results["fsdp8"]["hidden_specs"] == ["fsdp"]
+    assert results["fsdp8"]["hidden_specs"] == ["fsdp"]  # each of its 2 microbatches too
     assert results["d2f2t2"]["hidden_specs"] == ["data+fsdp"]
     assert results["data8"]["hidden_specs"] == ["data"]
     # (without the constraint XLA splits the fsdp8 hidden states along d_model: ",,fsdp")

@@ -23,6 +23,8 @@ def _scale(tree: dict) -> float:
 
 @pytest.mark.parametrize("mesh", SHARDED)
 def test_meta_gradients_match_one_device(results, mesh):
+    # d4f2 takes them in 2 microbatches per member (meta.microbatches), one device in one batch
+    assert results["d4f2"]["grad_microbatches"] == 2 and results["one"]["grad_microbatches"] == 1
     one, got = results["one"]["meta_grads"], results[mesh]["meta_grads"]
     scale = _scale(one)
     assert scale > 1e-4  # a real signal, not all zeros

@@ -22,6 +22,9 @@ The meta-gradient dL_out/deta differentiates through the unroll. ``grad_mode``:
 The rater scores all ``T`` inner batches outside the unroll: in one call, except under ``remat`` and
 ``mixed`` run as a loop, where it scores one batch at a time and recomputes its activations in the
 backward pass, so their memory stays flat in ``T`` (`MetaProblem.batch_weights`).
+``microbatches > 1`` runs every inner gradient, the held-out loss and the scores as that many
+slices of the batch in a checkpointed loop (`train.microbatch`): the same meta-gradient with one
+slice's activations alive at a time, which is what fits the paper's 400M members on 16 GiB chips.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import optax
 from flax import nnx
 
 from datarater.models.transformer import sequence_losses
+from datarater.train.microbatch import map_microbatches, merge, split
 
 GRAD_MODES = ("autodiff", "remat", "mixed")
 Batch = dict[str, jax.Array]
@@ -70,6 +74,10 @@ class MetaProblem:
     # Unroll the T inner steps in the compiled program instead of a loop. Same arithmetic; used by
     # `datarater plan`, since XLA's cost analysis counts a loop body once, not T times.
     scan_unroll: bool = False
+    # Each inner gradient, the held-out loss and the rater's scores run as this many microbatches
+    # in a loop (`train.microbatch`), each checkpointed: the same meta-gradient up to float
+    # rounding, with one microbatch's activations alive at a time (meta.microbatches).
+    microbatches: int = 1
 
     def seq_losses(self, theta: dict, batch: Batch) -> jax.Array:
         """``l(x_i; theta)`` for every row: next-token NLL summed over the row's tokens."""
@@ -79,17 +87,25 @@ class MetaProblem:
         return nnx.merge(self.rater_graphdef, eta)(batch["tokens"], batch["segment_ids"], batch["positions"])
 
     def heldout_loss(self, theta: dict, batch: Batch) -> jax.Array:
-        nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), batch)
-        return jnp.sum(nll) / jnp.maximum(jnp.sum(count), 1.0)
+        def sums(part):
+            nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), part)
+            return (jnp.sum(nll), jnp.sum(count)), None
+
+        (nll, count), _ = map_microbatches(sums, batch, self.microbatches)
+        return nll / jnp.maximum(count, 1.0)
 
     # -- the inner gradient g(theta, w) and one inner update of the LM --------------------------
     def _grad_and_losses(self, theta: dict, w: jax.Array, batch: Batch) -> tuple[dict, jax.Array]:
-        def weighted(th):
-            losses = self.seq_losses(th, batch)
-            return jnp.sum(w * losses), losses
+        """``g = grad_theta sum_i w_i l(x_i; theta)`` (summed over microbatches) and ``l`` ``[B]``."""
 
-        g, losses = jax.grad(weighted, has_aux=True)(theta)
-        return g, losses
+        def weighted(th, w_part, part):
+            losses = self.seq_losses(th, part)
+            return jnp.sum(w_part * losses), losses
+
+        def one(part):
+            return jax.grad(weighted, has_aux=True)(theta, *part)
+
+        return map_microbatches(one, (w, batch), self.microbatches)
 
     def _apply_optimizer(self, theta: dict, opt_state: Any, g: dict) -> tuple[dict, Any]:
         updates, opt_state = self.inner_tx.update(g, opt_state, theta)
@@ -105,6 +121,8 @@ class MetaProblem:
         """
         if self.grad_mode == "mixed":
             store = self.scan_unroll if store is None else store
+            # microbatched, a linearisation would keep every microbatch's activations
+            store = store and self.microbatches == 1
             update = _mixed_lm_update_stored if store else _mixed_lm_update
             theta, opt_state, losses = update(self, theta, opt_state, w, batch)
         else:
@@ -121,16 +139,21 @@ class MetaProblem:
         or ``mixed`` it maps over the ``T`` batches with each call checkpointed, so the backward
         pass recomputes one batch's activations at a time instead of keeping ``T`` batches' worth
         (nano, T=8 mixed: 1,610 -> 488 MiB of temporary memory, benchmarks/meta_step.py).
+        With ``microbatches > 1`` it always maps, over microbatches of each batch.
         """
-        if self.grad_mode == "autodiff" or self.scan_unroll or inner_batches["tokens"].shape[0] == 1:
-            return self._weights_in_one_call(eta, inner_batches)
-        scores = jax.lax.map(lambda batch: jax.checkpoint(self.scores)(eta, batch), inner_batches)
-        return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(inner_batches))
+        one_call = self.grad_mode == "autodiff" or self.scan_unroll or inner_batches["tokens"].shape[0] == 1
+        return self._weights(eta, inner_batches, one_call and self.microbatches == 1)
 
-    def _weights_in_one_call(self, eta: dict, batches: Batch) -> tuple[jax.Array, jax.Array]:
+    def _weights(self, eta: dict, batches: Batch, one_call: bool) -> tuple[jax.Array, jax.Array]:
         t, b, length = batches["tokens"].shape
-        flat = {k: v.reshape(t * b, length) for k, v in batches.items()}
-        scores = self.scores(eta, flat).reshape(t, b)
+        if one_call:
+            flat = {k: v.reshape(t * b, length) for k, v in batches.items()}
+            scores = self.scores(eta, flat).reshape(t, b)
+        else:
+            n = self.microbatches
+            parts = jax.tree.map(lambda x: x.reshape(t * n, b // n, length), jax.vmap(lambda x: split(x, n))(batches))
+            scores = jax.lax.map(lambda part: jax.checkpoint(self.scores)(eta, part), parts)
+            scores = jax.vmap(merge)(scores.reshape(t, n, b // n))
         return scores, jax.vmap(softmax_weights)(scores, jax.vmap(valid_rows)(batches))
 
     def advance(self, eta: dict, theta: dict, opt_state: Any, batches: Batch) -> tuple[dict, Any]:
@@ -139,7 +162,7 @@ class MetaProblem:
         They age the inner model between meta-gradients at the cost of plain training steps
         (``meta.plain_inner_steps``), so a short meta-training run still sees late-training members.
         """
-        _, weights = self._weights_in_one_call(jax.lax.stop_gradient(eta), batches)  # not differentiated
+        _, weights = self._weights(jax.lax.stop_gradient(eta), batches, self.microbatches == 1)  # not differentiated
 
         def body(carry, xs):
             th, st = carry

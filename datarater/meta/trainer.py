@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from datarater.config import MetaTrainProgram
+from datarater.config import MetaConfig, MetaTrainProgram
 from datarater.data.corpus import load_splits
 from datarater.data.documents import ReadStats
 from datarater.data.packing import PackedSequences
@@ -52,6 +52,7 @@ from datarater.train.optimizer import make_optimizer
 from datarater.train.trainer import say
 
 RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
+                  "meta.microbatches",  # the same meta-gradient in less memory
                   "mesh.")  # checkpoints restore onto any device layout
 RATER_DIR = "rater"
 
@@ -165,6 +166,19 @@ def put_stacked(batch: dict, mesh: Mesh, rules: dict, batch_dim: int) -> dict:
     return out
 
 
+def check_microbatches(meta: MetaConfig, mesh: Mesh, rules: dict) -> None:
+    """Each member's microbatches must split evenly over the devices its batch is split over."""
+    pop = population_axes(mesh, rules, meta.population)
+    axes = [a for a in member_rules(rules, pop).get("batch") or () if mesh.shape[a] > 1]
+    shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    for key in ("inner_batch_size", "outer_batch_size"):
+        size = getattr(meta, key)
+        if size % shards == 0 and size % (shards * meta.microbatches):
+            raise UserError(f"meta.microbatches={meta.microbatches}: meta.{key}={size} is split over {shards} devices "
+                            f"per member ({'*'.join(axes)}); each device's {size // shards} rows must split into "
+                            f"that many microbatches")
+
+
 def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: dict, mesh: Mesh,
                    rules: dict | None = None, population: int = 0, plain_steps: int = 0):
     """The jitted population meta-step; the state keeps its shardings, metrics come back replicated.
@@ -264,9 +278,10 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
     problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode,
-                          scan_unroll=m.unroll <= m.unrolled_max)
+                          scan_unroll=m.unroll <= m.unrolled_max, microbatches=m.microbatches)
     mesh = make_mesh(prog.mesh)
     rules = prog.mesh.rules
+    check_microbatches(m, mesh, rules)
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
     step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, rules, m.population,
                              m.plain_inner_steps)

@@ -75,9 +75,3 @@ def sequence_losses(model: CausalLM, batch: dict) -> tuple[jax.Array, jax.Array]
     mask = mask.astype(jnp.float32)
     return jnp.sum(nll * mask, axis=1), jnp.sum(mask, axis=1)
 
-
-def mean_token_loss(model: CausalLM, batch: dict) -> tuple[jax.Array, jax.Array]:
-    """Mean NLL per predicted token over the batch, and the number of predicted tokens."""
-    nll, count = sequence_losses(model, batch)
-    total = jnp.sum(count)
-    return jnp.sum(nll) / jnp.maximum(total, 1.0), total

@@ -133,10 +133,13 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
 
     cfg, rules, n = prog.model, prog.mesh.rules, mesh.size
     batch, seq = lm_batch_shape(prog)
-    shards = batch_shards(mesh, rules)
+    shards, micro = batch_shards(mesh, rules), prog.train.microbatches
     if batch % shards:
         raise UserError(f"batch {batch} does not split over the {shards} batch shards of mesh {dict(mesh.shape)}: "
                         f"give the rest of the devices to mesh.tensor, or set plan.batch_size")
+    if batch % (shards * micro):
+        raise UserError(f"train.microbatches={micro}: each device's {batch // shards} rows of the batch {batch} "
+                        f"must split into that many microbatches")
     tx = make_optimizer(prog.train)
     abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
     graphdef = nnx.split(abstract)[0]
@@ -147,7 +150,7 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
     opt = with_shardings(opt_shapes, optimizer_shardings(tx, opt_shapes, p_sh, mesh))
     b_sh = batch_sharding(mesh, rules, 2)
     data = {k: jax.ShapeDtypeStruct((batch, seq), jnp.int32, sharding=b_sh) for k in _FIELDS}
-    fn = jax.jit(make_train_step(graphdef, tx), donate_argnums=(0, 1))
+    fn = jax.jit(make_train_step(graphdef, tx, micro), donate_argnums=(0, 1))
     with shard_activations(mesh, rules):  # effective where the model calls parallel.activations.constrain
         compiled, seconds = _compile(fn, params, opt, data)
     formula = lm_train_flops_per_token(cfg, seq) * batch * seq
@@ -159,7 +162,7 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
 def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     """Compiles the population meta-step (rater + ``meta.population`` inner LMs) on ``mesh``."""
     from datarater.meta.core import MetaProblem, outer_optimizer
-    from datarater.meta.trainer import abstract_meta_state, make_meta_step, meta_state_shardings
+    from datarater.meta.trainer import abstract_meta_state, check_microbatches, make_meta_step, meta_state_shardings
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
     from datarater.parallel.population import members_per_device, stacked_batch_sharding
@@ -174,7 +177,8 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     lm_gd = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_gd = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
     # the T inner steps unrolled: XLA's cost analysis counts a loop body once, not T times
-    problem = MetaProblem(lm_gd, rater_gd, inner_tx, m.grad_mode, scan_unroll=True)
+    problem = MetaProblem(lm_gd, rater_gd, inner_tx, m.grad_mode, scan_unroll=True, microbatches=m.microbatches)
+    check_microbatches(m, mesh, rules)
     shardings = meta_state_shardings(mprog, inner_tx, outer_tx, mesh)
     state = with_shardings(abstract_meta_state(mprog, inner_tx, outer_tx), shardings)
 

@@ -72,6 +72,11 @@ def validate_plan(p: PlanConfig, prefix: str = "plan") -> None:
     _check(p.seq_len == 0 or p.seq_len >= 2, f"{prefix}.seq_len", f"must be 0 (the protocol's) or >= 2, got {p.seq_len}")
 
 
+def validate_plan_train(t: TrainConfig, prefix: str = "train") -> None:
+    """The plan reads only ``train.microbatches`` (and the optimiser); the batch is the plan's."""
+    _check(t.microbatches >= 1, f"{prefix}.microbatches", f"must be >= 1 (1 = the whole batch at once), got {t.microbatches}")
+
+
 def lm_batch_shape(prog: PlanProgram) -> tuple[int, int]:
     """``(batch, seq_len)`` of the planned LM step."""
     proto = PAPER_PROTOCOL.get(prog.model.name)

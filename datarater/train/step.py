@@ -9,21 +9,34 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from datarater.models.transformer import mean_token_loss, sequence_losses
+from datarater.models.transformer import sequence_losses
+from datarater.train.microbatch import map_microbatches
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
-    """``(params, opt_state, batch) -> (params, opt_state, metrics)``; params is a pure dict."""
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, microbatches: int = 1) -> Callable:
+    """``(params, opt_state, batch) -> (params, opt_state, metrics)``; params is a pure dict.
 
-    def loss_fn(params, batch):
-        loss, count = mean_token_loss(nnx.merge(graphdef, params), batch)
-        return loss, count
+    The loss is the mean NLL per predicted token over the whole batch. With ``microbatches > 1``
+    the batch runs as that many slices in a loop (`map_microbatches`): their summed NLL and its
+    gradient are added up and divided by the batch's token count once, so the update is the
+    whole batch's, up to float rounding.
+    """
+
+    def summed_loss(params, batch):
+        nll, count = sequence_losses(nnx.merge(graphdef, params), batch)
+        return jnp.sum(nll), jnp.sum(count)
 
     def train_step(params, opt_state, batch):
-        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+        def one(part):
+            (nll, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params, part)
+            return (grads, nll, count), None
+
+        (grads, nll, count), _ = map_microbatches(one, batch, microbatches)
+        scale = 1.0 / jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "tokens": count}
+        metrics = {"loss": nll * scale, "grad_norm": optax.global_norm(grads), "tokens": count}
         return params, opt_state, metrics
 
     return train_step

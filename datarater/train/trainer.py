@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # train.steps: the cosine schedule's length depends on it, so extending a run would change its
 # learning rate mid-way.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.microbatches",  # the same update in less memory
                   "mesh.")  # checkpoints restore onto any device layout
 
 
@@ -89,12 +90,18 @@ def evaluate(eval_fn, params, batches: list[dict], mesh, rules) -> float:
 
 
 def check_batch(train: TrainConfig, mesh, rules) -> int:
-    """Per-process batch size; the global batch must split evenly over processes and data shards."""
+    """Per-process batch size; the global batch must split evenly over processes and data shards,
+    and so must each microbatch (else a microbatch would run on part of the devices)."""
     shards, pc = batch_shards(mesh, rules), jax.process_count()
     if train.batch_size % shards or train.batch_size % pc:
         raise UserError(
             f"train.batch_size={train.batch_size} must be divisible by the {shards} batch shards of the mesh "
             f"and the {pc} processes"
+        )
+    if train.batch_size % (shards * train.microbatches):
+        raise UserError(
+            f"train.microbatches={train.microbatches}: each device's {train.batch_size // shards} rows of "
+            f"train.batch_size={train.batch_size} must split into that many microbatches"
         )
     return train.batch_size // pc
 
@@ -148,7 +155,8 @@ def train_lm(prog: TrainLMProgram) -> dict:
             metrics.path.unlink()
 
     schedule = lr_schedule(train)
-    step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx), mesh, rules), donate_argnums=(0, 1))
+    step = make_train_step(state.graphdef, tx, train.microbatches)
+    step_fn = jax.jit(batch_split(step, mesh, rules), donate_argnums=(0, 1))
     eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
 

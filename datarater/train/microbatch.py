@@ -1,0 +1,51 @@
+"""Microbatching: one batch run as ``n`` slices in a loop, so a step holds one slice's activations.
+
+Rows are dealt out strided: microbatch ``m`` holds rows ``m, m + n, m + 2n, ...``. A batch split
+over devices in contiguous blocks (``parallel.mesh.batch_sharding``) then leaves every microbatch
+spread evenly over all devices, as long as each device's rows divide by ``n``, and the split and merge move no data between devices.
+
+`map_microbatches` sums what is summable (gradients, loss sums, token counts) and puts per-row
+outputs back in the batch's order; the loop body is checkpointed, so a caller that differentiates
+through the loop (the meta-gradient) keeps one microbatch's activations at a time, not ``n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def split(tree: Any, n: int) -> Any:
+    """Leaves ``[B, ...]`` -> ``[n, B / n, ...]``; microbatch ``m`` holds rows ``m, m + n, ...``."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1), tree)
+
+
+def merge(tree: Any) -> Any:
+    """The inverse of `split`: leaves ``[n, B / n, ...]`` -> ``[B, ...]`` in the batch's order."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
+
+
+def map_microbatches(fn: Callable[[Any], tuple[Any, Any]], batch: Any, n: int) -> tuple[Any, Any]:
+    """``fn(microbatch) -> (total, rows)`` over ``n`` microbatches of ``batch``, one after another.
+
+    Returns ``total`` (any pytree) summed over the microbatches and ``rows`` (leaves ``[b, ...]``
+    with ``b`` the microbatch's rows) merged back to the whole batch's rows. ``n == 1`` calls ``fn``
+    on the whole batch directly.
+    """
+    if n == 1:
+        return fn(batch)
+    parts = split(batch, n)
+    body = jax.checkpoint(fn)
+    first = jax.eval_shape(body, jax.tree.map(lambda x: x[0], parts))[0]
+
+    def step(acc, part):
+        total, rows = body(part)
+        return jax.tree.map(jnp.add, acc, total), rows
+
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+    total, rows = jax.lax.scan(step, zeros, parts)
+    return total, merge(rows)
+
