@@ -83,9 +83,11 @@ class TrainConfig:
     b2: float = 0.95
     eps: float = 1e-8
     clip_norm: float = 1.0
-    # Run each batch as this many microbatches in a loop, summing their gradients: the same
-    # update, with one microbatch's activations in memory (batch_size must divide by it)
-    microbatches: int = 1
+    # Rows per device in one microbatch; 0: the whole batch at once. Smaller: each batch runs as
+    # several microbatches in a loop, their gradients summed -- the same update with one
+    # microbatch's activations in memory. Must divide each device's rows (batch_size / batch
+    # shards); a value >= them means no microbatching, so a preset works on any slice size.
+    microbatch_rows: int = 0
     seed: int = 0
     log_every: int = 10
     eval_every: int = 50
@@ -138,10 +140,11 @@ class MetaConfig:
     outer_clip_norm: float = 1.0
     outer_update: str = "average_params"  # average_params (paper) | average_grads
     inner_eps_root: float = 1e-8  # keeps Adam differentiable at zero second moment
-    # Each member's inner gradients, held-out loss and rater scores as this many microbatches in a
-    # loop: the same meta-gradient, with one microbatch's activations in memory at a time (both
-    # batch sizes must divide by it). What lets the paper's 8 x 400M population fit a v5e-32.
-    microbatches: int = 1
+    # Rows per device in one microbatch of a member's inner gradients, held-out loss and rater
+    # scores; 0: whole batches. Smaller: they run in loops over microbatches -- the same
+    # meta-gradient with one microbatch's activations in memory at a time. What lets the paper's
+    # 8 x 400M population fit a v5e-32. Must divide each device's rows of both batches.
+    microbatch_rows: int = 0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 50
@@ -321,21 +324,15 @@ def validate_train(t: TrainConfig, prefix: str = "train") -> None:
     _check(0 <= t.b1 < 1 and 0 <= t.b2 < 1, f"{prefix}.b1/b2", "must be in [0, 1)")
     _check(t.clip_norm >= 0, f"{prefix}.clip_norm", "must be >= 0 (0 disables clipping)")
     _check(t.eval_batches >= 0, f"{prefix}.eval_batches", "must be >= 0")
-    _check_microbatches(t.microbatches, {"batch_size": t.batch_size}, prefix)
+    _check(t.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
+           f"must be >= 0 (0 = the whole batch at once), got {t.microbatch_rows}")
 
 
 def validate_inner_train(t: TrainConfig, prefix: str = "train") -> None:
     """The inner LMs' optimiser in meta-training: `validate_train`; microbatching is meta's."""
     validate_train(t, prefix)
-    _check(t.microbatches == 1, f"{prefix}.microbatches",
-           "is not used by meta-training's inner LMs: set meta.microbatches instead")
-
-
-def _check_microbatches(n: int, batch_sizes: dict[str, int], prefix: str) -> None:
-    _check(n >= 1, f"{prefix}.microbatches", f"must be >= 1 (1 = the whole batch at once), got {n}")
-    for key, size in batch_sizes.items():
-        _check(size % n == 0, f"{prefix}.microbatches",
-               f"{prefix}.{key}={size} does not split into {n} microbatches of equal size")
+    _check(t.microbatch_rows == 0, f"{prefix}.microbatch_rows",
+           "is not used by meta-training's inner LMs: set meta.microbatch_rows instead")
 
 
 def validate_mesh(m: MeshConfig, prefix: str = "mesh") -> None:
@@ -364,8 +361,8 @@ def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
            f"must be >= meta.unroll + meta.plain_inner_steps ({per_step}), got {m.lifetime}")
     _check(m.outer_lr > 0, f"{prefix}.outer_lr", "must be > 0")
     _check(m.inner_eps_root >= 0, f"{prefix}.inner_eps_root", "must be >= 0")
-    _check_microbatches(m.microbatches, {"inner_batch_size": m.inner_batch_size, "outer_batch_size": m.outer_batch_size},
-                        prefix)
+    _check(m.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
+           f"must be >= 0 (0 = whole batches at once), got {m.microbatch_rows}")
 
 
 def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:

@@ -104,7 +104,8 @@ def run_mesh(name: str, sizes: dict, data: list, ckpt_dir: Path | None) -> tuple
     pop = population_axes(mesh, rules, P)
     inner_rules = member_rules(rules, pop)
     info["grad_microbatches"] = GRAD_MICROBATCHES.get(name, 1)
-    grad_problem = dataclasses.replace(problem, microbatches=info["grad_microbatches"])
+    grad_problem = dataclasses.replace(problem, microbatches=info["grad_microbatches"],
+                                       heldout_microbatches=info["grad_microbatches"])
     grads_fn = jax.jit(batch_split(jax.vmap(lambda eta, th, st, ib, hb: grad_problem.meta_grad(eta, th, st, ib, hb)[1],
                                             in_axes=(None, 0, 0, 0, 0), spmd_axis_name=pop or None), mesh, inner_rules))
     info["meta_grads"] = flat(grads_fn(state["eta"], state["theta"], state["inner"], inner, held))

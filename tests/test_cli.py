@@ -33,7 +33,7 @@ def test_bad_type_names_the_key(capsys):
     ("override", "key"),
     [("train.lr=-1", "train.lr"), ("data.tokenizer=words", "data.tokenizer"), ("mesh.tensor=0", "mesh.tensor"),
      ("corpus.heldout_fraction=0.7", "corpus.heldout_fraction"), ("model.d_head=15", "model.d_head"),
-     ("train.microbatches=3", "train.microbatches"), ("train.microbatches=0", "train.microbatches")],
+     ("train.microbatch_rows=-1", "train.microbatch_rows"), ("train.microbatch_rows=3", "train.microbatch_rows")],
 )
 def test_bad_values_stop_before_compute(capsys, override, key):
     code, _, err = run(capsys, "train-lm", override, "corpus.paths=[x.jsonl]", "corpus.validation_fraction=0.4")
@@ -42,8 +42,8 @@ def test_bad_values_stop_before_compute(capsys, override, key):
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("meta.microbatches=3", "meta.inner_batch_size=16 does not split into 3"),
-     ("train.microbatches=2", "set meta.microbatches instead")],
+    [("meta.microbatch_rows=3", "do not divide the 16 rows each device holds"),
+     ("train.microbatch_rows=2", "set meta.microbatch_rows instead")],
 )
 def test_bad_microbatches_in_meta_train_are_named(capsys, override, expected):
     code, _, err = run(capsys, "meta-train", override, "corpus.paths=[x.jsonl]")

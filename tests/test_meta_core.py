@@ -194,7 +194,7 @@ def test_meta_step_memory_is_flat_in_unroll_length(setup, mode):
 
 @pytest.mark.parametrize("mode", ["autodiff", "mixed"])
 def test_microbatches_give_the_same_meta_gradient_in_less_memory(setup, mode):
-    """meta.microbatches: each inner gradient, the held-out loss and the rater's scores in 4 slices
+    """meta.microbatch_rows: each inner gradient, the held-out loss and the rater's scores in 4 slices
     of the batch, summed (not averaged: the rows' token counts differ), in a fraction of the memory."""
     _, _, theta, eta, tx = setup
     rng = np.random.default_rng(5)
@@ -206,7 +206,7 @@ def test_microbatches_give_the_same_meta_gradient_in_less_memory(setup, mode):
     opt = tx.init(theta)
 
     def run(microbatches: int):
-        p = MetaProblem(setup[0], setup[1], tx, mode, microbatches=microbatches)
+        p = MetaProblem(setup[0], setup[1], tx, mode, microbatches=microbatches, heldout_microbatches=microbatches)
         compiled = jax.jit(p.meta_grad).lower(eta, theta, opt, inner, held).compile()
         return compiled(eta, theta, opt, inner, held), compiled.memory_analysis().temp_size_in_bytes
 

@@ -1,4 +1,4 @@
-"""Microbatching (train.microbatches): strided slices of the batch, and an LM step that equals the
+"""Microbatching (train.microbatch_rows): strided slices of the batch, and an LM step that equals the
 whole batch's step."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from datarater.config import ModelConfig, TrainConfig
+from datarater.errors import UserError
 from datarater.models.transformer import CausalLM
-from datarater.train.microbatch import map_microbatches, merge, split
+from datarater.train.microbatch import map_microbatches, merge, microbatch_count, split
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_train_step
 
@@ -53,3 +55,13 @@ def test_microbatched_lm_step_is_the_whole_batch_step():
     moved = float(optax.global_norm(jax.tree.map(jnp.subtract, p1, params)))
     assert moved > 1e-3
     assert float(optax.global_norm(jax.tree.map(jnp.subtract, p4, p1))) <= 1e-4 * moved
+
+
+def test_microbatch_count_from_rows_per_device():
+    assert microbatch_count("k", 128, 4, 0) == 1  # 0: the whole batch
+    assert microbatch_count("k", 128, 4, 8) == 4  # 32 rows per device, 8 at a time
+    assert microbatch_count("k", 128, 4, 1) == 32
+    assert microbatch_count("k", 256, 256, 1) == 1  # as many rows as the device holds: no loop
+    assert microbatch_count("k", 128, 128, 4) == 1  # more than it holds: the same preset on a larger slice
+    with pytest.raises(UserError, match="config key 'k': 3 rows per microbatch do not divide the 32 rows"):
+        microbatch_count("k", 128, 4, 3)

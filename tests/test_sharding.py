@@ -15,7 +15,7 @@ def results() -> dict:
 @pytest.mark.parametrize("mesh", ["data8", "fsdp8", "d2f2t2"])
 def test_sharded_steps_match_one_device(results, mesh):
     assert results["devices"] == 8
-    assert results["fsdp8"]["microbatches"] == 2  # fsdp8 also checks microbatching (train.microbatches)
+    assert results["fsdp8"]["microbatches"] == 2  # fsdp8 also checks microbatching (train.microbatch_rows=1)
     np.testing.assert_allclose(results[mesh]["losses"], results["one"]["losses"], rtol=2e-5)
     for a, b in zip(results[mesh]["params"], results["one"]["params"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)  # Adam steps are 1e-2: a bug is far larger

@@ -23,7 +23,7 @@ def _scale(tree: dict) -> float:
 
 @pytest.mark.parametrize("mesh", SHARDED)
 def test_meta_gradients_match_one_device(results, mesh):
-    # d4f2 takes them in 2 microbatches per member (meta.microbatches), one device in one batch
+    # d4f2 takes them in 2 microbatches per member (meta.microbatch_rows=1), one device in one batch
     assert results["d4f2"]["grad_microbatches"] == 2 and results["one"]["grad_microbatches"] == 1
     one, got = results["one"]["meta_grads"], results[mesh]["meta_grads"]
     scale = _scale(one)

@@ -22,8 +22,8 @@ The meta-gradient dL_out/deta differentiates through the unroll. ``grad_mode``:
 The rater scores all ``T`` inner batches outside the unroll: in one call, except under ``remat`` and
 ``mixed`` run as a loop, where it scores one batch at a time and recomputes its activations in the
 backward pass, so their memory stays flat in ``T`` (`MetaProblem.batch_weights`).
-``microbatches > 1`` runs every inner gradient, the held-out loss and the scores as that many
-slices of the batch in a checkpointed loop (`train.microbatch`): the same meta-gradient with one
+``microbatches > 1`` runs every inner gradient and the scores (``heldout_microbatches``: the
+held-out loss) as that many slices of the batch in a checkpointed loop (`train.microbatch`): the same meta-gradient with one
 slice's activations alive at a time, which is what fits the paper's 400M members on 16 GiB chips.
 """
 
@@ -74,10 +74,12 @@ class MetaProblem:
     # Unroll the T inner steps in the compiled program instead of a loop. Same arithmetic; used by
     # `datarater plan`, since XLA's cost analysis counts a loop body once, not T times.
     scan_unroll: bool = False
-    # Each inner gradient, the held-out loss and the rater's scores run as this many microbatches
-    # in a loop (`train.microbatch`), each checkpointed: the same meta-gradient up to float
-    # rounding, with one microbatch's activations alive at a time (meta.microbatches).
+    # Each inner gradient and the rater's scores run as ``microbatches`` slices of the inner
+    # batch in a loop (`train.microbatch`), the held-out loss as ``heldout_microbatches``; each
+    # slice checkpointed: the same meta-gradient up to float rounding, with one slice's
+    # activations alive at a time (meta.microbatch_rows).
     microbatches: int = 1
+    heldout_microbatches: int = 1
 
     def seq_losses(self, theta: dict, batch: Batch) -> jax.Array:
         """``l(x_i; theta)`` for every row: next-token NLL summed over the row's tokens."""
@@ -91,7 +93,7 @@ class MetaProblem:
             nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), part)
             return (jnp.sum(nll), jnp.sum(count)), None
 
-        (nll, count), _ = map_microbatches(sums, batch, self.microbatches)
+        (nll, count), _ = map_microbatches(sums, batch, self.heldout_microbatches)
         return nll / jnp.maximum(count, 1.0)
 
     # -- the inner gradient g(theta, w) and one inner update of the LM --------------------------

@@ -48,11 +48,12 @@ from datarater.parallel.population import (
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.metrics import MetricsFile, Progress
+from datarater.train.microbatch import microbatch_count
 from datarater.train.optimizer import make_optimizer
 from datarater.train.trainer import say
 
 RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
-                  "meta.microbatches",  # the same meta-gradient in less memory
+                  "meta.microbatch_rows",  # the same meta-gradient in less memory
                   "mesh.")  # checkpoints restore onto any device layout
 RATER_DIR = "rater"
 
@@ -166,17 +167,19 @@ def put_stacked(batch: dict, mesh: Mesh, rules: dict, batch_dim: int) -> dict:
     return out
 
 
-def check_microbatches(meta: MetaConfig, mesh: Mesh, rules: dict) -> None:
-    """Each member's microbatches must split evenly over the devices its batch is split over."""
+def meta_microbatches(meta: MetaConfig, mesh: Mesh, rules: dict) -> tuple[int, int]:
+    """Microbatches of ``meta.microbatch_rows`` rows per device: ``(inner, held-out)``.
+
+    A member's batch is split over the batch axes the population leaves (`stacked_batch_sharding`).
+    """
     pop = population_axes(mesh, rules, meta.population)
     axes = [a for a in member_rules(rules, pop).get("batch") or () if mesh.shape[a] > 1]
     shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
-    for key in ("inner_batch_size", "outer_batch_size"):
-        size = getattr(meta, key)
-        if size % shards == 0 and size % (shards * meta.microbatches):
-            raise UserError(f"meta.microbatches={meta.microbatches}: meta.{key}={size} is split over {shards} devices "
-                            f"per member ({'*'.join(axes)}); each device's {size // shards} rows must split into "
-                            f"that many microbatches")
+
+    def count(size: int) -> int:  # a batch that does not split is replicated over the member's devices
+        return microbatch_count("meta.microbatch_rows", size, shards if size % shards == 0 else 1, meta.microbatch_rows)
+
+    return count(meta.inner_batch_size), count(meta.outer_batch_size)
 
 
 def make_meta_step(problem: MetaProblem, outer_tx, outer_mode: str, shardings: dict, mesh: Mesh,
@@ -264,6 +267,9 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     for key, cfg in (("model", prog.model), ("rater", prog.rater)):
         if tokenizer.vocab_size > cfg.vocab_size:
             raise UserError(f"{key}.vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})")
+    mesh = make_mesh(prog.mesh)
+    rules = prog.mesh.rules
+    micro, held_micro = meta_microbatches(m, mesh, rules)  # bad settings stop before the corpus is read
     stats = ReadStats()
     if splits is None:
         say(f"[data] reading {prog.corpus.name} ...")
@@ -277,11 +283,8 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
     outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
     lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
-    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode,
-                          scan_unroll=m.unroll <= m.unrolled_max, microbatches=m.microbatches)
-    mesh = make_mesh(prog.mesh)
-    rules = prog.mesh.rules
-    check_microbatches(m, mesh, rules)
+    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode, scan_unroll=m.unroll <= m.unrolled_max,
+                          microbatches=micro, heldout_microbatches=held_micro)
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
     step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, rules, m.population,
                              m.plain_inner_steps)
@@ -292,6 +295,9 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
         split = f"split over {'*'.join(pop_axes)}" if pop_axes else "not split (no mesh axis of the population rule divides it)"
         say(f"[mesh] {dict(mesh.shape)}: population of {m.population} {split}; "
             f"{members_per_device(mesh, rules, m.population)} member(s) per device")
+    if micro > 1 or held_micro > 1:
+        say(f"[meta] inner batches in {micro} microbatches, held-out batches in {held_micro} "
+            f"({m.microbatch_rows} rows per device each)")
 
     state = init_meta_state(prog, inner_tx, outer_tx, mesh)
     data = MetaData(splits["train"], splits["heldout"], prog)

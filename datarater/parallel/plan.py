@@ -128,18 +128,17 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
     from datarater.models.transformer import CausalLM
     from datarater.parallel.mesh import batch_sharding, batch_shards, logical_axes_of, param_shardings
     from datarater.parallel.population import optimizer_shardings
+    from datarater.train.microbatch import microbatch_count
     from datarater.train.optimizer import make_optimizer
     from datarater.train.step import make_train_step
 
     cfg, rules, n = prog.model, prog.mesh.rules, mesh.size
     batch, seq = lm_batch_shape(prog)
-    shards, micro = batch_shards(mesh, rules), prog.train.microbatches
+    shards = batch_shards(mesh, rules)
     if batch % shards:
         raise UserError(f"batch {batch} does not split over the {shards} batch shards of mesh {dict(mesh.shape)}: "
                         f"give the rest of the devices to mesh.tensor, or set plan.batch_size")
-    if batch % (shards * micro):
-        raise UserError(f"train.microbatches={micro}: each device's {batch // shards} rows of the batch {batch} "
-                        f"must split into that many microbatches")
+    micro = microbatch_count("train.microbatch_rows", batch, shards, prog.train.microbatch_rows)
     tx = make_optimizer(prog.train)
     abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
     graphdef = nnx.split(abstract)[0]
@@ -154,7 +153,7 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
     with shard_activations(mesh, rules):  # effective where the model calls parallel.activations.constrain
         compiled, seconds = _compile(fn, params, opt, data)
     formula = lm_train_flops_per_token(cfg, seq) * batch * seq
-    return {"step": "lm", "batch": batch, "seq_len": seq, "param_bytes": per_device_bytes(params),
+    return {"step": "lm", "batch": batch, "seq_len": seq, "microbatches": micro, "param_bytes": per_device_bytes(params),
             "opt_bytes": per_device_bytes(opt), "batch_bytes": per_device_bytes(data), **_memory(compiled),
             "flops_compiled": _flops(compiled), "flops_formula": formula / n, "compile_s": seconds}
 
@@ -162,7 +161,7 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
 def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     """Compiles the population meta-step (rater + ``meta.population`` inner LMs) on ``mesh``."""
     from datarater.meta.core import MetaProblem, outer_optimizer
-    from datarater.meta.trainer import abstract_meta_state, check_microbatches, make_meta_step, meta_state_shardings
+    from datarater.meta.trainer import abstract_meta_state, make_meta_step, meta_microbatches, meta_state_shardings
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
     from datarater.parallel.population import members_per_device, stacked_batch_sharding
@@ -177,8 +176,9 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     lm_gd = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
     rater_gd = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
     # the T inner steps unrolled: XLA's cost analysis counts a loop body once, not T times
-    problem = MetaProblem(lm_gd, rater_gd, inner_tx, m.grad_mode, scan_unroll=True, microbatches=m.microbatches)
-    check_microbatches(m, mesh, rules)
+    micro, held_micro = meta_microbatches(m, mesh, rules)
+    problem = MetaProblem(lm_gd, rater_gd, inner_tx, m.grad_mode, scan_unroll=True, microbatches=micro,
+                          heldout_microbatches=held_micro)
     shardings = meta_state_shardings(mprog, inner_tx, outer_tx, mesh)
     state = with_shardings(abstract_meta_state(mprog, inner_tx, outer_tx), shardings)
 
@@ -192,7 +192,8 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     compiled, seconds = _compile(fn, state, inner, held)
     members = ("theta", "inner")
     return {"step": "meta", "batch": m.inner_batch_size, "seq_len": seq, "population": m.population,
-            "unroll": m.unroll, "members_per_device": members_per_device(mesh, rules, m.population),
+            "unroll": m.unroll, "microbatches": micro, "heldout_microbatches": held_micro,
+            "members_per_device": members_per_device(mesh, rules, m.population),
             "param_bytes": per_device_bytes(state["eta"]) + per_device_bytes(state["theta"]),
             "opt_bytes": per_device_bytes(state["outer"]) + per_device_bytes(state["inner"]),
             "member_bytes": per_device_bytes({k: state[k] for k in members}),
@@ -275,9 +276,11 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
             f"  meta: rater {prog.rater.name}, {m.population} x {prog.model.name} inner LMs, T={m.unroll}, "
             f"batch {m.inner_batch_size}/{m.outer_batch_size}, grad_mode={m.grad_mode}" if prog.plan.meta else "",
             "  per device, GiB: params (+rater), optimiser state, batch, temp (activations and other temporaries),"
-            " peak = arguments + outputs - donated + temp; TFLOP per device per step: compiled (XLA's count: full"
-            " T x T attention, remat's recomputation) and formula (model FLOPs: 6N + causal attention)",
-            f"{'step':<5}{'devices':>8}  {'mesh d/f/t':<12}{'params':>8}{'optim':>8}{'batch':>8}{'temp':>8}{'peak':>8}"
+            " peak = arguments + outputs - donated + temp; micro: microbatches per step (train/meta.microbatch_rows);"
+            " TFLOP per device per step: compiled (XLA's count: full"
+            " T x T attention, remat's recomputation; '(loop)' for microbatches: XLA counts a loop body once)"
+            " and formula (model FLOPs: 6N + causal attention)",
+            f"{'step':<5}{'devices':>8}  {'mesh d/f/t':<12}{'micro':>7}{'params':>8}{'optim':>8}{'batch':>8}{'temp':>8}{'peak':>8}"
             f"  {'fits ' + format(HBM_GIB, 'g') + 'G':<9}{'compiled':>10}{'formula':>10}{'ratio':>7}{'compile s':>11}"]
     lines = [h for h in head if h]
     for r in rows:
@@ -286,18 +289,27 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"{r['step']:<5}{r['devices']:>8}  {shape:<12}error: {r['error']}")
             continue
+        micro = str(r.get("microbatches", 1))
+        if r.get("heldout_microbatches", r.get("microbatches", 1)) != r.get("microbatches", 1):
+            micro += f"/{r['heldout_microbatches']}"
         peak = r.get("peak_bytes")
         fits = "-" if peak is None else ("yes" if peak <= HBM_GIB * GIB else "NO")
-        ratio = r["flops_compiled"] / r["flops_formula"] if r["flops_formula"] else float("nan")
+        if micro == "1":
+            ratio = r["flops_compiled"] / r["flops_formula"] if r["flops_formula"] else float("nan")
+            compiled = f"{r['flops_compiled'] / 1e12:>10.4g}{ratio:>7.2f}"
+        else:  # XLA's cost analysis counts the microbatch loop's body once
+            compiled = f"{'(loop)':>10}{'-':>7}"
         lines.append(
-            f"{r['step']:<5}{r['devices']:>8}  {shape:<12}{_gib(r['param_bytes']):>8}{_gib(r['opt_bytes']):>8}"
+            f"{r['step']:<5}{r['devices']:>8}  {shape:<12}{micro:>7}{_gib(r['param_bytes']):>8}{_gib(r['opt_bytes']):>8}"
             f"{_gib(r['batch_bytes']):>8}{_gib(r.get('temp_bytes')):>8}{_gib(peak):>8}  {fits:<9}"
-            f"{r['flops_compiled'] / 1e12:>10.4g}{r['flops_formula'] / 1e12:>10.4g}{ratio:>7.2f}{r['compile_s']:>11.1f}"
+            f"{compiled[:10]}{r['flops_formula'] / 1e12:>10.4g}{compiled[10:]}{r['compile_s']:>11.1f}"
         )
     if any(r.get("platform") == "cpu" for r in rows):
         lines.append("  (compiled for emulated CPU devices: XLA:CPU's memory figures for the partitioned program)")
-    if any(r.get("peak_bytes", 0) > HBM_GIB * GIB for r in rows) and not prog.model.remat:
-        lines.append("  some steps do not fit: try model.remat=true, more devices, or a smaller plan.batch_size")
+    if any(r.get("peak_bytes", 0) > HBM_GIB * GIB for r in rows):
+        hint = "model.remat=true, " if not prog.model.remat else ""
+        lines.append(f"  some steps do not fit: try {hint}fewer rows per microbatch (train.microbatch_rows, "
+                     "meta.microbatch_rows), or more devices")
     return "\n".join(lines)
 
 

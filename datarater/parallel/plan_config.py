@@ -73,8 +73,9 @@ def validate_plan(p: PlanConfig, prefix: str = "plan") -> None:
 
 
 def validate_plan_train(t: TrainConfig, prefix: str = "train") -> None:
-    """The plan reads only ``train.microbatches`` (and the optimiser); the batch is the plan's."""
-    _check(t.microbatches >= 1, f"{prefix}.microbatches", f"must be >= 1 (1 = the whole batch at once), got {t.microbatches}")
+    """The plan reads only ``train.microbatch_rows`` (and the optimiser); the batch is the plan's."""
+    _check(t.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
+           f"must be >= 0 (0 = the whole batch at once), got {t.microbatch_rows}")
 
 
 def lm_batch_shape(prog: PlanProgram) -> tuple[int, int]:

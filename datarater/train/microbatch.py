@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from datarater.errors import UserError
+
 
 def split(tree: Any, n: int) -> Any:
     """Leaves ``[B, ...]`` -> ``[n, B / n, ...]``; microbatch ``m`` holds rows ``m, m + n, ...``."""
@@ -49,3 +51,19 @@ def map_microbatches(fn: Callable[[Any], tuple[Any, Any]], batch: Any, n: int) -
     total, rows = jax.lax.scan(step, zeros, parts)
     return total, merge(rows)
 
+
+
+def microbatch_count(key: str, batch_size: int, shards: int, rows: int) -> int:
+    """Microbatches of ``rows`` rows per device in a batch split over ``shards`` devices.
+
+    ``rows = 0``, or at least the rows a device holds: 1 (the whole batch at once). Otherwise
+    ``rows`` must divide each device's rows; ``key`` names the setting in the error.
+    """
+    per_device = max(batch_size // shards, 1)
+    if rows <= 0 or rows >= per_device:
+        return 1
+    if per_device % rows:
+        where = f" ({shards} batch shards)" if shards > 1 else ""
+        raise UserError(f"config key '{key}': {rows} rows per microbatch do not divide the {per_device} rows "
+                        f"each device holds of a batch of {batch_size}{where}; use a divisor of {per_device}")
+    return per_device // rows

@@ -42,11 +42,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mi
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
-    """``(params, batch) -> (summed NLL, predicted tokens)`` over the batch."""
+def make_eval_step(graphdef: nnx.GraphDef, microbatches: int = 1) -> Callable:
+    """``(params, batch) -> (summed NLL, predicted tokens)`` over the batch (in microbatches)."""
 
     def eval_step(params, batch):
-        nll, count = sequence_losses(nnx.merge(graphdef, params), batch)
-        return jnp.sum(nll), jnp.sum(count)
+        def sums(part):
+            nll, count = sequence_losses(nnx.merge(graphdef, params), part)
+            return (jnp.sum(nll), jnp.sum(count)), None
+
+        return map_microbatches(sums, batch, microbatches)[0]
 
     return eval_step

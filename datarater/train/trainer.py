@@ -33,6 +33,7 @@ from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.curation import make_online_curation
 from datarater.train.metrics import MetricsFile, Progress, peak_flops_per_device
+from datarater.train.microbatch import microbatch_count
 from datarater.train.optimizer import lr_schedule, make_optimizer
 from datarater.train.step import make_eval_step, make_train_step
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # train.steps: the cosine schedule's length depends on it, so extending a run would change its
 # learning rate mid-way.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.microbatches",  # the same update in less memory
+                  "train.microbatch_rows",  # the same update in less memory
                   "mesh.")  # checkpoints restore onto any device layout
 
 
@@ -89,21 +90,17 @@ def evaluate(eval_fn, params, batches: list[dict], mesh, rules) -> float:
     return total / max(count, 1.0)
 
 
-def check_batch(train: TrainConfig, mesh, rules) -> int:
-    """Per-process batch size; the global batch must split evenly over processes and data shards,
-    and so must each microbatch (else a microbatch would run on part of the devices)."""
+def check_batch(train: TrainConfig, mesh, rules) -> tuple[int, int]:
+    """Per-process batch size, and microbatches per step; the global batch must split evenly over
+    processes and data shards, and each device's rows into ``train.microbatch_rows``."""
     shards, pc = batch_shards(mesh, rules), jax.process_count()
     if train.batch_size % shards or train.batch_size % pc:
         raise UserError(
             f"train.batch_size={train.batch_size} must be divisible by the {shards} batch shards of the mesh "
             f"and the {pc} processes"
         )
-    if train.batch_size % (shards * train.microbatches):
-        raise UserError(
-            f"train.microbatches={train.microbatches}: each device's {train.batch_size // shards} rows of "
-            f"train.batch_size={train.batch_size} must split into that many microbatches"
-        )
-    return train.batch_size // pc
+    micro = microbatch_count("train.microbatch_rows", train.batch_size, shards, train.microbatch_rows)
+    return train.batch_size // pc, micro
 
 
 def train_lm(prog: TrainLMProgram) -> dict:
@@ -116,7 +113,9 @@ def train_lm(prog: TrainLMProgram) -> dict:
         )
     mesh = make_mesh(prog.mesh)
     rules = prog.mesh.rules
-    local_batch = check_batch(train, mesh, rules)
+    local_batch, micro = check_batch(train, mesh, rules)
+    if micro > 1:
+        say(f"[train] each batch in {micro} microbatches of {train.microbatch_rows} rows per device")
 
     say(f"[data] reading {prog.corpus.name} ...")
     stats = ReadStats()
@@ -155,9 +154,8 @@ def train_lm(prog: TrainLMProgram) -> dict:
             metrics.path.unlink()
 
     schedule = lr_schedule(train)
-    step = make_train_step(state.graphdef, tx, train.microbatches)
-    step_fn = jax.jit(batch_split(step, mesh, rules), donate_argnums=(0, 1))
-    eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef), mesh, rules))
+    step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
+    eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
