@@ -36,6 +36,10 @@ class ModelConfig:
     # masked upper triangle is skipped (1 = one full T x T product; 2 computes 3/4 of it). Results
     # agree to float rounding, which is enough to move a meta-training run to another trajectory.
     causal_blocks: int = 1
+    # Queries per attention chunk (0 = all at once). Each chunk's T_chunk x T scores are computed,
+    # used and (in the backward pass) recomputed on their own, so a layer holds one chunk's scores,
+    # not T x T per head: what bounds attention memory at T=2048 without a fused kernel.
+    attention_chunk: int = 0
 
 
 @dataclass
@@ -284,6 +288,8 @@ def _check(cond: bool, key: str, msg: str) -> None:
 def validate_model(m: ModelConfig, prefix: str = "model") -> None:
     for k in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "causal_blocks"):
         _check(getattr(m, k) > 0, f"{prefix}.{k}", f"must be a positive integer, got {getattr(m, k)}")
+    _check(m.attention_chunk >= 0, f"{prefix}.attention_chunk",
+           f"must be >= 0 (0 = all queries at once), got {m.attention_chunk}")
     _check(m.d_head % 2 == 0, f"{prefix}.d_head", f"must be even for rotary embeddings, got {m.d_head}")
     _check(m.dtype in _DTYPES, f"{prefix}.dtype", f"must be one of {_DTYPES}, got '{m.dtype}'")
     _check(m.param_dtype in _DTYPES, f"{prefix}.param_dtype", f"must be one of {_DTYPES}, got '{m.param_dtype}'")

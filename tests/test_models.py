@@ -54,17 +54,29 @@ def test_future_token_cannot_change_earlier_logits(lm):
     assert np.abs(np.asarray(a[0, 10:] - b[0, 10:])).max() > 1e-4  # and it does change later ones
 
 
-@pytest.mark.parametrize("blocks", [2, 3, 13])
-def test_blocked_causal_attention_equals_one_full_product(blocks):
-    """Query blocks that skip the masked upper triangle give the full product's logits and gradients.
+@pytest.mark.parametrize(("blocks", "chunk"), [(2, 0), (3, 0), (13, 0), (1, 4), (3, 2)])
+def test_blocked_and_chunked_causal_attention_equal_one_full_product(blocks, chunk):
+    """Query blocks that skip the masked upper triangle, and query chunks run in a loop (13
+    positions: 4 chunks of 4, the last padded), give the full product's logits and gradients.
 
     Padding positions (segment 0) attend to nothing and their logits are never used; they are left out.
     """
     full = CausalLM(dataclasses.replace(TINY, causal_blocks=1), rngs=nnx.Rngs(3))
-    blocked = CausalLM(dataclasses.replace(TINY, causal_blocks=blocks), rngs=nnx.Rngs(3))
+    blocked = CausalLM(dataclasses.replace(TINY, causal_blocks=blocks, attention_chunk=chunk), rngs=nnx.Rngs(3))
     rng = np.random.default_rng(3)
     b = batch_of(rng.integers(0, 64, (2, 13)), np.array([[1] * 5 + [2] * 6 + [0] * 2, [1] * 13]))
+    _assert_same_outputs_and_gradients(full, blocked, b)
 
+
+def test_chunked_non_causal_attention_equals_one_full_product():
+    full = Trunk(TINY, causal=False, rngs=nnx.Rngs(4))
+    chunked = Trunk(dataclasses.replace(TINY, attention_chunk=5), causal=False, rngs=nnx.Rngs(4))
+    rng = np.random.default_rng(4)
+    b = batch_of(rng.integers(0, 64, (2, 13)), np.array([[1] * 5 + [2] * 6 + [0] * 2, [1] * 13]))
+    _assert_same_outputs_and_gradients(full, chunked, b)
+
+
+def _assert_same_outputs_and_gradients(full, other, b):
     real = np.asarray(b["segment_ids"]) != 0
 
     def loss_and_grad(model):
@@ -72,9 +84,10 @@ def test_blocked_causal_attention_equals_one_full_product(blocks):
         f = lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(*b.values())) * real[..., None])
         return jax.value_and_grad(f)(params)
 
-    (la, ga), (lb, gb) = loss_and_grad(full), loss_and_grad(blocked)
-    np.testing.assert_allclose(np.asarray(full(*b.values()))[real], np.asarray(blocked(*b.values()))[real], atol=2e-6)
+    (la, ga), (lb, gb) = loss_and_grad(full), loss_and_grad(other)
+    np.testing.assert_allclose(np.asarray(full(*b.values()))[real], np.asarray(other(*b.values()))[real], atol=2e-6)
     np.testing.assert_allclose(float(la), float(lb), rtol=1e-5)
+    assert float(la) != 0.0
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
 

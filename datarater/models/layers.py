@@ -78,6 +78,7 @@ class Attention(nnx.Module):
         self.wo = param(rngs, (h, k, d), ("heads", "head_dim", "embed"), std_out, pdt)
         self.causal = causal
         self.causal_blocks = cfg.causal_blocks
+        self.chunk = cfg.attention_chunk
         self.rope_base = cfg.rope_base
         self.dtype = dtype_of(cfg.dtype)
 
@@ -109,7 +110,27 @@ class Attention(nnx.Module):
         return jnp.einsum("nhk,hkd->nd", out.reshape(b * t, *wo.shape[:2]), wo).reshape(b, t, d)
 
     def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-        """``q: [B, H, Tq, K]``, ``k, v: [B, H, Tk, K]``, ``mask: [B, 1, Tq, Tk]`` -> ``[B, Tq, H, K]``."""
+        """``q: [B, H, Tq, K]``, ``k, v: [B, H, Tk, K]``, ``mask: [B, 1, Tq, Tk]`` -> ``[B, Tq, H, K]``.
+
+        With ``attention_chunk`` below Tq, the queries go through in chunks, one at a time in a
+        loop, each checkpointed: the backward pass recomputes one chunk's scores from q, k and v.
+        Tq is padded up to a multiple of the chunk with masked rows, dropped after.
+        """
+        b, h, tq, hd = q.shape
+        c = self.chunk
+        if not c or tq <= c:
+            return self._attend_all(q, k, v, mask)
+        n = -(-tq // c)
+        pad = n * c - tq
+        q = jnp.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        mask = jnp.pad(mask, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        qs = q.reshape(b, h, n, c, hd).transpose(2, 0, 1, 3, 4)  # [n, B, H, c, K]
+        ms = mask.reshape(b, 1, n, c, -1).transpose(2, 0, 1, 3, 4)
+        attend = jax.checkpoint(lambda qc, mc: self._attend_all(qc, k, v, mc))
+        out = jax.lax.map(lambda xs: attend(*xs), (qs, ms))  # [n, B, c, H, K]
+        return out.transpose(1, 0, 2, 3, 4).reshape(b, n * c, h, hd)[:, :tq]
+
+    def _attend_all(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
         # Scores and softmax in float32 even for bfloat16 activations (the matmul accumulates in f32).
         scores = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
         scores = jnp.where(mask, scores, -1e30)
