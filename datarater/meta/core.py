@@ -23,8 +23,9 @@ The rater scores all ``T`` inner batches outside the unroll: in one call, except
 ``mixed`` run as a loop, where it scores one batch at a time and recomputes its activations in the
 backward pass, so their memory stays flat in ``T`` (`MetaProblem.batch_weights`).
 ``microbatches > 1`` runs every inner gradient and the scores (``heldout_microbatches``: the
-held-out loss) as that many slices of the batch in a checkpointed loop (`train.microbatch`): the same meta-gradient with one
-slice's activations alive at a time, which is what fits the paper's 400M members on 16 GiB chips.
+held-out loss) as that many slices of the batch in a checkpointed loop (`train.microbatch`): the
+same meta-gradient with one slice's activations alive at a time, which is what brings the paper's
+400M members near 16 GiB chips (README, "Planning").
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Rows are dealt out strided: microbatch ``m`` holds rows ``m, m + n, m + 2n, ...``. A batch split
 over devices in contiguous blocks (``parallel.mesh.batch_sharding``) then leaves every microbatch
-spread evenly over all devices, as long as each device's rows divide by ``n``, and the split and merge move no data between devices.
+spread evenly over all devices, as long as each device's rows divide by ``n`` (`microbatch_count`),
+and the split and merge move no data between devices.
 
 `map_microbatches` sums what is summable (gradients, loss sums, token counts) and puts per-row
 outputs back in the batch's order; the loop body is checkpointed, so a caller that differentiates
@@ -50,7 +51,6 @@ def map_microbatches(fn: Callable[[Any], tuple[Any, Any]], batch: Any, n: int) -
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
     total, rows = jax.lax.scan(step, zeros, parts)
     return total, merge(rows)
-
 
 
 def microbatch_count(key: str, batch_size: int, shards: int, rows: int) -> int:
