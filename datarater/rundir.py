@@ -40,7 +40,8 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
 
     If the directory already holds a config that differs in keys other than ``may_change`` (exact
     keys, or prefixes ending in ``.``: ``"mesh."``), the run stops with the list of differing keys
-    rather than mixing two experiments.
+    rather than mixing two experiments. A key the saved config lacks (added to the program since)
+    counts as its default, which is what that run used.
     """
     path = Path(run_dir).expanduser().absolute()
     new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
@@ -50,7 +51,9 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     resuming = cfg_file.exists() and has_checkpoint(path)
     if resuming:
         old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
+        defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(type(config)), resolve=True))
         a, b = _flatten(old), _flatten(new)
+        a = {**{k: defaults[k] for k in b if k not in a and k in defaults}, **a}
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not _may_change(k, may_change))
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])

@@ -118,9 +118,9 @@ class MetaProblem:
         """``(theta', opt_state', l)``: one optimiser step on the ``w``-weighted batch loss.
 
         In ``mixed`` mode this function has a custom VJP (see `_mixed_lm_update`): with ``store``
-        (default: when unrolled) its forward pass keeps the linearisation of the inner gradient,
-        otherwise only its inputs and g. The per-row losses ``l`` are returned for metrics only
-        and are never differentiated.
+        (default: when unrolled; never when microbatched) its forward pass keeps the linearisation
+        of the inner gradient, otherwise only its inputs and g. The per-row losses ``l`` are
+        returned for metrics only and are never differentiated.
         """
         if self.grad_mode == "mixed":
             store = self.scan_unroll if store is None else store
@@ -198,7 +198,8 @@ class MetaProblem:
         # first one's theta is not differentiated, so its backward pass needs only the weights'
         # cotangents, not the Hessian-vector product a loop body computes for every step (nano T=8:
         # autodiff 4.2 -> 3.4 s and 5,127 -> 4,517 MiB). Under mixed the last one keeps its
-        # linearisation: one step's activations more, one primal recomputation less. remat keeps
+        # linearisation (unless microbatched): one step's activations more, one primal
+        # recomputation less. remat keeps
         # every step in the loop: it is the mode of least memory (the same split: -2% time, +40%).
         steps = weights.shape[0]
         xs = (inner_batches, weights)

@@ -38,6 +38,7 @@ from datarater.models.transformer import CausalLM
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import logical_axes_of, make_mesh, param_shardings
 from datarater.parallel.population import (
+    member_batch_axes,
     member_rules,
     members_per_device,
     optimizer_shardings,
@@ -170,14 +171,13 @@ def put_stacked(batch: dict, mesh: Mesh, rules: dict, batch_dim: int) -> dict:
 def meta_microbatches(meta: MetaConfig, mesh: Mesh, rules: dict) -> tuple[int, int]:
     """Microbatches of ``meta.microbatch_rows`` rows per device: ``(inner, held-out)``.
 
-    A member's batch is split over the batch axes the population leaves (`stacked_batch_sharding`).
+    A member's batch is split over the batch axes the population leaves (`member_batch_axes`).
     """
-    pop = population_axes(mesh, rules, meta.population)
-    axes = [a for a in member_rules(rules, pop).get("batch") or () if mesh.shape[a] > 1]
-    shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
 
-    def count(size: int) -> int:  # a batch that does not split is replicated over the member's devices
-        return microbatch_count("meta.microbatch_rows", size, shards if size % shards == 0 else 1, meta.microbatch_rows)
+    def count(size: int) -> int:
+        axes = member_batch_axes(mesh, rules, meta.population, size)
+        shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+        return microbatch_count("meta.microbatch_rows", size, shards, meta.microbatch_rows)
 
     return count(meta.inner_batch_size), count(meta.outer_batch_size)
 

@@ -296,13 +296,13 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
         fits = "-" if peak is None else ("yes" if peak <= HBM_GIB * GIB else "NO")
         if micro == "1":
             ratio = r["flops_compiled"] / r["flops_formula"] if r["flops_formula"] else float("nan")
-            compiled = f"{r['flops_compiled'] / 1e12:>10.4g}{ratio:>7.2f}"
+            compiled, ratio_text = f"{r['flops_compiled'] / 1e12:>10.4g}", f"{ratio:>7.2f}"
         else:  # XLA's cost analysis counts the microbatch loop's body once
-            compiled = f"{'(loop)':>10}{'-':>7}"
+            compiled, ratio_text = f"{'(loop)':>10}", f"{'-':>7}"
         lines.append(
             f"{r['step']:<5}{r['devices']:>8}  {shape:<12}{micro:>7}{_gib(r['param_bytes']):>8}{_gib(r['opt_bytes']):>8}"
             f"{_gib(r['batch_bytes']):>8}{_gib(r.get('temp_bytes')):>8}{_gib(peak):>8}  {fits:<9}"
-            f"{compiled[:10]}{r['flops_formula'] / 1e12:>10.4g}{compiled[10:]}{r['compile_s']:>11.1f}"
+            f"{compiled}{r['flops_formula'] / 1e12:>10.4g}{ratio_text}{r['compile_s']:>11.1f}"
         )
     if any(r.get("platform") == "cpu" for r in rows):
         lines.append("  (compiled for emulated CPU devices: XLA:CPU's memory figures for the partitioned program)")

@@ -93,18 +93,18 @@ def optimizer_shardings(tx: optax.GradientTransformation, state_shapes: Any, par
     )
 
 
-def stacked_batch_sharding(mesh: Mesh, rules: Mapping[str, Any], shape: tuple[int, ...], batch_dim: int) -> NamedSharding:
-    """Sharding of per-member batches ``[P, ..., B, L]``: population axis, then ``batch`` at ``batch_dim``.
-
-    The batch dimension is split over the ``batch`` rule's axes left by the population, when they
-    divide it; otherwise each member's batch is replicated over them.
-    """
-    pop = population_axes(mesh, rules, shape[0])
-    rest = member_rules(rules, pop)
+def member_batch_axes(mesh: Mesh, rules: Mapping[str, Any], population: int, batch: int) -> tuple[str, ...]:
+    """Mesh axes a member's batch of ``batch`` rows is split over: the ``batch`` rule's axes left by
+    the population, when they divide it; none (each member's batch replicated) otherwise."""
+    rest = member_rules(rules, population_axes(mesh, rules, population))
     axes = tuple(a for a in _rule_axes(rest, "batch") if mesh.shape[a] > 1)
-    if axes and shape[batch_dim] % int(np.prod([mesh.shape[a] for a in axes])):
-        axes = ()
+    return () if axes and batch % int(np.prod([mesh.shape[a] for a in axes])) else axes
+
+
+def stacked_batch_sharding(mesh: Mesh, rules: Mapping[str, Any], shape: tuple[int, ...], batch_dim: int) -> NamedSharding:
+    """Sharding of per-member batches ``[P, ..., B, L]``: population axis, then ``batch`` at ``batch_dim``
+    (`member_batch_axes`)."""
     spec: list[Any] = [None] * len(shape)
-    spec[0] = _entry(pop)
-    spec[batch_dim] = _entry(axes)
+    spec[0] = _entry(population_axes(mesh, rules, shape[0]))
+    spec[batch_dim] = _entry(member_batch_axes(mesh, rules, shape[0], shape[batch_dim]))
     return NamedSharding(mesh, PartitionSpec(*spec))

@@ -46,11 +46,13 @@ def map_microbatches(fn: Callable[[Any], tuple[Any, Any]], batch: Any, n: int) -
 
     def step(acc, part):
         total, rows = body(part)
-        return jax.tree.map(jnp.add, acc, total), rows
+        return jax.tree.map(lambda a, t: a + t.astype(a.dtype), acc, total), rows
 
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+    # sums in at least float32 (bfloat16 gradients of many microbatches would lose digits)
+    wide = lambda dt: jnp.promote_types(dt, jnp.float32) if jnp.issubdtype(dt, jnp.floating) else dt
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, wide(s.dtype)), first)
     total, rows = jax.lax.scan(step, zeros, parts)
-    return total, merge(rows)
+    return jax.tree.map(lambda t, s: t.astype(s.dtype), total, first), merge(rows)
 
 
 def microbatch_count(key: str, batch_size: int, shards: int, rows: int) -> int:
