@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from datarater.models.transformer import sequence_losses
+from datarater.models.transformer import sequence_losses, summed_nll
 from datarater.train.microbatch import map_microbatches, merge, split
 
 GRAD_MODES = ("autodiff", "remat", "mixed")
@@ -91,8 +91,7 @@ class MetaProblem:
 
     def heldout_loss(self, theta: dict, batch: Batch) -> jax.Array:
         def sums(part):
-            nll, count = sequence_losses(nnx.merge(self.lm_graphdef, theta), part)
-            return (jnp.sum(nll), jnp.sum(count)), None
+            return summed_nll(nnx.merge(self.lm_graphdef, theta), part), None
 
         (nll, count), _ = map_microbatches(sums, batch, self.heldout_microbatches)
         return nll / jnp.maximum(count, 1.0)

@@ -75,3 +75,10 @@ def sequence_losses(model: CausalLM, batch: dict) -> tuple[jax.Array, jax.Array]
     mask = mask.astype(jnp.float32)
     return jnp.sum(nll * mask, axis=1), jnp.sum(mask, axis=1)
 
+
+def summed_nll(model: CausalLM, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Next-token NLL summed over the batch, and the number of predicted tokens: a mean over
+    tokens is their ratio, also when the sums are added up over microbatches first."""
+    nll, count = sequence_losses(model, batch)
+    return jnp.sum(nll), jnp.sum(count)
+

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from datarater.models.transformer import sequence_losses
+from datarater.models.transformer import summed_nll
 from datarater.train.microbatch import map_microbatches
 
 
@@ -23,8 +23,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mi
     """
 
     def summed_loss(params, batch):
-        nll, count = sequence_losses(nnx.merge(graphdef, params), batch)
-        return jnp.sum(nll), jnp.sum(count)
+        return summed_nll(nnx.merge(graphdef, params), batch)
 
     def train_step(params, opt_state, batch):
         def one(part):
@@ -47,8 +46,7 @@ def make_eval_step(graphdef: nnx.GraphDef, microbatches: int = 1) -> Callable:
 
     def eval_step(params, batch):
         def sums(part):
-            nll, count = sequence_losses(nnx.merge(graphdef, params), part)
-            return (jnp.sum(nll), jnp.sum(count)), None
+            return summed_nll(nnx.merge(graphdef, params), part), None
 
         return map_microbatches(sums, batch, microbatches)[0]
 
