@@ -7,6 +7,7 @@ import math
 import re
 import socket
 import sys
+import tempfile
 import unicodedata
 import zlib
 from collections import Counter
@@ -71,6 +72,8 @@ def builds(tmp_path_factory) -> dict[str, tuple[str, str]]:
     """Three builds made with the network blocked: seed 0 twice (different dirs) and seed 1."""
     from datarater.data.embedded.builder import build_embedded
 
+    tmp_tfds = lambda: set(Path(tempfile.gettempdir()).glob("tmp*tfds"))
+    before = tmp_tfds()
     with pytest.MonkeyPatch.context() as mp:
         attempts = _block_network(mp)
         out = {
@@ -79,6 +82,7 @@ def builds(tmp_path_factory) -> dict[str, tuple[str, str]]:
             "seed1": build_embedded(tmp_path_factory.mktemp("c"), seed=1, max_documents=N_DOCS),
         }
     assert attempts == [], f"the build tried to reach the network: {attempts}"
+    assert tmp_tfds() - before == set(), "the builds left TFDS scratch directories in the temp dir"
     return out
 
 
