@@ -16,6 +16,7 @@ from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
 from datarater.data.sources import iter_documents
 from datarater.data.split import SPLITS, assign_split
+from datarater.data.tfds_scratch import tfds_scratch_tempdir
 from datarater.errors import UserError
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"  # ../shared beside the checkout
@@ -282,7 +283,8 @@ def tfds_dir(tmp_path_factory) -> Path:
             yield from enumerate(_TFDS_EXAMPLES)
 
     data_dir = tmp_path_factory.mktemp("tfds")
-    TinyCorpus(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    with tfds_scratch_tempdir():  # the builder's empty GCS-metadata directory goes with it
+        TinyCorpus(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
     return data_dir
 
 

@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from datarater.data.embedded.naming import (
     default_data_dir,
     is_built,
 )
+from datarater.data.tfds_scratch import tfds_scratch_tempdir
 
 FEATURES = ("id", "text", "source", "label")
 
@@ -135,23 +135,6 @@ def _quiet_tfds() -> Iterator[None]:
         absl_logger.setLevel(level)
 
 
-@contextlib.contextmanager
-def _scratch_tempdir() -> Iterator[None]:
-    """Temporary files inside a directory removed afterwards.
-
-    A new TFDS builder looks for its metadata on GCS (``DatasetInfo.initialize_from_bucket``): it
-    makes an empty ``mkdtemp("tfds")`` directory first, and with no network leaves it behind, one
-    per build (hundreds piled up in /tmp over the test runs).
-    """
-    old = tempfile.tempdir
-    with tempfile.TemporaryDirectory() as scratch:
-        tempfile.tempdir = scratch
-        try:
-            yield
-        finally:
-            tempfile.tempdir = old
-
-
 def build_embedded(
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
@@ -171,7 +154,7 @@ def build_embedded(
         tfds.disable_progress_bar()
         known = spec.config_name in DataraterEmbedded.builder_configs  # TFDS refuses a second object of that name
         config = spec.config_name if known else EmbeddedConfig.of(spec)
-        with _quiet_tfds(), _scratch_tempdir():
+        with _quiet_tfds(), tfds_scratch_tempdir():
             builder = DataraterEmbedded(config=config, data_dir=str(root), file_format="array_record")
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
