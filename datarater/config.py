@@ -331,8 +331,12 @@ def validate_train(t: TrainConfig, prefix: str = "train") -> None:
     _check(0 <= t.b1 < 1 and 0 <= t.b2 < 1, f"{prefix}.b1/b2", "must be in [0, 1)")
     _check(t.clip_norm >= 0, f"{prefix}.clip_norm", "must be >= 0 (0 disables clipping)")
     _check(t.eval_batches >= 0, f"{prefix}.eval_batches", "must be >= 0")
-    _check(t.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
-           f"must be >= 0 (0 = the whole batch at once), got {t.microbatch_rows}")
+    check_microbatch_rows(t.microbatch_rows, f"{prefix}.microbatch_rows")
+
+
+def check_microbatch_rows(rows: int, key: str) -> None:
+    """``train.`` / ``meta.microbatch_rows``: rows per device per microbatch, 0 = whole batches."""
+    _check(rows >= 0, key, f"must be >= 0 (0 = whole batches at once), got {rows}")
 
 
 def validate_inner_train(t: TrainConfig, prefix: str = "train") -> None:
@@ -368,8 +372,7 @@ def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
            f"must be >= meta.unroll + meta.plain_inner_steps ({per_step}), got {m.lifetime}")
     _check(m.outer_lr > 0, f"{prefix}.outer_lr", "must be > 0")
     _check(m.inner_eps_root >= 0, f"{prefix}.inner_eps_root", "must be >= 0")
-    _check(m.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
-           f"must be >= 0 (0 = whole batches at once), got {m.microbatch_rows}")
+    check_microbatch_rows(m.microbatch_rows, f"{prefix}.microbatch_rows")
 
 
 def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datarater.config import DataConfig, MeshConfig, MetaConfig, ModelConfig, TrainConfig
+from datarater.config import DataConfig, MeshConfig, MetaConfig, ModelConfig, TrainConfig, check_microbatch_rows
 from datarater.errors import UserError
 
 
@@ -74,8 +74,7 @@ def validate_plan(p: PlanConfig, prefix: str = "plan") -> None:
 
 def validate_plan_train(t: TrainConfig, prefix: str = "train") -> None:
     """The plan reads only ``train.microbatch_rows`` (and the optimiser); the batch is the plan's."""
-    _check(t.microbatch_rows >= 0, f"{prefix}.microbatch_rows",
-           f"must be >= 0 (0 = the whole batch at once), got {t.microbatch_rows}")
+    check_microbatch_rows(t.microbatch_rows, f"{prefix}.microbatch_rows")
 
 
 def lm_batch_shape(prog: PlanProgram) -> tuple[int, int]:
