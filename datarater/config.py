@@ -7,7 +7,7 @@ unknown key or a value of the wrong type stops the program before any compute (s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from datarater.curate.config import CurateConfig, FilterConfig, ScoreConfig
@@ -217,6 +217,25 @@ class FilterProgram:
 
 
 @dataclass
+class ModelCompute:
+    """How a preset computes, leaving its shape alone: what `sweep` may set for all its models.
+
+    A field left null keeps the preset's value (``conf/model/<name>.yaml``).
+    """
+
+    dtype: str | None = None
+    param_dtype: str | None = None
+    remat: bool | None = None
+    causal_blocks: int | None = None
+    attention_chunk: int | None = None
+
+    def apply(self, model: ModelConfig) -> ModelConfig:
+        """``model`` with every field this sets replaced."""
+        given = {k: v for k, v in vars(self).items() if v is not None}
+        return replace(model, **given)
+
+
+@dataclass
 class SweepConfig:
     """`datarater sweep`: which curators, ratios and model sizes."""
 
@@ -227,6 +246,10 @@ class SweepConfig:
     # Unfiltered runs of the smallest model with seeds train.seed, train.seed+1, ...: their spread
     # is the run-to-run noise the report compares every difference with (1 = no extra runs).
     baseline_seeds: int = 1
+    # Compute settings for every model of the sweep (null = the preset's own), e.g. bf16 with
+    # float32 master weights and chunked attention on TPU/GPU:
+    #   sweep.compute.dtype=bfloat16 sweep.compute.attention_chunk=256
+    compute: ModelCompute = field(default_factory=ModelCompute)
 
 
 @dataclass
@@ -384,6 +407,11 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
     for c in s.curators:
         _check(c in CURATORS and c != "none", f"{prefix}.curators", f"unknown curator '{c}'; choose from {CURATORS[1:]}")
     _check(s.baseline_seeds >= 1, f"{prefix}.baseline_seeds", f"must be >= 1 (1 = no extra seeds), got {s.baseline_seeds}")
+    from datarater.models.presets import load_preset, preset_names
+
+    for key, preset in [(f"{prefix}.model", s.model), *((f"{prefix}.larger", m) for m in s.larger)]:
+        _check(preset in preset_names(), key, f"unknown model preset '{preset}'; available: {', '.join(preset_names())}")
+        validate_model(s.compute.apply(load_preset(preset)), f"{prefix}.compute")
 
 
 def validate_quickstart(q: QuickstartConfig, prefix: str = "quickstart") -> None:

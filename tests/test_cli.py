@@ -50,6 +50,16 @@ def test_bad_microbatches_in_meta_train_are_named(capsys, override, expected):
     assert code == 2 and override.split("=")[0] in err and expected in err
 
 
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("sweep.compute.dtype=float16", "sweep.compute.dtype"), ("sweep.compute.attention_chunk=-1", "sweep.compute.attention_chunk"),
+     ("sweep.larger=[nano,huge]", "sweep.larger"), ("sweep.compute.d_model=8", "sweep.compute.d_model")],
+)
+def test_bad_sweep_models_are_named(capsys, override, key):
+    code, _, err = run(capsys, "sweep", override, "corpus.paths=[x.jsonl]")
+    assert code == 2 and f"'{key}'" in err and "Traceback" not in err
+
+
 def test_unknown_group_option_lists_the_options(capsys):
     code, _, err = run(capsys, "params", "model=giant")
     assert code == 2 and "model/giant" in err and "chinchilla_1b" in err

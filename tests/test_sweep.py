@@ -34,3 +34,21 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     assert {r["name"] for r in rows} == set(nll)
     assert (tmp_path / "sw" / "results.md").read_text().count("| nano-") == 2
     assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in (tmp_path / "sw" / "results.md").read_text()
+
+
+def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
+    from datarater.experiments.sweep import lm_program
+    from datarater.models.presets import load_preset
+
+    args = ["corpus.paths=[x.jsonl]", "sweep.larger=[micro]", "sweep.compute.dtype=bfloat16",
+            "sweep.compute.attention_chunk=32"]
+    prog = compose(SUBCOMMANDS["sweep"], args)
+    for preset, curator, rho in [("nano", "none", 0.0), ("nano", "random", 0.5), ("micro", "datarater", 0.25)]:
+        model = lm_program(prog, preset, curator, rho).model
+        expected = load_preset(preset)
+        assert (model.dtype, model.attention_chunk) == ("bfloat16", 32)
+        # the rest is the preset's own: shape, param dtype, remat, causal blocks
+        assert (model.d_model, model.n_layers, model.param_dtype, model.remat, model.causal_blocks) == (
+            expected.d_model, expected.n_layers, expected.param_dtype, expected.remat, expected.causal_blocks)
+    plain = lm_program(compose(SUBCOMMANDS["sweep"], args[:2]), "micro", "none", 0.0).model
+    assert plain == load_preset("micro")

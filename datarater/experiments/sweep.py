@@ -56,7 +56,10 @@ SEED_RUN = re.compile(r"^(?P<base>.+-none-0)-seed(?P<i>\d+)$")
 
 
 def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
-    """The train-lm program of one sweep point (shared corpus, data, train, mesh, eval)."""
+    """The train-lm program of one sweep point (shared corpus, data, train, mesh, eval).
+
+    The model is the preset ``model`` with ``sweep.compute`` applied (dtype, remat, attention).
+    """
     curate = copy.deepcopy(prog.curate)
     curate.name, curate.discard = (curator, discard) if discard > 0 else ("none", 0.0)
     if curator == "perplexity" and not curate.reference_run:
@@ -66,7 +69,7 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
         curate.scores = ""  # precomputed side files are the rater's
     return TrainLMProgram(
         run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curate.name if discard > 0 else "none", discard)),
-        model=load_preset(model), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
+        model=prog.sweep.compute.apply(load_preset(model)), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
         train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=copy.deepcopy(prog.eval),
     )
 
