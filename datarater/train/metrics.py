@@ -28,9 +28,9 @@ PEAK_FLOPS_BY_DEVICE_KIND = {
 }
 
 
-def measure_matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of an ``n x n`` float32 ``jnp.dot`` on the default device (best of ``reps``)."""
-    a = jnp.ones((n, n), jnp.float32)
+def measure_matmul_peak(n: int = 2048, reps: int = 5, dtype: str = "float32") -> float:
+    """FLOP/s of an ``n x n`` ``jnp.dot`` in ``dtype`` on the default device (best of ``reps``)."""
+    a = jnp.ones((n, n), dtype)
     dot = jax.jit(jnp.dot)
     dot(a, a).block_until_ready()
     best = math.inf
