@@ -221,3 +221,27 @@ def test_microbatches_give_the_same_meta_gradient_in_less_memory(setup, mode):
     assert float(optax.global_norm(jax.tree.map(jnp.subtract, theta_t4, theta_t))) <= 1e-5
     # here 4 microbatches need ~1/4 to ~1/7 of the temporary memory
     assert micro_bytes < 0.5 * whole_bytes, (micro_bytes, whole_bytes)
+
+
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_advance_is_rater_weighted_inner_steps_by_hand(setup, microbatches):
+    """``advance`` (meta.plain_inner_steps): K inner Adam steps, each on the softmax of the rater's
+    scores of its batch, the same whole or in microbatches; rows hold different token counts."""
+    lm_g, rater_g, theta, eta, tx = setup
+    rng = np.random.default_rng(11)
+    batches = batch(rng, (3, 4, 8))
+    keep = np.arange(8) < np.array([8, 3, 8, 5])[:, None]
+    batches["segment_ids"] = jnp.asarray(np.broadcast_to(keep, (3, 4, 8)), jnp.int32)
+    whole = MetaProblem(lm_g, rater_g, tx, "mixed")
+    th, st = theta, tx.init(theta)
+    for i in range(3):
+        b = jax.tree.map(lambda x, i=i: x[i], batches)
+        w = softmax_weights(whole.scores(eta, b), valid_rows(b))
+        th, st, _ = whole.lm_update(th, st, w, b)
+    prob = MetaProblem(lm_g, rater_g, tx, "mixed", microbatches=microbatches)
+    got_th, got_st = jax.jit(prob.advance)(eta, theta, tx.init(theta), batches)
+    moved = float(optax.global_norm(jax.tree.map(jnp.subtract, th, theta)))
+    assert moved > 1e-3
+    assert float(optax.global_norm(jax.tree.map(jnp.subtract, got_th, th))) <= 1e-5 * moved
+    for a, b in zip(jax.tree.leaves(got_st), jax.tree.leaves(st), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-4, atol=1e-7)

@@ -12,10 +12,10 @@ from flax import nnx
 
 from datarater.config import ModelConfig, TrainConfig
 from datarater.errors import UserError
-from datarater.models.transformer import CausalLM
+from datarater.models.transformer import CausalLM, sequence_losses
 from datarater.train.microbatch import map_microbatches, merge, microbatch_count, split
 from datarater.train.optimizer import make_optimizer
-from datarater.train.step import make_train_step
+from datarater.train.step import make_eval_step, make_train_step
 
 TINY = ModelConfig(name="t", vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32)
 
@@ -55,6 +55,12 @@ def test_microbatched_lm_step_is_the_whole_batch_step():
     moved = float(optax.global_norm(jax.tree.map(jnp.subtract, p1, params)))
     assert moved > 1e-3
     assert float(optax.global_norm(jax.tree.map(jnp.subtract, p4, p1))) <= 1e-4 * moved
+    # the eval step in 4 microbatches: the batch's summed NLL and target count, by definition
+    losses, counts = sequence_losses(model, batch)
+    for n in (1, 4):
+        nll, count = jax.jit(make_eval_step(graphdef, n))(params, batch)
+        assert float(count) == float(jnp.sum(counts)) == float(m1["tokens"])
+        np.testing.assert_allclose(float(nll), float(jnp.sum(losses)), rtol=1e-6)
 
 
 def test_microbatch_count_from_rows_per_device():

@@ -76,6 +76,31 @@ def test_chunked_non_causal_attention_equals_one_full_product():
     _assert_same_outputs_and_gradients(full, chunked, b)
 
 
+def test_chunked_attention_in_bfloat16_stays_bfloat16_and_matches_the_full_product():
+    """bf16 compute (the paper presets): chunks, padding and the float32 softmax inside each chunk
+    give the full product's logits to bf16 rounding, and gradients reach float32 parameters."""
+    cfg = dataclasses.replace(TINY, dtype="bfloat16", param_dtype="float32")
+    full, chunked = Trunk(cfg, causal=True, rngs=nnx.Rngs(5)), Trunk(dataclasses.replace(cfg, attention_chunk=4), causal=True, rngs=nnx.Rngs(5))
+    rng = np.random.default_rng(5)
+    b = batch_of(rng.integers(0, 64, (2, 13)), np.array([[1] * 5 + [2] * 6 + [0] * 2, [1] * 13]))
+    real = np.asarray(b["segment_ids"]) != 0
+    a, c = full(*b.values()), chunked(*b.values())
+    assert a.dtype == c.dtype == jnp.bfloat16
+    a32, c32 = np.asarray(a, np.float32)[real], np.asarray(c, np.float32)[real]
+    assert np.abs(c32 - a32).max() <= 2e-2 * np.abs(a32).max()
+
+    def grads(model):
+        graphdef, params = nnx.split(model, nnx.Param)
+        f = lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(*b.values()).astype(jnp.float32)) * real[..., None])
+        return jax.grad(f)(params)
+
+    ga, gc = jax.tree.leaves(grads(full)), jax.tree.leaves(grads(chunked))
+    for x, y in zip(ga, gc, strict=True):
+        assert y.dtype == jnp.float32
+        assert float(jnp.abs(y - x).max()) <= 5e-2 * float(jnp.abs(x).max()) + 1e-6
+    assert max(float(jnp.abs(x).max()) for x in ga) > 1e-3
+
+
 def _assert_same_outputs_and_gradients(full, other, b):
     real = np.asarray(b["segment_ids"]) != 0
 
