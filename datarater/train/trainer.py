@@ -142,6 +142,11 @@ def train_lm(prog: TrainLMProgram) -> dict:
         restored, extra = ckpt.restore(latest, abstract_like({"params": state.params, "opt_state": state.opt_state}))
         state.params, state.opt_state = restored["params"], restored["opt_state"]
         restore_iterator(iterator, extra["data"])
+        saved_by, pc = int(extra.get("processes", 1)), jax.process_count()
+        if saved_by != pc:
+            say(f"[ckpt] saved by {saved_by} process(es), resumed on {pc}: each process reads rows p::{pc} of the "
+                "training split, so the batches from here on differ from an uninterrupted run's (the model and "
+                "optimiser state are restored as saved)")
         if curation and "curation" in extra:
             curation.load_counts(extra["curation"])
         start = latest
@@ -205,7 +210,7 @@ def train_lm(prog: TrainLMProgram) -> dict:
 
     def save(step: int) -> None:
         flush(throughput=False)
-        extra = {"data": iterator_state(iterator), "step": step}
+        extra = {"data": iterator_state(iterator), "step": step, "processes": jax.process_count()}
         if curation:
             extra["curation"] = curation.counts()
         ckpt.save(step, {"params": state.params, "opt_state": state.opt_state}, extra)

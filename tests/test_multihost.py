@@ -1,0 +1,80 @@
+"""Two processes on one machine, connected by JAX's multi-controller runtime over localhost (2 CPU
+devices each, as two hosts of a slice would be): each process reads its own rows of the training
+split, process 0 alone writes the run directory, and the checkpoint they save together resumes on
+one process with 4 devices."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from conftest import device_env
+
+from datarater.cli import SUBCOMMANDS, compose
+from datarater.data.corpus import load_splits
+from datarater.data.pipeline import make_iterator, train_batches
+from datarater.data.tokenizer import make_tokenizer
+from datarater.parallel.mesh import make_mesh
+from datarater.train.optimizer import make_optimizer
+from datarater.train.step import make_eval_step
+from datarater.train.trainer import init_lm
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def train_lm_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "datarater.cli", "train-lm", *args]
+
+
+def loss_rows(run) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r]
+
+
+def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [f"corpus.paths=[{doc_corpus}]", "model=nano", "data.seq_len=64", "train.batch_size=8", "train.steps=4",
+            "train.checkpoint_every=2", "train.log_every=1", "train.eval_every=4", "train.eval_batches=1",
+            "train.warmup_steps=0", f"run_dir={run}"]
+    port = free_port()
+    procs = [subprocess.Popen(train_lm_command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(device_env(2), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i), DATARATER_SIGKILL_AFTER_CHECKPOINT="2"))
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    # both stopped as a preempted slice would, right after the checkpoint of step 2
+    assert [p.returncode for p in procs] == [-9, -9], "\n".join(err[-2000:] for _, err in outs)
+    assert "mesh {'data': 4" in outs[0][1]  # one mesh over both processes' devices
+    rows = loss_rows(run)
+    assert [r["step"] for r in rows] == [1, 2]  # written once, by process 0
+
+    # Step 1's loss is the initial model's mean NLL on the union of the two processes' first batches
+    # of 4 rows: process p draws from rows p::2 of the training split.
+    prog = compose(SUBCOMMANDS["train-lm"], args)
+    train = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train",))["train"]
+    first = [next(make_iterator(train_batches(train, 4, prog.train.seed, p, 2))) for p in range(2)]
+    assert set(first[0]["index"] % 2) == {0} and set(first[1]["index"] % 2) == {1}
+    union = {k: np.concatenate([b[k] for b in first]) for k in ("tokens", "segment_ids", "positions")}
+    mesh = make_mesh(prog.mesh, jax.devices()[:1])
+    state = init_lm(prog.model, prog.train.seed, mesh, prog.mesh.rules, make_optimizer(prog.train))
+    nll, count = jax.jit(make_eval_step(state.graphdef))(state.params, union)
+    np.testing.assert_allclose(rows[0]["loss"], float(nll / count), rtol=1e-5)
+    # and each process alone would give another loss: the batch really is the union
+    own = {k: v[:4] for k, v in union.items()}
+    nll0, count0 = jax.jit(make_eval_step(state.graphdef))(state.params, own)
+    assert abs(float(nll0 / count0) - rows[0]["loss"]) > 1e-4
+
+    # The checkpoint both processes wrote resumes on one process with 4 devices.
+    r = subprocess.run(train_lm_command(args), env=device_env(4), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from step 2" in r.stderr and "saved by 2 process(es), resumed on 1" in r.stderr
+    assert [row["step"] for row in loss_rows(run)] == [1, 2, 3, 4]
+    assert json.loads((run / "summary.json").read_text())["final_val_nll"] > 0
