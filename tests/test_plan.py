@@ -156,3 +156,24 @@ def test_meta_flops_model_matches_xla_at_an_unroll_it_was_not_fitted_on(mode):
     compiled = jax.jit(problem.meta_grad).lower(eta, theta, jax.eval_shape(tx.init, theta), rows(t), rows()).compile()
     ratio = compiled.cost_analysis()["flops"] / meta_step_flops(prog, SEQ)
     assert 0.9 < ratio < 1.2, ratio
+
+
+def test_a_member_batch_that_does_not_split_is_named_in_the_table():
+    """8 x 128 rows on fsdp=256 (no data axis for the population): member batches do not split
+    over 256 devices, so each device would compute whole batches; the plan says so, and does not
+    when the population takes the data axis and leaves 32 devices per member."""
+    from jax.sharding import AbstractMesh
+
+    from datarater.parallel.population import member_batch_axes, replicated_batch_note
+
+    rules = MeshConfig().rules
+    flat, laid = AbstractMesh((1, 256, 1), ("data", "fsdp", "tensor")), AbstractMesh((8, 32, 1), ("data", "fsdp", "tensor"))
+    assert member_batch_axes(flat, rules, 8, 128) == () and member_batch_axes(laid, rules, 8, 128) == ("fsdp",)
+    note = replicated_batch_note(flat, rules, 8, 128)
+    assert "128 rows" in note and "256 devices" in note and "fsdp=256" in note
+    assert replicated_batch_note(laid, rules, 8, 128) == ""
+    assert replicated_batch_note(AbstractMesh((8, 1, 1), ("data", "fsdp", "tensor")), rules, 8, 128) == ""  # nothing left
+    row = {"step": "meta", "devices": 256, "mesh": {"data": 1, "fsdp": 256, "tensor": 1}, "param_bytes": 1, "opt_bytes": 1,
+           "batch_bytes": 1, "temp_bytes": 1, "peak_bytes": 2, "flops_compiled": 1.0, "flops_formula": 1.0,
+           "compile_s": 1.0, "notes": [note]}
+    assert f"  meta on 256 devices: {note}" in format_table(program(MeshConfig(), meta=True), [row]).splitlines()

@@ -164,7 +164,7 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     from datarater.meta.trainer import abstract_meta_state, make_meta_step, meta_microbatches, meta_state_shardings
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
-    from datarater.parallel.population import members_per_device, stacked_batch_sharding
+    from datarater.parallel.population import members_per_device, replicated_batch_note, stacked_batch_sharding
     from datarater.train.optimizer import make_optimizer
 
     m, rules = prog.meta, prog.mesh.rules
@@ -199,7 +199,9 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
             "member_bytes": per_device_bytes({k: state[k] for k in members}),
             "batch_bytes": per_device_bytes((inner, held)), **_memory(compiled),
             "flops_compiled": _flops(compiled), "flops_formula": meta_step_flops(mprog, seq) / mesh.size,
-            "compile_s": seconds}
+            "compile_s": seconds,
+            "notes": [n for size in dict.fromkeys([m.inner_batch_size, m.outer_batch_size])
+                      if (n := replicated_batch_note(mesh, rules, m.population, size))]}
 
 
 def plan_on_devices(prog: PlanProgram, devices: list) -> list[dict]:
@@ -304,6 +306,9 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
             f"{_gib(r['batch_bytes']):>8}{_gib(r.get('temp_bytes')):>8}{_gib(peak):>8}  {fits:<9}"
             f"{compiled}{r['flops_formula'] / 1e12:>10.4g}{ratio_text}{r['compile_s']:>11.1f}"
         )
+    for r in rows:
+        for note in r.get("notes", []):
+            lines.append(f"  {r['step']} on {r['devices']} devices: {note}")
     if any(r.get("platform") == "cpu" for r in rows):
         lines.append("  (compiled for emulated CPU devices: XLA:CPU's memory figures for the partitioned program)")
     if any(r.get("peak_bytes", 0) > HBM_GIB * GIB for r in rows):

@@ -96,9 +96,28 @@ def optimizer_shardings(tx: optax.GradientTransformation, state_shapes: Any, par
 def member_batch_axes(mesh: Mesh, rules: Mapping[str, Any], population: int, batch: int) -> tuple[str, ...]:
     """Mesh axes a member's batch of ``batch`` rows is split over: the ``batch`` rule's axes left by
     the population, when they divide it; none (each member's batch replicated) otherwise."""
-    rest = member_rules(rules, population_axes(mesh, rules, population))
-    axes = tuple(a for a in _rule_axes(rest, "batch") if mesh.shape[a] > 1)
+    axes = _free_batch_axes(mesh, rules, population)
     return () if axes and batch % int(np.prod([mesh.shape[a] for a in axes])) else axes
+
+
+def _free_batch_axes(mesh: Mesh, rules: Mapping[str, Any], population: int) -> tuple[str, ...]:
+    """The ``batch`` rule's mesh axes (of size > 1) that the population leaves to each member."""
+    rest = member_rules(rules, population_axes(mesh, rules, population))
+    return tuple(a for a in _rule_axes(rest, "batch") if mesh.shape[a] > 1)
+
+
+def replicated_batch_note(mesh: Mesh, rules: Mapping[str, Any], population: int, batch: int) -> str:
+    """Why a member's batch is not split, when the population leaves batch axes that it does not
+    divide (every device of a member then computes the whole batch); "" when it is split or
+    no axis is left."""
+    axes = _free_batch_axes(mesh, rules, population)
+    if not axes or member_batch_axes(mesh, rules, population, batch):
+        return ""
+    shards = int(np.prod([mesh.shape[a] for a in axes]))
+    where = " x ".join(f"{a}={mesh.shape[a]}" for a in axes)
+    return (f"a member's batch of {batch} rows does not split over the {shards} devices its population leaves "
+            f"({where}): each of them computes the whole batch; lay the population over more of the mesh "
+            f"(mesh=population) or use a batch that {shards} divides")
 
 
 def stacked_batch_sharding(mesh: Mesh, rules: Mapping[str, Any], shape: tuple[int, ...], batch_dim: int) -> NamedSharding:
