@@ -78,3 +78,41 @@ def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_c
     assert "resumed from step 2" in r.stderr and "saved by 2 process(es), resumed on 1" in r.stderr
     assert [row["step"] for row in loss_rows(run)] == [1, 2, 3, 4]
     assert json.loads((run / "summary.json").read_text())["final_val_nll"] > 0
+
+
+META = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head=16", "model.d_ff=64",
+        "rater.d_model=32", "rater.n_layers=1", "rater.n_heads=2", "rater.d_head=16", "rater.d_ff=64",
+        "data.seq_len=32", "meta.inner_batch_size=4", "meta.outer_batch_size=4", "meta.population=4",
+        "corpus.heldout_fraction=0.2", "meta.steps=4", "meta.log_every=1", "meta.checkpoint_every=2",
+        "meta.lifetime=3", "meta.unroll=2"]
+
+
+def test_meta_training_on_two_processes_resumes_on_one_as_if_never_stopped(doc_corpus, tmp_path):
+    """The population over data=4 spans both processes (a member per device); both read the same
+    global batches, so their meta-steps, killed after step 2 and resumed on one process with 4
+    devices, match an uninterrupted run on one process."""
+    a = [f"corpus.paths=[{doc_corpus}]", *META]
+    command = lambda run: [sys.executable, "-m", "datarater.cli", "meta-train", *a, f"run_dir={run}"]
+    port = free_port()
+    procs = [subprocess.Popen(command(tmp_path / "multi"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(device_env(2), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i), DATARATER_SIGKILL_AFTER_CHECKPOINT="2"))
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [-9, -9], "\n".join(err[-2000:] for _, err in outs)
+    assert "population of 4 split over data; 1 member(s) per device" in outs[0][1]
+    resumed = {}
+    for run in ("multi", "single"):
+        r = subprocess.run(command(tmp_path / run), env=device_env(4), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        resumed[run] = "resumed meta-training from step 2" in r.stderr
+    assert resumed == {"multi": True, "single": False}
+    keys = ("outer_loss", "inner_loss", "meta_grad_norm", "score_mean", "score_std")
+    rows = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("multi", "single")}
+    rows = {run: [r for r in v if "outer_loss" in r] for run, v in rows.items()}
+    assert [r["step"] for r in rows["multi"]] == [r["step"] for r in rows["single"]] == [1, 2, 3, 4]
+    for m, s in zip(rows["multi"], rows["single"], strict=True):
+        np.testing.assert_allclose([m[k] for k in keys], [s[k] for k in keys], rtol=1e-5, atol=1e-9, err_msg=str(m["step"]))
+    assert max(r["meta_grad_norm"] for r in rows["single"]) > 0
+    assert (tmp_path / "multi" / "rater").is_dir()
