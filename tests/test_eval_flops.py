@@ -91,21 +91,27 @@ def test_rater_flops_per_step_scores_the_oversampled_batch():
     assert rater_flops_per_step(RATER, 32, 6, 0.0) == 0.0  # no filter, no rater
 
 
-@pytest.mark.parametrize("grad_mode, unroll, unroll_factor", [
-    ("autodiff", 3, 3), ("remat", 3, 4),
-    ("mixed", 2, 3),  # unrolled (meta.unrolled_max = 2): keeps each step's linearisation, no recomputation
-    ("mixed", 4, 3 + 2 / 4),  # a loop: the steps inside it (all but the first and last) recompute their forward
+@pytest.mark.parametrize("grad_mode, unroll, plain, first_saves, lm_recomputed, rater_recomputed", [
+    ("autodiff", 3, 0, True, 0, False),  # a loop (meta.unrolled_max = 2) with the first step outside it
+    ("remat", 3, 0, False, 3, True),  # every step in a checkpointed loop, the rater a checkpointed map
+    ("remat", 2, 0, True, 2, False),  # unrolled: every step recomputed, but the first is not in a loop
+    ("mixed", 2, 0, True, 0, False),  # unrolled: keeps each step's linearisation, no recomputation
+    ("mixed", 4, 0, True, 2, True),  # a loop: the steps inside it (all but the first and last) recompute
+    ("mixed", 2, 3, True, 0, False),  # 3 plain rater-weighted steps before the unroll, not differentiated
 ])
-def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll, unroll_factor):
+def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll, plain, first_saves, lm_recomputed,
+                                                        rater_recomputed):
     seq = 6
     meta = MetaConfig(unroll=unroll, population=2, inner_batch_size=4, outer_batch_size=5, grad_mode=grad_mode,
-                      steps=10, unrolled_max=2)
-    lm_fwd = forward_by_hand(TINY, seq, causal=True, lm_head=True)  # per sequence
-    rater_fwd = forward_by_hand(RATER, seq, causal=False, lm_head=False) + 2 * RATER.d_model
-    # one inner step: rater forward + LM forward and backward (3 x forward) on the inner batch
-    inner_step = 4 * (rater_fwd + 3 * lm_fwd)
-    # the unroll's forward, its backward (2x) and what is recomputed;
-    # the held-out loss: forward and backward (3x)
-    per_member = unroll_factor * unroll * inner_step + 3 * 5 * lm_fwd
+                      steps=10, unrolled_max=2, plain_inner_steps=plain, lifetime=20)
+    f = 4 * forward_by_hand(TINY, seq, causal=True, lm_head=True)  # the LM's forward on an inner batch
+    r = 4 * (forward_by_hand(RATER, seq, causal=False, lm_head=False) + 2 * RATER.d_model)
+    f_out = 5 * forward_by_hand(TINY, seq, causal=True, lm_head=True)
+    # one inner step: rater forward + LM forward and backward (3 x forward) on the inner batch; the
+    # unroll's forward and its backward (2x), less 4F where the first step's theta needs no
+    # cotangent, plus what is recomputed; the held-out loss: forward and backward (3x)
+    step = r + 3 * f
+    per_member = (plain * step + 3 * unroll * step - (4 * f if first_saves else 0)
+                  + lm_recomputed * 3 * f + (unroll * r if rater_recomputed else 0) + 3 * f_out)
     assert meta_step_flops(TINY, RATER, meta, seq) == pytest.approx(2 * per_member, rel=1e-12)
     assert meta_training_flops(TINY, RATER, meta, seq) == pytest.approx(20 * per_member, rel=1e-12)

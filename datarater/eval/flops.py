@@ -26,12 +26,11 @@ UNROLL_BACKWARD_FACTOR = 2.0
 
 
 def unroll_recompute(meta_cfg: MetaConfig) -> float:
-    """Fraction of the unrolled inner forward that the meta-gradient computes twice.
+    """Fraction of the unrolled inner LM steps whose forward the meta-gradient computes twice.
 
     ``remat`` recomputes every step; ``mixed`` none when unrolled (T <= meta.unrolled_max), and
-    as a loop the T - 2 steps inside it (`datarater.meta.core` takes the first and last outside;
-    the first one's recomputed forward is less than the backward factor counts for it, since it
-    needs no Hessian-vector product); ``autodiff`` none.
+    as a loop the T - 2 steps inside it (`datarater.meta.core` takes the first and last outside);
+    ``autodiff`` none.
     """
     t = meta_cfg.unroll
     if meta_cfg.grad_mode == "remat":
@@ -39,6 +38,18 @@ def unroll_recompute(meta_cfg: MetaConfig) -> float:
     if meta_cfg.grad_mode == "mixed" and t > meta_cfg.unrolled_max:
         return (t - 2) / t
     return 0.0
+
+
+def first_step_outside_a_loop(meta_cfg: MetaConfig) -> bool:
+    """Whether the first inner step runs outside a loop, so that its backward pass computes only the
+    weights' cotangents (its theta is not differentiated): unrolled, or the autodiff / mixed loop."""
+    return meta_cfg.unroll <= meta_cfg.unrolled_max or meta_cfg.grad_mode != "remat"
+
+
+def rater_recomputed(meta_cfg: MetaConfig) -> bool:
+    """Whether the rater's forward runs twice: as a checkpointed map over the T batches, which
+    `MetaProblem.batch_weights` uses for a remat or mixed loop of T > 1 steps."""
+    return meta_cfg.grad_mode != "autodiff" and meta_cfg.unroll > max(meta_cfg.unrolled_max, 1)
 
 
 @lru_cache(maxsize=64)
@@ -98,32 +109,36 @@ def rater_flops_per_step(rater_cfg: ModelConfig, batch: int, seq_len: int, disca
 
 
 def meta_member_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: MetaConfig, seq_len: int) -> dict[str, float]:
-    """FLOPs of one population member's meta-gradient, by part (see `meta_step_flops`)."""
-    inner_tokens = meta_cfg.inner_batch_size * seq_len
-    inner_forward = meta_cfg.unroll * (
-        meta_cfg.inner_batch_size * rater_inference_flops_per_sequence(rater_cfg, seq_len)
-        + inner_tokens * lm_train_flops_per_token(model_cfg, seq_len)
-    )
-    heldout_forward = meta_cfg.outer_batch_size * seq_len * lm_forward_flops_per_token(model_cfg, seq_len)
-    recompute = unroll_recompute(meta_cfg)
+    """FLOPs of one population member's share of a meta-step, by part (see `meta_step_flops`)."""
+    f = meta_cfg.inner_batch_size * seq_len * lm_forward_flops_per_token(model_cfg, seq_len)  # LM forward, inner batch
+    r = meta_cfg.inner_batch_size * rater_inference_flops_per_sequence(rater_cfg, seq_len)  # rater forward, inner batch
+    f_out = meta_cfg.outer_batch_size * seq_len * lm_forward_flops_per_token(model_cfg, seq_len)
+    t, k = meta_cfg.unroll, meta_cfg.plain_inner_steps
     return {
-        "inner_forward": inner_forward,
-        "inner_recompute": recompute * inner_forward,
-        "inner_backward": UNROLL_BACKWARD_FACTOR * inner_forward,
-        "heldout_forward": heldout_forward,
-        "heldout_backward": 2.0 * heldout_forward,
+        "plain_steps": k * (r + 3 * f),
+        "inner_forward": t * (r + 3 * f),
+        "inner_recompute": unroll_recompute(meta_cfg) * t * 3 * f + (t * r if rater_recomputed(meta_cfg) else 0.0),
+        "inner_backward": UNROLL_BACKWARD_FACTOR * t * (r + 3 * f) - (4 * f if first_step_outside_a_loop(meta_cfg) else 0.0),
+        "heldout_forward": f_out,
+        "heldout_backward": 2.0 * f_out,
     }
 
 
 def meta_step_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: MetaConfig, seq_len: int) -> float:
     """A documented estimate of one meta-step's FLOPs (all population members).
 
-    Per member: ``T = meta.unroll`` inner steps, each a rater forward on the inner batch and an
-    LM training step (forward + backward: the weighted gradient) on it; then the LM forward on
-    the held-out batch. The meta-gradient costs the backward of all of it: 2 x the held-out
-    forward, and ``UNROLL_BACKWARD_FACTOR`` (2) x the unrolled inner forward, plus what is
-    recomputed (`unroll_recompute`). So the unroll costs 3x (autodiff, mixed unrolled) to 4x
-    (remat) its forward. The outer Adam update and member re-initialisation are ignored.
+    Per member, with ``F`` the LM's forward on an inner batch, ``R`` the rater's and ``F_o`` the
+    LM's forward on the held-out batch: ``K = meta.plain_inner_steps`` rater-weighted steps that
+    are not differentiated (``K (R + 3F)``); ``T = meta.unroll`` inner steps, each a rater forward
+    and an LM training step (``T (R + 3F)``); the held-out loss, forward and backward (``3 F_o``).
+    The meta-gradient's backward through the unroll costs ``UNROLL_BACKWARD_FACTOR`` (2) x its
+    forward, less ``4F`` for the first step when it runs outside a loop (its theta is not
+    differentiated: the weights' cotangents alone, ``2F`` instead of ``6F``), plus what is
+    recomputed (`unroll_recompute`, `rater_recomputed`). Unrolled, per member: ``autodiff`` and
+    ``mixed (9T-4) F``, ``remat (12T-4) F``, each ``+ 3 T R + 3 F_o``; `datarater plan` checks
+    this against XLA's cost analysis (tests/test_plan.py). The recomputation of checkpointed
+    microbatches (``meta.microbatch_rows``), the outer Adam update and member re-initialisation
+    are not counted.
     """
     return meta_cfg.population * sum(meta_member_flops(model_cfg, rater_cfg, meta_cfg, seq_len).values())
 

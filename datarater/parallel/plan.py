@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from datarater.config import MetaTrainProgram, ModelConfig
+from datarater.config import MetaTrainProgram
 from datarater.errors import UserError
 from datarater.parallel.activations import shard_activations
 from datarater.parallel.plan_config import PlanProgram, lm_batch_shape
@@ -63,39 +63,13 @@ def with_shardings(shapes: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
 
-def rater_forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Forward FLOPs per token of the non-causal rater: 2 x dense parameters + full attention."""
-    from datarater.models.presets import attention_flops_per_token, count_params
-    from datarater.models.rater import Rater
-
-    dense = count_params(lambda: Rater(cfg, rngs=nnx.Rngs(0))).dense
-    return 2.0 * dense + attention_flops_per_token(cfg, seq_len, causal=False)
-
-
 def meta_step_flops(prog: PlanProgram | MetaTrainProgram, seq_len: int) -> float:
-    """Model FLOPs of one population meta-step (all devices): a counting model.
-
-    ``F``: the inner LM's forward on an inner batch, ``F_o`` on a held-out batch, ``R`` the
-    rater's forward on an inner batch. Forward: each inner step takes the weighted gradient
-    (``3F``), the rater scores all ``T`` batches once (``T R``), the held-out loss ``F_o``.
-    Backward: ``2 F_o`` for the held-out loss and ``2 T R`` for the rater; differentiating an
-    inner step costs ``6F`` (twice its gradient: the Hessian-vector product and the weights'
-    cotangents), except the first, whose theta is not differentiated (``2F``, weights only).
-    ``remat`` recomputes every step (``+3F`` each); ``mixed`` unrolled keeps each step's
-    linearisation and recomputes nothing. Per member: ``autodiff`` and ``mixed (9T-4) F``,
-    ``remat (12T-4) F``, each ``+ 3 F_o + 3 T R``. Checked against XLA's cost analysis of the
-    unrolled step (tests/test_plan.py).
-    """
-    from datarater.models.presets import lm_train_flops_per_token
+    """Model FLOPs of one population meta-step (all devices): `datarater.eval.flops.meta_step_flops`
+    for the program the plan compiles, whose T inner steps are always unrolled."""
+    from datarater.eval.flops import meta_step_flops as counted
 
     m = prog.meta
-    lm_fwd = lm_train_flops_per_token(prog.model, seq_len) / 3.0
-    f = lm_fwd * m.inner_batch_size * seq_len
-    f_out = lm_fwd * m.outer_batch_size * seq_len
-    r = rater_forward_flops_per_token(prog.rater, seq_len) * m.inner_batch_size * seq_len
-    t = m.unroll
-    inner = {"autodiff": 9 * t - 4, "remat": 12 * t - 4, "mixed": 9 * t - 4}[m.grad_mode] * f
-    return m.population * (inner + 3 * f_out + 3 * t * r)
+    return counted(prog.model, prog.rater, dataclasses.replace(m, unrolled_max=max(m.unrolled_max, m.unroll)), seq_len)
 
 
 def _memory(compiled) -> dict:
