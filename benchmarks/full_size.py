@@ -15,9 +15,9 @@ The figures issue 7 asks of a GPU, in one process:
    step: its multiple of the LM step, and its own MFU on the formula FLOPs (`meta_member_flops`).
 
 On CPU it runs too (e.g. ``--model nano --rater nano --batch 8 --seq 128``), with the peak
-taken from a float32 matmul timed here. The device image lacks omegaconf (used to read the
-presets): copy ``omegaconf`` and ``antlr4`` from this venv's site-packages into a folder that git
-ignores, carry it, and put it on PYTHONPATH there.
+taken from a float32 matmul timed here. A bare GPU image with JAX, flax and optax lacks
+omegaconf (used to read the presets): ``benchmarks/gpu_site.sh`` copies it into ``.gpu_site/``
+(git-ignored) to carry, then ``PYTHONPATH=.gpu_site:. python3 benchmarks/full_size.py`` there.
 """
 
 from __future__ import annotations
