@@ -30,9 +30,9 @@ import jax
 import numpy as np
 from flax import nnx
 from meta_step import random_batch, timed_calls  # benchmarks/ is on sys.path when run as a script
-from omegaconf import OmegaConf
+from score import rater_preset
 
-from datarater.config import MetaConfig, ModelConfig, TrainConfig, validate_model
+from datarater.config import MetaConfig, ModelConfig, TrainConfig
 from datarater.errors import UserError
 from datarater.eval.flops import meta_member_flops
 from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
@@ -40,22 +40,16 @@ from datarater.meta.core import MetaProblem
 from datarater.models.presets import lm_train_flops_per_token, load_preset
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
-from datarater.paths import conf_dir
 from datarater.train.metrics import measure_matmul_peak, peak_flops_per_device
 from datarater.train.microbatch import microbatch_count
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_train_step
 
 
-def model_config(group: str, name: str, args: argparse.Namespace) -> ModelConfig:
-    """``conf/<group>/<name>.yaml`` with the command line's compute settings."""
-    path = conf_dir() / group / f"{name}.yaml"
-    base = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))) \
-        if path.exists() else load_preset(name)
-    cfg = dataclasses.replace(base, dtype=args.dtype, param_dtype=args.param_dtype, remat=args.remat,
-                              attention_chunk=args.attention_chunk)
-    validate_model(cfg, f"--{group}")
-    return cfg
+def with_compute(cfg: ModelConfig, args: argparse.Namespace) -> ModelConfig:
+    """The preset with the command line's compute settings."""
+    return dataclasses.replace(cfg, dtype=args.dtype, param_dtype=args.param_dtype, remat=args.remat,
+                               attention_chunk=args.attention_chunk)
 
 
 def main() -> None:
@@ -78,7 +72,9 @@ def main() -> None:
     args = ap.parse_args()
     tune_malloc_unless_disabled(args)
 
-    cfg, rater_cfg = model_config("model", args.model, args), model_config("rater", args.rater, args)
+    if args.attention_chunk < 0 or args.microbatch_rows < 0 or args.unroll < 0 or args.batch < 1 or args.seq < 2:
+        ap.error("--attention-chunk, --microbatch-rows and --unroll must be >= 0, --batch >= 1, --seq >= 2")
+    cfg, rater_cfg = with_compute(load_preset(args.model), args), with_compute(rater_preset(args.rater), args)
     cpu = jax.devices()[0].platform == "cpu"
     side = args.matmul or (2048 if cpu else 8192)
     practical = measure_matmul_peak(side, reps=10, dtype="float32" if cpu else args.dtype)
@@ -120,7 +116,8 @@ def main() -> None:
     run_meta = lambda: meta(eta, theta, opt, inner, held)
     (t_lm, _), (t_meta, _) = timed_calls([run_lm, run_meta], args.reps, settle=(2, 0))
     report_lm(t_lm, tokens, lm_flops, peak, practical)
-    meta_cfg = MetaConfig(unroll=args.unroll, grad_mode=args.mode, population=1,
+    # the program timed is always unrolled (scan_unroll above): count it as such
+    meta_cfg = MetaConfig(unroll=args.unroll, grad_mode=args.mode, population=1, unrolled_max=args.unroll,
                           inner_batch_size=args.batch, outer_batch_size=args.batch)
     meta_flops = sum(meta_member_flops(cfg, rater_cfg, meta_cfg, args.seq).values())
     mem = meta.memory_analysis()

@@ -229,6 +229,11 @@ class ModelCompute:
     causal_blocks: int | None = None
     attention_chunk: int | None = None
 
+    @classmethod
+    def of(cls, model: ModelConfig) -> ModelCompute:
+        """All of ``model``'s compute settings."""
+        return cls(**{k: getattr(model, k) for k in vars(cls())})
+
     def apply(self, model: ModelConfig) -> ModelConfig:
         """``model`` with every field this sets replaced."""
         given = {k: v for k, v in vars(self).items() if v is not None}

@@ -115,3 +115,16 @@ def test_meta_step_flops_follow_the_documented_estimate(grad_mode, unroll, plain
                   + lm_recomputed * 3 * f + (unroll * r if rater_recomputed else 0) + 3 * f_out)
     assert meta_step_flops(TINY, RATER, meta, seq) == pytest.approx(2 * per_member, rel=1e-12)
     assert meta_training_flops(TINY, RATER, meta, seq) == pytest.approx(20 * per_member, rel=1e-12)
+
+
+@pytest.mark.parametrize("grad_mode, lm_recomputed", [("autodiff", 0), ("remat", 1), ("mixed", 1)])
+def test_one_inner_step_in_a_loop_is_differentiated_whole(grad_mode, lm_recomputed):
+    """T = 1 with meta.unrolled_max = 0: a scan of one step, so its theta's cotangent is computed
+    (no 4F saving); mixed keeps no linearisation in a loop and recomputes it; the rater runs once."""
+    seq = 6
+    meta = MetaConfig(unroll=1, population=1, inner_batch_size=4, outer_batch_size=4, grad_mode=grad_mode,
+                      unrolled_max=0)
+    f = 4 * forward_by_hand(TINY, seq, causal=True, lm_head=True)
+    r = 4 * (forward_by_hand(RATER, seq, causal=False, lm_head=False) + 2 * RATER.d_model)
+    expected = 3 * (r + 3 * f) + lm_recomputed * 3 * f + 3 * f
+    assert meta_step_flops(TINY, RATER, meta, seq) == pytest.approx(expected, rel=1e-12)

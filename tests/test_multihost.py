@@ -16,9 +16,10 @@ from conftest import device_env
 
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.data.corpus import load_splits
-from datarater.data.pipeline import make_iterator, train_batches
+from datarater.data.pipeline import make_iterator, restore_iterator, train_batches
 from datarater.data.tokenizer import make_tokenizer
 from datarater.parallel.mesh import make_mesh
+from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_eval_step
 from datarater.train.trainer import init_lm
@@ -72,11 +73,22 @@ def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_c
     nll0, count0 = jax.jit(make_eval_step(state.graphdef))(state.params, own)
     assert abs(float(nll0 / count0) - rows[0]["loss"]) > 1e-4
 
-    # The checkpoint both processes wrote resumes on one process with 4 devices.
+    # The checkpoint both processes wrote resumes on one process with 4 devices: step 3's loss is
+    # the saved parameters' on the batch one process reads at the saved data position.
+    ckpt = Checkpointer(run / "checkpoints", keep=2)
+    saved, extra = ckpt.restore(2, abstract_like({"params": state.params, "opt_state": state.opt_state}))
+    ckpt.close()
+    assert extra["processes"] == 2
+    stream = make_iterator(train_batches(train, 8, prog.train.seed, 0, 1))
+    restore_iterator(stream, extra["data"])
+    third = {k: v for k, v in next(stream).items() if k != "index"}
+    nll3, count3 = jax.jit(make_eval_step(state.graphdef))(saved["params"], third)
     r = subprocess.run(train_lm_command(args), env=device_env(4), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from step 2" in r.stderr and "saved by 2 process(es), resumed on 1" in r.stderr
-    assert [row["step"] for row in loss_rows(run)] == [1, 2, 3, 4]
+    rows = loss_rows(run)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    np.testing.assert_allclose(rows[2]["loss"], float(nll3 / count3), rtol=1e-5)
     assert json.loads((run / "summary.json").read_text())["final_val_nll"] > 0
 
 

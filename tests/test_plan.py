@@ -158,6 +158,22 @@ def test_meta_flops_model_matches_xla_at_an_unroll_it_was_not_fitted_on(mode):
     assert 0.9 < ratio < 1.2, ratio
 
 
+def test_plan_formula_counts_only_what_it_compiles():
+    """The plan compiles the T inner steps unrolled and no plain inner steps (meta.plain_inner_steps),
+    whatever meta.unrolled_max says: its formula is the unrolled meta-step's alone."""
+    import dataclasses
+
+    from datarater.eval.flops import meta_step_flops as counted
+    from datarater.parallel.plan import meta_step_flops
+
+    prog = program(MeshConfig(), meta=True)
+    looped = dataclasses.replace(prog, meta=dataclasses.replace(prog.meta, unroll=4, unrolled_max=2, grad_mode="mixed",
+                                                                plain_inner_steps=3, lifetime=20))
+    unrolled = dataclasses.replace(looped.meta, unrolled_max=4, plain_inner_steps=0)
+    assert meta_step_flops(looped, SEQ) == pytest.approx(counted(TINY, RATER, unrolled, SEQ), rel=1e-12)
+    assert meta_step_flops(looped, SEQ) < counted(TINY, RATER, looped.meta, SEQ)
+
+
 def test_a_member_batch_that_does_not_split_is_named_in_the_table():
     """8 x 128 rows on fsdp=256 (no data axis for the population): member batches do not split
     over 256 devices, so each device would compute whole batches; the plan says so, and does not

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from datarater.cli import SUBCOMMANDS, compose
+from datarater.errors import UserError
 from datarater.experiments.report import finished_runs
 from datarater.experiments.sweep import final_nll, sweep
 from datarater.train.load import read_program
@@ -30,6 +33,10 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     again = sweep(compose(SUBCOMMANDS["sweep"], args))
     assert again["final_val_nll"] == nll
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing retrained
+    # finished float32 runs are not reused for a bf16 sweep: it stops before training anything
+    with pytest.raises(UserError, match=r"model.dtype: 'float32' -> 'bfloat16'"):
+        sweep(compose(SUBCOMMANDS["sweep"], [*args, "sweep.compute.dtype=bfloat16"]))
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
     rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
     assert {r["name"] for r in rows} == set(nll)
     assert (tmp_path / "sw" / "results.md").read_text().count("| nano-") == 2
@@ -52,3 +59,14 @@ def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
             expected.d_model, expected.n_layers, expected.param_dtype, expected.remat, expected.causal_blocks)
     plain = lm_program(compose(SUBCOMMANDS["sweep"], args[:2]), "micro", "none", 0.0).model
     assert plain == load_preset("micro")
+
+
+def test_quickstart_sweep_trains_the_quickstart_model_settings(tmp_path):
+    """`quickstart model.dtype=bfloat16 ...`: the sweep stage's LMs compute as the meta-trained ones."""
+    from datarater.experiments.quickstart import sweep_program
+    from datarater.experiments.sweep import lm_program
+
+    prog = compose(SUBCOMMANDS["quickstart"], ["model.dtype=bfloat16", "model.attention_chunk=16", "model.remat=true"])
+    sweep_prog = sweep_program(prog, tmp_path)
+    for curator, rho in [("none", 0.0), ("random", 0.5)]:
+        assert lm_program(sweep_prog, sweep_prog.sweep.model, curator, rho).model == prog.model

@@ -29,21 +29,22 @@ def unroll_recompute(meta_cfg: MetaConfig) -> float:
     """Fraction of the unrolled inner LM steps whose forward the meta-gradient computes twice.
 
     ``remat`` recomputes every step; ``mixed`` none when unrolled (T <= meta.unrolled_max), and
-    as a loop the T - 2 steps inside it (`datarater.meta.core` takes the first and last outside);
-    ``autodiff`` none.
+    as a loop the T - 2 steps inside it (`datarater.meta.core` takes the first and last outside),
+    or its one step when T = 1 (a loop of one step that keeps no linearisation); ``autodiff`` none.
     """
     t = meta_cfg.unroll
     if meta_cfg.grad_mode == "remat":
         return 1.0
     if meta_cfg.grad_mode == "mixed" and t > meta_cfg.unrolled_max:
-        return (t - 2) / t
+        return (t - 2) / t if t > 1 else 1.0
     return 0.0
 
 
 def first_step_outside_a_loop(meta_cfg: MetaConfig) -> bool:
     """Whether the first inner step runs outside a loop, so that its backward pass computes only the
-    weights' cotangents (its theta is not differentiated): unrolled, or the autodiff / mixed loop."""
-    return meta_cfg.unroll <= meta_cfg.unrolled_max or meta_cfg.grad_mode != "remat"
+    weights' cotangents (its theta is not differentiated): unrolled, or the autodiff / mixed loop
+    of T > 1 steps."""
+    return meta_cfg.unroll <= meta_cfg.unrolled_max or (meta_cfg.grad_mode != "remat" and meta_cfg.unroll > 1)
 
 
 def rater_recomputed(meta_cfg: MetaConfig) -> bool:
@@ -135,10 +136,10 @@ def meta_step_flops(model_cfg: ModelConfig, rater_cfg: ModelConfig, meta_cfg: Me
     forward, less ``4F`` for the first step when it runs outside a loop (its theta is not
     differentiated: the weights' cotangents alone, ``2F`` instead of ``6F``), plus what is
     recomputed (`unroll_recompute`, `rater_recomputed`). Unrolled, per member: ``autodiff`` and
-    ``mixed (9T-4) F``, ``remat (12T-4) F``, each ``+ 3 T R + 3 F_o``; `datarater plan` checks
-    this against XLA's cost analysis (tests/test_plan.py). The recomputation of checkpointed
-    microbatches (``meta.microbatch_rows``), the outer Adam update and member re-initialisation
-    are not counted.
+    ``mixed (9T-4) F``, ``remat (12T-4) F``, each ``+ 3 T R + 3 F_o + K (R + 3F)``; `datarater
+    plan` checks this against XLA's cost analysis (tests/test_plan.py). Not counted: what
+    microbatching (``meta.microbatch_rows``) recomputes (checkpointed slices; ``mixed`` then keeps
+    no linearisation either), the outer Adam update and member re-initialisation.
     """
     return meta_cfg.population * sum(meta_member_flops(model_cfg, rater_cfg, meta_cfg, seq_len).values())
 

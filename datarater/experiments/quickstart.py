@@ -17,6 +17,7 @@ from pathlib import Path
 
 from datarater.config import (
     MetaTrainProgram,
+    ModelCompute,
     QuickstartProgram,
     ReportProgram,
     ScoreProgram,
@@ -68,7 +69,8 @@ def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
                         mesh=prog.mesh, curate=curate, eval=EvalConfig(),
                         sweep=SweepConfig(model=prog.model.name, larger=[], ratios=list(prog.quickstart.ratios),
                                           curators=list(prog.quickstart.curators),
-                                          baseline_seeds=prog.quickstart.baseline_seeds))
+                                          baseline_seeds=prog.quickstart.baseline_seeds,
+                                          compute=ModelCompute.of(prog.model)))
 
 
 def quickstart(prog: QuickstartProgram) -> dict:

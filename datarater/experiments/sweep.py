@@ -134,12 +134,28 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
 
     for i, r in enumerate(runs, 1):
         done = (Path(r.program.run_dir) / "summary.json").exists()
+        if done:
+            check_same_model(r)
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
         if not done:
             validate_curate(r.program.curate)
             train_lm(r.program)
         if r.program.eval.tasks:
             evaluate_run_tasks(r.program)
+
+
+def check_same_model(r: PlannedRun) -> None:
+    """A finished run is reused only with the model this sweep asks for (its preset and
+    ``sweep.compute``): a float32 and a bf16 run must not meet in one table."""
+    from dataclasses import asdict
+
+    from datarater.train.load import read_program
+
+    saved, wanted = asdict(read_program(r.program.run_dir).model), asdict(r.program.model)
+    diff = [f"model.{k}: {saved[k]!r} -> {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
+    if diff:
+        raise UserError(f"sweep: {r.program.run_dir} finished with another model ({', '.join(diff)}); "
+                        "use a new run_dir for these settings, or the earlier sweep.compute to reuse it")
 
 
 def evaluate_run_tasks(program: TrainLMProgram) -> dict:

@@ -43,7 +43,7 @@ from datarater.parallel.population import (
     members_per_device,
     optimizer_shardings,
     population_axes,
-    replicated_batch_note,
+    replicated_batch_notes,
     stacked_batch_sharding,
     stacked_param_shardings,
 )
@@ -296,9 +296,8 @@ def meta_train(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None
         split = f"split over {'*'.join(pop_axes)}" if pop_axes else "not split (no mesh axis of the population rule divides it)"
         say(f"[mesh] {dict(mesh.shape)}: population of {m.population} {split}; "
             f"{members_per_device(mesh, rules, m.population)} member(s) per device")
-        for size in dict.fromkeys([m.inner_batch_size, m.outer_batch_size]):
-            if note := replicated_batch_note(mesh, rules, m.population, size):
-                say(f"[mesh] warning: {note}")
+        for note in replicated_batch_notes(mesh, rules, m.population, [m.inner_batch_size, m.outer_batch_size]):
+            say(f"[mesh] warning: {note}")
     if micro > 1 or held_micro > 1:
         say(f"[meta] inner batches in {micro} microbatches, held-out batches in {held_micro} "
             f"({m.microbatch_rows} rows per device each)")

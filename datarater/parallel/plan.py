@@ -65,11 +65,12 @@ def with_shardings(shapes: Any, shardings: Any) -> Any:
 
 def meta_step_flops(prog: PlanProgram | MetaTrainProgram, seq_len: int) -> float:
     """Model FLOPs of one population meta-step (all devices): `datarater.eval.flops.meta_step_flops`
-    for the program the plan compiles, whose T inner steps are always unrolled."""
+    for the program the plan compiles: its T inner steps always unrolled, and no plain inner steps
+    (``meta.plain_inner_steps`` cost plain LM steps, which the LM row shows)."""
     from datarater.eval.flops import meta_step_flops as counted
 
-    m = prog.meta
-    return counted(prog.model, prog.rater, dataclasses.replace(m, unrolled_max=max(m.unrolled_max, m.unroll)), seq_len)
+    m = dataclasses.replace(prog.meta, unrolled_max=max(prog.meta.unrolled_max, prog.meta.unroll), plain_inner_steps=0)
+    return counted(prog.model, prog.rater, m, seq_len)
 
 
 def _memory(compiled) -> dict:
@@ -138,7 +139,7 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     from datarater.meta.trainer import abstract_meta_state, make_meta_step, meta_microbatches, meta_state_shardings
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
-    from datarater.parallel.population import members_per_device, replicated_batch_note, stacked_batch_sharding
+    from datarater.parallel.population import members_per_device, replicated_batch_notes, stacked_batch_sharding
     from datarater.train.optimizer import make_optimizer
 
     m, rules = prog.meta, prog.mesh.rules
@@ -174,8 +175,7 @@ def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
             "batch_bytes": per_device_bytes((inner, held)), **_memory(compiled),
             "flops_compiled": _flops(compiled), "flops_formula": meta_step_flops(mprog, seq) / mesh.size,
             "compile_s": seconds,
-            "notes": [n for size in dict.fromkeys([m.inner_batch_size, m.outer_batch_size])
-                      if (n := replicated_batch_note(mesh, rules, m.population, size))]}
+            "notes": replicated_batch_notes(mesh, rules, m.population, [m.inner_batch_size, m.outer_batch_size])}
 
 
 def plan_on_devices(prog: PlanProgram, devices: list) -> list[dict]:

@@ -120,6 +120,12 @@ def replicated_batch_note(mesh: Mesh, rules: Mapping[str, Any], population: int,
             f"(mesh=population) or use a batch that {shards} divides")
 
 
+def replicated_batch_notes(mesh: Mesh, rules: Mapping[str, Any], population: int, sizes: list[int]) -> list[str]:
+    """`replicated_batch_note` of each distinct batch size (inner, held-out) that has one."""
+    notes = (replicated_batch_note(mesh, rules, population, size) for size in dict.fromkeys(sizes))
+    return [n for n in notes if n]
+
+
 def stacked_batch_sharding(mesh: Mesh, rules: Mapping[str, Any], shape: tuple[int, ...], batch_dim: int) -> NamedSharding:
     """Sharding of per-member batches ``[P, ..., B, L]``: population axis, then ``batch`` at ``batch_dim``
     (`member_batch_axes`)."""

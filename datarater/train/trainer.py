@@ -142,8 +142,8 @@ def train_lm(prog: TrainLMProgram) -> dict:
         restored, extra = ckpt.restore(latest, abstract_like({"params": state.params, "opt_state": state.opt_state}))
         state.params, state.opt_state = restored["params"], restored["opt_state"]
         restore_iterator(iterator, extra["data"])
-        saved_by, pc = int(extra.get("processes", 1)), jax.process_count()
-        if saved_by != pc:
+        saved_by, pc = extra.get("processes"), jax.process_count()  # absent in checkpoints of older versions
+        if saved_by is not None and int(saved_by) != pc:
             say(f"[ckpt] saved by {saved_by} process(es), resumed on {pc}: each process reads rows p::{pc} of the "
                 "training split, so the batches from here on differ from an uninterrupted run's (the model and "
                 "optimiser state are restored as saved)")
