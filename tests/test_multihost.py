@@ -20,6 +20,7 @@ from datarater.data.pipeline import make_iterator, restore_iterator, train_batch
 from datarater.data.tokenizer import make_tokenizer
 from datarater.parallel.mesh import make_mesh
 from datarater.train.checkpoint import Checkpointer, abstract_like
+from datarater.train.metrics import read_metrics
 from datarater.train.optimizer import make_optimizer
 from datarater.train.step import make_eval_step
 from datarater.train.trainer import init_lm
@@ -35,9 +36,21 @@ def train_lm_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "datarater.cli", "train-lm", *args]
 
 
-def loss_rows(run) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r]
+def rows_with(run, key: str) -> list[dict]:
+    return [r for r in read_metrics(run / "metrics.jsonl") if key in r]
+
+
+def run_two_processes_until_killed(command: list[str], after_checkpoint: int) -> list[str]:
+    """``command`` as two processes of one run (2 devices each), both SIGKILLed once the checkpoint
+    of step ``after_checkpoint`` is on disk, as a preempted slice; their stderr."""
+    port = free_port()
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(device_env(2), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i), DATARATER_SIGKILL_AFTER_CHECKPOINT=str(after_checkpoint)))
+             for i in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [-9, -9], "\n".join(err[-2000:] for err in errs)
+    return errs
 
 
 def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_corpus, tmp_path):
@@ -45,16 +58,9 @@ def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_c
     args = [f"corpus.paths=[{doc_corpus}]", "model=nano", "data.seq_len=64", "train.batch_size=8", "train.steps=4",
             "train.checkpoint_every=2", "train.log_every=1", "train.eval_every=4", "train.eval_batches=1",
             "train.warmup_steps=0", f"run_dir={run}"]
-    port = free_port()
-    procs = [subprocess.Popen(train_lm_command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=dict(device_env(2), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                                       JAX_PROCESS_ID=str(i), DATARATER_SIGKILL_AFTER_CHECKPOINT="2"))
-             for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    # both stopped as a preempted slice would, right after the checkpoint of step 2
-    assert [p.returncode for p in procs] == [-9, -9], "\n".join(err[-2000:] for _, err in outs)
-    assert "mesh {'data': 4" in outs[0][1]  # one mesh over both processes' devices
-    rows = loss_rows(run)
+    errs = run_two_processes_until_killed(train_lm_command(args), after_checkpoint=2)
+    assert "mesh {'data': 4" in errs[0]  # one mesh over both processes' devices
+    rows = rows_with(run, "loss")
     assert [r["step"] for r in rows] == [1, 2]  # written once, by process 0
 
     # Step 1's loss is the initial model's mean NLL on the union of the two processes' first batches
@@ -86,7 +92,7 @@ def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_c
     r = subprocess.run(train_lm_command(args), env=device_env(4), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from step 2" in r.stderr and "saved by 2 process(es), resumed on 1" in r.stderr
-    rows = loss_rows(run)
+    rows = rows_with(run, "loss")
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     np.testing.assert_allclose(rows[2]["loss"], float(nll3 / count3), rtol=1e-5)
     assert json.loads((run / "summary.json").read_text())["final_val_nll"] > 0
@@ -105,14 +111,8 @@ def test_meta_training_on_two_processes_resumes_on_one_as_if_never_stopped(doc_c
     devices, match an uninterrupted run on one process."""
     a = [f"corpus.paths=[{doc_corpus}]", *META]
     command = lambda run: [sys.executable, "-m", "datarater.cli", "meta-train", *a, f"run_dir={run}"]
-    port = free_port()
-    procs = [subprocess.Popen(command(tmp_path / "multi"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=dict(device_env(2), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                                       JAX_PROCESS_ID=str(i), DATARATER_SIGKILL_AFTER_CHECKPOINT="2"))
-             for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [-9, -9], "\n".join(err[-2000:] for _, err in outs)
-    assert "population of 4 split over data; 1 member(s) per device" in outs[0][1]
+    errs = run_two_processes_until_killed(command(tmp_path / "multi"), after_checkpoint=2)
+    assert "population of 4 split over data; 1 member(s) per device" in errs[0]
     resumed = {}
     for run in ("multi", "single"):
         r = subprocess.run(command(tmp_path / run), env=device_env(4), capture_output=True, text=True, timeout=300)
@@ -120,9 +120,7 @@ def test_meta_training_on_two_processes_resumes_on_one_as_if_never_stopped(doc_c
         resumed[run] = "resumed meta-training from step 2" in r.stderr
     assert resumed == {"multi": True, "single": False}
     keys = ("outer_loss", "inner_loss", "meta_grad_norm", "score_mean", "score_std")
-    rows = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-            for run in ("multi", "single")}
-    rows = {run: [r for r in v if "outer_loss" in r] for run, v in rows.items()}
+    rows = {run: rows_with(tmp_path / run, "outer_loss") for run in ("multi", "single")}
     assert [r["step"] for r in rows["multi"]] == [r["step"] for r in rows["single"]] == [1, 2, 3, 4]
     for m, s in zip(rows["multi"], rows["single"], strict=True):
         np.testing.assert_allclose([m[k] for k in keys], [s[k] for k in keys], rtol=1e-5, atol=1e-9, err_msg=str(m["step"]))
