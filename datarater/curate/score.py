@@ -181,11 +181,11 @@ def score(prog: ScoreProgram) -> dict[str, Any]:
     """Runs `datarater score`; returns the summary (also in ``RUN_DIR/summary.json``)."""
     import jax
 
+    from datarater.console import Progress
     from datarater.data.corpus import load_splits
     from datarater.data.documents import ReadStats
     from datarater.data.tokenizer import make_tokenizer
     from datarater.rundir import prepare_run_dir
-    from datarater.train.metrics import Progress
     from datarater.train.trainer import say
 
     _check_program(prog)

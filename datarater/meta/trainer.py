@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from datarater.config import MetaConfig, MetaTrainProgram
+from datarater.console import Progress
 from datarater.data.corpus import load_splits
 from datarater.data.documents import ReadStats
 from datarater.data.packing import PackedSequences
@@ -49,7 +50,7 @@ from datarater.parallel.population import (
 )
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
-from datarater.train.metrics import MetricsFile, Progress
+from datarater.train.metrics import MetricsFile
 from datarater.train.microbatch import microbatch_count
 from datarater.train.optimizer import make_optimizer
 from datarater.train.trainer import say

@@ -1,10 +1,9 @@
-"""Metrics file, progress line and model-FLOPs utilisation (MFU)."""
+"""The metrics file (``metrics.jsonl``) and the peak FLOP/s that model-FLOPs utilisation (MFU) divides by."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,38 +97,3 @@ class MetricsFile:
 
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """A progress line every few steps: step, loss, tokens/s, MFU, ETA (stderr, process 0)."""
-
-    def __init__(self, total_steps: int, start_step: int = 0, label: str = "train"):
-        self.total = total_steps
-        self.start_step = start_step
-        self.label = label
-        self.t0 = time.perf_counter()
-        self.enabled = jax.process_index() == 0
-
-    def eta(self, step: int) -> float:
-        done = step - self.start_step
-        if done <= 0:
-            return math.inf
-        return (time.perf_counter() - self.t0) / done * (self.total - step)
-
-    def show(self, step: int, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        parts = [f"[{self.label}] step {step}/{self.total}"]
-        for k, v in fields.items():
-            if v is None:
-                continue
-            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-        parts.append(f"ETA {format_duration(self.eta(step))}")
-        print(" | ".join(parts), file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from datarater.config import ModelConfig, TrainConfig, TrainLMProgram
+from datarater.console import Progress
 from datarater.data.corpus import load_splits
 from datarater.data.documents import ReadStats
 from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
@@ -32,7 +33,7 @@ from datarater.parallel.population import optimizer_shardings
 from datarater.rundir import prepare_run_dir
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.curation import make_online_curation
-from datarater.train.metrics import MetricsFile, Progress, peak_flops_per_device
+from datarater.train.metrics import MetricsFile, peak_flops_per_device
 from datarater.train.microbatch import microbatch_count
 from datarater.train.optimizer import lr_schedule, make_optimizer
 from datarater.train.step import make_eval_step, make_train_step

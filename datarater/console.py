@@ -1,0 +1,70 @@
+"""The one console: messages and progress lines for people on stderr (process 0 only), durations.
+
+Programs (``datarater.programs``) talk to the user through this module; the library below them
+never prints. stdout carries only output meant for other programs or files (tables a user
+redirects, ``plan``'s result line): `result` writes it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import jax
+
+
+def is_main_process() -> bool:
+    """Whether this is JAX process 0, the one that writes shared files and talks to the user."""
+    return jax.process_index() == 0
+
+
+def say(msg: str) -> None:
+    """One line for the user on stderr, from process 0."""
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def result(text: str) -> None:
+    """Machine-readable output (or a table meant to be redirected) on stdout, from process 0."""
+    if is_main_process():
+        print(text, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``M:SS`` under an hour, ``H:MM:SS`` from one; ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """A progress line every call: step, the fields given, ETA (stderr, process 0)."""
+
+    def __init__(self, total_steps: int, start_step: int = 0, label: str = "train"):
+        self.total = total_steps
+        self.start_step = start_step
+        self.label = label
+        self.t0 = time.perf_counter()
+
+    def eta(self, step: int) -> float:
+        done = step - self.start_step
+        if done <= 0:
+            return math.inf
+        return (time.perf_counter() - self.t0) / done * (self.total - step)
+
+    def line(self, step: int, **fields: Any) -> str:
+        parts = [f"[{self.label}] step {step}/{self.total}"]
+        for k, v in fields.items():
+            if v is None:
+                continue
+            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        parts.append(f"ETA {format_duration(self.eta(step))}")
+        return " | ".join(parts)
+
+    def show(self, step: int, **fields: Any) -> None:
+        say(self.line(step, **fields))
