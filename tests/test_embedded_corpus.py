@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import socket
@@ -388,23 +389,47 @@ def test_second_build_reuses_the_first(builds, monkeypatch):
     assert [f.stat().st_mtime_ns for f in files] == before
 
 
-def test_sources_builds_on_first_use_and_reads_labels(tmp_path, monkeypatch, capsys):
+def test_sources_builds_on_first_use_and_reads_labels(tmp_path, monkeypatch):
     from datarater.data.embedded.builder import embedded_documents
 
     attempts = _block_network(monkeypatch)
     monkeypatch.setenv("DATARATER_DATA_DIR", str(tmp_path / "cache"))
     cfg = CorpusConfig(kind="tfds", tfds_name=f"datarater_embedded/seed2_corrupt50_docs{N_DOCS}")
     stats = ReadStats()
-    docs = list(iter_documents(cfg, stats))
-    assert "built the embedded corpus" in capsys.readouterr().out
+    built: list[str] = []
+    docs = list(iter_documents(cfg, stats, on_build=built.append))
+    spec = EmbeddedSpec(seed=2, corrupt_fraction=0.5, max_documents=N_DOCS)
+    assert len(built) == 1
+    assert re.fullmatch(
+        rf"built the embedded corpus {re.escape(spec.tfds_name)} in \d+\.\d s at {re.escape(str(tmp_path / 'cache'))}",
+        built[0],
+    )
     assert (tmp_path / "cache" / "datarater_embedded" / f"seed2_corrupt50_docs{N_DOCS}" / "1.0.0").is_dir()
-    expected = embedded_documents(EmbeddedSpec(seed=2, corrupt_fraction=0.5, max_documents=N_DOCS))
+    expected = embedded_documents(spec)
     assert docs == expected
     assert stats.read == stats.used == N_DOCS
     assert Counter(d.label for d in docs)[CLEAN] == N_DOCS - round(0.5 * N_DOCS)
-    list(iter_documents(cfg, ReadStats()))
-    assert "built" not in capsys.readouterr().out  # the second read does not build again
+    list(iter_documents(cfg, ReadStats(), on_build=built.append))
+    assert len(built) == 1  # the second read does not build again
     assert attempts == [] and "tensorflow" not in sys.modules
+
+
+def test_build_line_goes_to_the_logger_without_on_build(tmp_path, monkeypatch, caplog):
+    from datarater.data.embedded import builder
+
+    _block_network(monkeypatch)
+    monkeypatch.setattr(builder, "build_embedded", lambda *args: None)  # a "build" that writes nothing
+    name = "datarater_embedded/seed5_corrupt30_docs10"
+    cfg = CorpusConfig(kind="tfds", tfds_name=name, tfds_data_dir=str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="datarater.data.tfds_source"):
+        with pytest.raises(UserError, match=r"split 'train' cannot be read"):  # the fake build wrote nothing
+            list(iter_documents(cfg, ReadStats()))
+    lines = [r.getMessage() for r in caplog.records if r.name == "datarater.data.tfds_source"]
+    tfds_name = parse_embedded_name(name).tfds_name
+    assert len(lines) == 1
+    assert re.fullmatch(
+        rf"built the embedded corpus {re.escape(tfds_name)} in \d+\.\d s at {re.escape(str(tmp_path))}", lines[0]
+    )
 
 
 def test_files_corpus_reads_a_label_field(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,19 +27,21 @@ def load_splits(
     tokenizer: Tokenizer,
     splits: Sequence[str] = ("train", "validation"),
     stats: ReadStats | None = None,
+    on_build: Callable[[str], None] | None = None,
 ) -> dict[str, PackedSequences]:
     """Packed rows of each split in ``splits``; counts go into ``stats`` when given.
 
     Documents are assigned to splits by id (`assign_split`) and packed in read order, which is
     deterministic for a given corpus. Documents that tokenize to nothing are skipped as
-    "empty_after_tokenize"; only the requested splits are tokenized.
+    "empty_after_tokenize"; only the requested splits are tokenized. ``on_build`` is told when the
+    embedded corpus had to be built first (`iter_documents`).
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {SPLITS}")
     stats = stats if stats is not None else ReadStats()
     buckets: dict[str, list[tuple[Document, np.ndarray]]] = {s: [] for s in splits}
-    for doc in iter_documents(corpus, stats):
+    for doc in iter_documents(corpus, stats, on_build):
         split = assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt)
         if split not in buckets:
             continue
