@@ -384,6 +384,7 @@ def test_second_build_reuses_the_first(builds, monkeypatch):
     monkeypatch.setattr(builder, "harvest", no_harvest)
     name, data_dir = builds["a"]
     files = sorted(Path(data_dir).rglob("*.array_record*"))
+    assert files, f"no ArrayRecord files under {data_dir}: nothing to compare"
     before = [f.stat().st_mtime_ns for f in files]
     assert builder.build_embedded(data_dir, seed=0, max_documents=N_DOCS) == (name, data_dir)
     assert [f.stat().st_mtime_ns for f in files] == before
