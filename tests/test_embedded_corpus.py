@@ -19,22 +19,11 @@ import pytest
 from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
 from datarater.data.embedded import corrupt
+from datarater.data.embedded.chunking import is_prose, pack_pieces, top_level_segments
 from datarater.data.embedded.corrupt import CLEAN, CORRUPTIONS, corrupt_documents, corruption_plan, document_rng
-from datarater.data.embedded.harvest import (
-    CODE,
-    PACKAGE_DOCS,
-    SOURCES,
-    STDLIB_DOCS,
-    HarvestConfig,
-    harvest,
-    is_prose,
-    pack_pieces,
-    package_root,
-    quotas,
-    stdlib_root,
-    top_level_segments,
-)
+from datarater.data.embedded.harvest import CODE, PACKAGE_DOCS, SOURCES, STDLIB_DOCS, HarvestConfig, harvest, quotas
 from datarater.data.embedded.naming import EmbeddedSpec, is_embedded_name, parse_embedded_name, prepared_dir
+from datarater.data.embedded.pyfiles import package_root, stdlib_root
 from datarater.data.sources import iter_documents
 from datarater.errors import UserError
 

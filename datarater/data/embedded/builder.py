@@ -25,13 +25,14 @@ import tensorflow_datasets as tfds
 
 from datarater.data.documents import Document
 from datarater.data.embedded.corrupt import corrupt_documents
-from datarater.data.embedded.harvest import HarvestConfig, HarvestStats, harvest, installed_versions
+from datarater.data.embedded.harvest import HarvestConfig, HarvestStats, harvest
 from datarater.data.embedded.naming import (
     VERSION,
     EmbeddedSpec,
     default_data_dir,
     is_built,
 )
+from datarater.data.embedded.pyfiles import installed_versions
 from datarater.data.tfds_scratch import tfds_scratch_tempdir
 
 FEATURES = ("id", "text", "source", "label")
