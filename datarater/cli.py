@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from datarater import config as C
-from datarater.curate.config import validate_curate, validate_filter, validate_score
+from datarater.config.curate import validate_curate, validate_filter, validate_score
+from datarater.config.eval import EvalProgram, validate_eval
 from datarater.errors import UserError
-from datarater.eval.config import EvalProgram, validate_eval
 from datarater.hostmem import tune_malloc
 
 
@@ -41,13 +41,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "print total and non-embedding parameter counts of a model preset (nothing is allocated)",
     ),
     "train-lm": Subcommand(
-        "train_lm", C.TrainLMProgram, "datarater.train.trainer:train_lm",
+        "train_lm", C.TrainLMProgram, "datarater.programs.train_lm:run",
         (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
          ("train", C.validate_train), ("mesh", C.validate_mesh), ("curate", validate_curate), ("eval", validate_eval)),
         "train a causal LM on a corpus (curate=<curator> curate.discard=<rho> filters it online); resumes",
     ),
     "meta-train": Subcommand(
-        "meta_train", C.MetaTrainProgram, "datarater.meta.trainer:meta_train",
+        "meta_train", C.MetaTrainProgram, "datarater.programs.meta_train:run",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
          ("data", C.validate_data), ("train", C.validate_inner_train), ("meta", C.validate_meta),
          ("mesh", C.validate_mesh)),
@@ -57,32 +57,32 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 SUBCOMMANDS.update({
     "score": Subcommand(
-        "score", C.ScoreProgram, "datarater.curate.score:score",
+        "score", C.ScoreProgram, "datarater.programs.score:run",
         (("curate", validate_curate), ("corpus", C.validate_corpus), ("data", C.validate_data), ("score", validate_score)),
         "score every sequence (or document) of a corpus split into parquet side files; restartable",
     ),
     "filter": Subcommand(
-        "filter", C.FilterProgram, "datarater.curate.filter:filter_corpus",
+        "filter", C.FilterProgram, "datarater.programs.filter:run",
         (("curate", validate_curate), ("corpus", C.validate_corpus), ("data", C.validate_data),
          ("score", validate_score), ("filter", validate_filter)),
         "write the documents the per-item acceptance rule keeps at curate.discard, with a manifest",
     ),
     "eval": Subcommand(
-        "eval", EvalProgram, "datarater.eval.run:evaluate_lm", (("eval", validate_eval),),
+        "eval", EvalProgram, "datarater.programs.eval:run", (("eval", validate_eval),),
         "NLL (nats/token, bits/byte) and zero-shot multiple-choice accuracy of a train-lm run",
     ),
     "sweep": Subcommand(
-        "sweep", C.SweepProgram, "datarater.experiments.sweep:sweep",
+        "sweep", C.SweepProgram, "datarater.programs.sweep:run",
         (("corpus", C.validate_corpus), ("data", C.validate_data), ("train", C.validate_train),
          ("mesh", C.validate_mesh), ("eval", validate_eval), ("sweep", C.validate_sweep)),
         "discard-ratio sweep per curator on the smallest model, then larger models at the best ratio",
     ),
     "report": Subcommand(
-        "report", C.ReportProgram, "datarater.experiments.report:report", (),
+        "report", C.ReportProgram, "datarater.programs.report:run", (),
         "report.md with plots for a sweep or quickstart run directory",
     ),
     "quickstart": Subcommand(
-        "quickstart", C.QuickstartProgram, "datarater.experiments.quickstart:quickstart",
+        "quickstart", C.QuickstartProgram, "datarater.programs.quickstart:run",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
          ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_inner_train),
          ("meta", C.validate_meta), ("quickstart", C.validate_quickstart)),
@@ -90,18 +90,14 @@ SUBCOMMANDS.update({
     ),
 })
 
-from datarater.parallel.plan_config import PlanProgram, validate_plan, validate_plan_train  # noqa: E402
+from datarater.config.plan import PlanProgram, validate_plan, validate_plan_train  # noqa: E402
 
 SUBCOMMANDS["plan"] = Subcommand(
-    "plan", PlanProgram, "datarater.parallel.plan:run_plan",
+    "plan", PlanProgram, "datarater.programs.plan:run",
     (("model", C.validate_model), ("rater", C.validate_model), ("mesh", C.validate_mesh), ("meta", C.validate_meta),
      ("train", validate_plan_train), ("plan", validate_plan)),
     "compile the training step (and meta-step) ahead of time per device count: memory and FLOPs per device",
 )
-
-# Named in the design, delivered by later issues.
-PLANNED: dict[str, str] = {}
-
 
 def _field_names(schema: type) -> list[str]:
     return [f.name for f in fields(schema)]
@@ -187,7 +183,6 @@ def print_help(name: str | None) -> None:
         print("subcommands:")
         for n, s in SUBCOMMANDS.items():
             print(f"  {n:<12} {s.help}")
-        print("not yet available: " + ", ".join(f"{n} ({i})" for n, i in PLANNED.items()))
         return
     from omegaconf import OmegaConf
 
@@ -226,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     try:
-        if name in PLANNED:
-            raise UserError(f"'datarater {name}' is not available in this version yet ({PLANNED[name]})")
         if name not in SUBCOMMANDS:
             raise UserError(f"unknown subcommand '{name}'; available: {', '.join(SUBCOMMANDS)}")
         if "-h" in rest or "--help" in rest:

@@ -33,8 +33,8 @@ from datarater.eval.audit import roc_auc
 from datarater.models.transformer import sequence_losses
 from datarater.parallel.mesh import make_mesh
 from datarater.train.optimizer import make_optimizer
+from datarater.train.state import init_lm
 from datarater.train.step import make_train_step
-from datarater.train.trainer import init_lm
 
 FIELDS = ("tokens", "segment_ids", "positions")
 

@@ -30,7 +30,8 @@ from datarater.cli import SUBCOMMANDS, compose
 from datarater.data.corpus import load_splits
 from datarater.data.sample import docstring_documents, write_jsonl
 from datarater.data.tokenizer import make_tokenizer
-from datarater.meta.trainer import load_rater, meta_train
+from datarater.models.rater import load_rater
+from datarater.programs.meta_train import run as meta_train
 
 
 def corrupt(packed, fraction: float, seed: int):

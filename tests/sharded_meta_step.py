@@ -19,19 +19,18 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from datarater.config import MeshConfig, MetaConfig, MetaTrainProgram, ModelConfig, TrainConfig
 from datarater.meta.core import MetaProblem, outer_optimizer
-from datarater.meta.trainer import (
+from datarater.meta.state import (
     abstract_meta_state,
     init_meta_state,
     make_meta_step,
     meta_state_shardings,
-    put_stacked,
 )
 from datarater.models.presets import path_str
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.activations import batch_split, constrain, shard_activations
 from datarater.parallel.mesh import make_mesh
-from datarater.parallel.population import member_rules, population_axes
+from datarater.parallel.population import member_rules, population_axes, put_stacked
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.optimizer import make_optimizer
 

@@ -15,7 +15,7 @@ from flax import nnx
 from omegaconf import OmegaConf
 
 from datarater.config import DataConfig, MetaTrainProgram, ModelConfig
-from datarater.curate.config import CurateConfig
+from datarater.config.curate import CurateConfig
 from datarater.curate.curators import (
     DataraterCurator,
     PerplexityCurator,
@@ -243,7 +243,7 @@ def test_bad_reference_run_is_a_clear_error(tmp_path):
 
 def finished_meta_run(run_dir: Path, cfg: ModelConfig, seed: int = 3) -> Rater:
     """A meta-train run directory as the meta-trainer leaves it: config.yaml and rater/."""
-    from datarater.meta.trainer import save_rater
+    from datarater.artifacts import save_rater
 
     rater = Rater(cfg, rngs=nnx.Rngs(seed))
     run_dir.mkdir(parents=True)
@@ -330,10 +330,10 @@ def test_curate_batch_keeps_the_top_n_rows_in_batch_order():
 
 def test_precomputed_scores_are_looked_up_by_row_index(doc_corpus, tmp_path):
     from datarater.config import CorpusConfig, ScoreProgram
-    from datarater.curate.config import ScoreConfig
-    from datarater.curate.score import score
+    from datarater.config.curate import ScoreConfig
     from datarater.data.corpus import load_splits
     from datarater.data.pipeline import gather_rows
+    from datarater.programs.score import run as score
 
     score(ScoreProgram(run_dir=str(tmp_path / "s"), curate=CurateConfig(name="random"),
                        corpus=CorpusConfig(paths=[str(doc_corpus)]), data=DataConfig(seq_len=SEQ),
@@ -362,14 +362,14 @@ def test_precomputed_scores_are_looked_up_by_row_index(doc_corpus, tmp_path):
     ({"name": "dsir", "target_paths": ["x"], "dsir_buckets": 0}, "curate.dsir_buckets"),
 ])
 def test_bad_curate_configs_name_the_key(kw, key):
-    from datarater.curate.config import validate_curate
+    from datarater.config.curate import validate_curate
 
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         validate_curate(CurateConfig(**kw))
 
 
 def test_good_curate_configs_pass():
-    from datarater.curate.config import FilterConfig, ScoreConfig, validate_curate, validate_filter, validate_score
+    from datarater.config.curate import FilterConfig, ScoreConfig, validate_curate, validate_filter, validate_score
 
     validate_curate(CurateConfig(name="datarater", scores="runs/score", discard=0.5))  # scores stand in for rater_run
     validate_curate(CurateConfig(name="none", scores="runs/score", discard=0.5))

@@ -11,16 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from datarater.config import CorpusConfig, DataConfig, FilterProgram, ScoreProgram
-from datarater.curate.config import CurateConfig, FilterConfig, ScoreConfig
+from datarater.config.curate import CurateConfig, FilterConfig, ScoreConfig
 from datarater.curate.curators import RandomCurator
-from datarater.curate.filter import coin, filter_corpus
+from datarater.curate.filter import coin
 from datarater.curate.heuristic import HeuristicCurator
 from datarater.curate.rules import accept_probability, empirical_cdf, oversampled_size
-from datarater.curate.score import average_by_owner, document_chunks, score
+from datarater.curate.score import average_by_owner, document_chunks
 from datarater.curate.sidefiles import (
     combined_fingerprint,
     read_scores,
-    scores_by_id,
     scores_for_rows,
     shard_fingerprints,
     shard_name,
@@ -32,6 +31,8 @@ from datarater.data.packing import unpack
 from datarater.data.split import assign_split
 from datarater.data.tokenizer import ByteTokenizer
 from datarater.errors import UserError
+from datarater.programs.filter import run as filter_corpus
+from datarater.programs.score import run as score
 
 TOK = ByteTokenizer()
 
@@ -74,7 +75,6 @@ def test_side_files_round_trip_and_align_by_id(tmp_path):
     got_ids, sources, got = read_scores(tmp_path, expect_ids=ids)
     assert list(got_ids) == ids and list(sources) == ["src"] * 10
     np.testing.assert_array_equal(got, scores)
-    assert scores_by_id(tmp_path) == {i: float(s) for i, s in zip(ids, scores, strict=True)}
     np.testing.assert_array_equal(scores_for_rows(tmp_path, ids, tokens, "sequence"), scores)
     assert pq.read_table(tmp_path / shard_name(1, 3)).column("doc_ids").to_pylist() == [["doc-4"], ["doc-5"], ["doc-6"],
                                                                                         ["doc-7"]]

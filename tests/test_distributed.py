@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datarater.errors import UserError
-from datarater.parallel.distributed import distributed_arguments, is_main_process, maybe_initialize_distributed
+from datarater.parallel.distributed import distributed_arguments, maybe_initialize_distributed
 
 
 def test_single_process_by_default():
@@ -38,4 +38,3 @@ def test_no_op_on_one_process(monkeypatch):
     monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
     monkeypatch.setenv("DATARATER_DISTRIBUTED", "0")
     assert maybe_initialize_distributed() is False
-    assert is_main_process()

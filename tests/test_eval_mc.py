@@ -241,9 +241,9 @@ def test_token_byte_lengths_of_a_sentencepiece_model(tmp_path):
 
 def test_evaluate_lm_on_a_trained_run(doc_corpus, tmp_path):
     from datarater.cli import SUBCOMMANDS, compose
-    from datarater.eval.config import EvalConfig, EvalProgram
-    from datarater.eval.run import evaluate_lm
-    from datarater.train.trainer import train_lm
+    from datarater.config.eval import EvalConfig, EvalProgram
+    from datarater.programs.eval import run as evaluate_lm
+    from datarater.programs.train_lm import run as train_lm
 
     run = tmp_path / "run"
     summary = train_lm(compose(SUBCOMMANDS["train-lm"], [

@@ -158,10 +158,10 @@ def test_missing_empty_and_globbed_task_files(tmp_path):
 
 def test_eval_config_composes_and_validates(tmp_path):
     from datarater.cli import Subcommand, compose
-    from datarater.eval.config import EvalProgram, validate_eval
-    from datarater.eval.run import evaluate_lm
+    from datarater.config.eval import EvalProgram, validate_eval
+    from datarater.programs.eval import run as evaluate_lm
 
-    sub = Subcommand("eval", EvalProgram, "datarater.eval.run:evaluate_lm", (("eval", validate_eval),), "evaluate")
+    sub = Subcommand("eval", EvalProgram, "datarater.programs.eval:run", (("eval", validate_eval),), "evaluate")
     prog = compose(sub, ["lm_run=runs/x", "eval.tasks=[a.jsonl,b.jsonl]", "eval.limit=5"])
     assert (prog.lm_run, prog.run_dir, prog.eval.tasks, prog.eval.limit) == ("runs/x", "", ["a.jsonl", "b.jsonl"], 5)
     for override, key in [("eval.limit=-1", "eval.limit"), ("eval.normalize=per_token", "eval.normalize"),

@@ -16,7 +16,9 @@ from datarater.cli import SUBCOMMANDS, compose
 from datarater.data.corpus import load_splits
 from datarater.data.tokenizer import make_tokenizer
 from datarater.meta.core import outer_optimizer
-from datarater.meta.trainer import MetaData, first_lifetimes, init_meta_state, load_rater, make_reset, member_key
+from datarater.meta.data import MetaData
+from datarater.meta.state import first_lifetimes, init_meta_state, make_reset, member_key
+from datarater.models.rater import load_rater
 from datarater.train.metrics import read_metrics
 from datarater.train.optimizer import make_optimizer
 
@@ -37,9 +39,13 @@ def program(*a: str):
 def test_members_see_different_data(doc_corpus, tmp_path):
     prog = program(*args(doc_corpus, tmp_path / "r", 1, "meta.unroll=2"))
     splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout"))
-    inner, held, index = MetaData(splits["train"], splits["heldout"], prog).next()
+    inner, held, index = MetaData(splits["train"], splits["heldout"], prog.meta).next()
     assert inner["tokens"].shape == (2, 2, 4, 32) and held["tokens"].shape == (2, 4, 32)
-    assert set(index[0].ravel()).isdisjoint(index[1].ravel()) or not np.array_equal(index[0], index[1])
+    assert not np.array_equal(index[0], index[1])  # each member its own stream
+    for p in range(2):
+        assert len(set(index[p].ravel())) == index[p].size  # no row twice within an epoch of a member's stream
+        for t in range(2):  # the index names the rows the batch holds
+            np.testing.assert_array_equal(inner["tokens"][p, t], splits["train"].tokens[index[p, t]])
     assert not np.array_equal(inner["tokens"][0], inner["tokens"][1])
     assert not np.array_equal(held["tokens"][0], held["tokens"][1])
 
@@ -68,7 +74,7 @@ def test_reset_replaces_only_the_masked_member(doc_corpus, tmp_path):
 
 
 def test_resets_happen_at_each_members_lifetime(doc_corpus, tmp_path):
-    from datarater.meta.trainer import meta_train
+    from datarater.programs.meta_train import run as meta_train
 
     meta_train(program(*args(doc_corpus, tmp_path / "r", 6, "meta.unroll=2", "meta.lifetime=4")))
     rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
@@ -107,12 +113,12 @@ def test_meta_training_resumes_exactly_after_sigkill(doc_corpus, tmp_path):
 
 
 def test_plain_inner_steps_age_members_and_read_their_batches(doc_corpus, tmp_path):
-    from datarater.meta.trainer import meta_train
+    from datarater.programs.meta_train import run as meta_train
 
     extra = ("meta.unroll=1", "meta.plain_inner_steps=1", "meta.lifetime=4")
     prog = program(*args(doc_corpus, tmp_path / "r", 6, *extra))
     splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout"))
-    inner, _, index = MetaData(splits["train"], splits["heldout"], prog).next()
+    inner, _, index = MetaData(splits["train"], splits["heldout"], prog.meta).next()
     assert inner["tokens"].shape == (2, 2, 4, 32) and index.shape == (2, 2, 4)  # K + T batches per member
     meta_train(prog)
     resets = {r["step"]: r.get("reset_members") for r in read_metrics(tmp_path / "r" / "metrics.jsonl")}

@@ -22,8 +22,8 @@ from datarater.parallel.mesh import make_mesh
 from datarater.train.checkpoint import Checkpointer, abstract_like
 from datarater.train.metrics import read_metrics
 from datarater.train.optimizer import make_optimizer
+from datarater.train.state import init_lm
 from datarater.train.step import make_eval_step
-from datarater.train.trainer import init_lm
 
 
 def free_port() -> int:

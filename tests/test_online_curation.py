@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from datarater.cli import SUBCOMMANDS, compose
+from datarater.curate.online import OnlineCuration
 from datarater.data.documents import Document
 from datarater.data.packing import pack_documents
 from datarater.data.tokenizer import ByteTokenizer
-from datarater.train.curation import OnlineCuration
+from datarater.programs.train_lm import run as train_lm
 from datarater.train.metrics import read_metrics
-from datarater.train.trainer import train_lm
 
 
 def _packed():

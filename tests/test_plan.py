@@ -7,9 +7,9 @@ import pytest
 
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.config import MeshConfig, MetaConfig, ModelConfig
+from datarater.config.plan import PAPER_PROTOCOL, PlanConfig, PlanProgram, lm_batch_shape
 from datarater.models.presets import lm_param_counts, lm_train_flops_per_token
-from datarater.parallel.plan import format_table, per_device_bytes, plan
-from datarater.parallel.plan_config import PAPER_PROTOCOL, PlanConfig, PlanProgram, lm_batch_shape
+from datarater.programs.plan import format_table, per_device_bytes, plan
 
 # Parameters and Adam moments dominate its memory (as for the 400M/1B presets on few devices).
 TINY = ModelConfig(name="tiny", vocab_size=512, d_model=128, n_layers=2, n_heads=4, d_head=32, d_ff=512)
@@ -87,7 +87,7 @@ def test_protocol_batch_shape_defaults():
 
 
 def test_plan_config_composes_with_an_experiment():
-    from datarater.parallel.plan_config import validate_plan
+    from datarater.config.plan import validate_plan
 
     prog = compose_plan(["+experiment=chinchilla_1b", "plan.devices=[8,64]"])
     assert prog.model.name == "chinchilla_1b" and prog.model.remat and prog.mesh.fsdp == -1
@@ -102,7 +102,7 @@ def compose_plan(overrides: list[str]) -> PlanProgram:
     from datarater.config import validate_mesh, validate_meta, validate_model
 
     sub = SUBCOMMANDS.get("plan") or Subcommand(
-        "plan", PlanProgram, "datarater.parallel.plan:run_plan",
+        "plan", PlanProgram, "datarater.programs.plan:run",
         (("model", validate_model), ("rater", validate_model), ("mesh", validate_mesh), ("meta", validate_meta)), "")
     return compose(sub, overrides)
 
@@ -140,7 +140,7 @@ def test_meta_flops_model_matches_xla_at_an_unroll_it_was_not_fitted_on(mode):
     from datarater.meta.core import MetaProblem
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
-    from datarater.parallel.plan import meta_step_flops
+    from datarater.programs.plan import meta_step_flops
     from datarater.train.optimizer import make_optimizer
 
     t, b = 3, 4
@@ -164,7 +164,7 @@ def test_plan_formula_counts_only_what_it_compiles():
     import dataclasses
 
     from datarater.eval.flops import meta_step_flops as counted
-    from datarater.parallel.plan import meta_step_flops
+    from datarater.programs.plan import meta_step_flops
 
     prog = program(MeshConfig(), meta=True)
     looped = dataclasses.replace(prog, meta=dataclasses.replace(prog.meta, unroll=4, unrolled_max=2, grad_mode="mixed",

@@ -8,8 +8,9 @@ import pytest
 
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.errors import UserError
-from datarater.experiments.report import finished_runs
-from datarater.experiments.sweep import final_nll, sweep
+from datarater.programs.report import finished_runs
+from datarater.programs.sweep import final_nll
+from datarater.programs.sweep import run as sweep
 from datarater.train.load import read_program
 
 
@@ -44,8 +45,8 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
 
 
 def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
-    from datarater.experiments.sweep import lm_program
     from datarater.models.presets import load_preset
+    from datarater.programs.sweep import lm_program
 
     args = ["corpus.paths=[x.jsonl]", "sweep.larger=[micro]", "sweep.compute.dtype=bfloat16",
             "sweep.compute.attention_chunk=32"]
@@ -63,8 +64,8 @@ def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
 
 def test_quickstart_sweep_trains_the_quickstart_model_settings(tmp_path):
     """`quickstart model.dtype=bfloat16 ...`: the sweep stage's LMs compute as the meta-trained ones."""
-    from datarater.experiments.quickstart import sweep_program
-    from datarater.experiments.sweep import lm_program
+    from datarater.programs.quickstart import sweep_program
+    from datarater.programs.sweep import lm_program
 
     prog = compose(SUBCOMMANDS["quickstart"], ["model.dtype=bfloat16", "model.attention_chunk=16", "model.remat=true"])
     sweep_prog = sweep_program(prog, tmp_path)

@@ -13,8 +13,8 @@ from conftest import device_env
 
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.errors import UserError
+from datarater.programs.train_lm import run as train_lm
 from datarater.train.metrics import read_metrics
-from datarater.train.trainer import train_lm
 
 
 def overrides(corpus: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:

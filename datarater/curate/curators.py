@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datarater.config import DataConfig, ModelConfig
-from datarater.curate.config import CurateConfig
+from datarater.config.curate import CurateConfig
 from datarater.data.packing import PackedSequences
 from datarater.data.tokenizer import Tokenizer
 from datarater.errors import UserError
@@ -127,7 +127,8 @@ def load_datarater(run_dir: str, tokenizer: Tokenizer, seq_len: int) -> Datarate
     """The rater of a finished meta-train run; a clear `UserError` before any work otherwise."""
     from pathlib import Path
 
-    from datarater.meta.trainer import RATER_DIR, load_rater
+    from datarater.artifacts import RATER_DIR
+    from datarater.models.rater import load_rater
 
     path = Path(run_dir).expanduser()
     if not path.is_dir():

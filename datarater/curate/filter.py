@@ -1,4 +1,4 @@
-"""`datarater filter`: apply the per-item acceptance rule to the documents of a corpus.
+"""The per-item acceptance rule applied to the documents of a corpus: scores per document, coins, the kept output.
 
 Each document of the scored split (``score.split``) gets a score (the mean over its
 sequence-length chunks: from ``curate.scores`` side files written with ``score.unit=document``,
@@ -74,7 +74,7 @@ class DocumentWriter:
         return self.path
 
 
-def document_scores(prog: FilterProgram, tokenizer, stats) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+def document_scores(prog: FilterProgram, tokenizer, stats, on_build=None) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """``(doc_ids, scores, info)`` of the documents of the scored split, in read order."""
     from datarater.curate.curators import calibration_sample, make_curator
     from datarater.curate.score import score_documents
@@ -94,7 +94,7 @@ def document_scores(prog: FilterProgram, tokenizer, stats) -> tuple[list[str], n
                             f"score.split is '{split}'")
     else:
         curator = make_curator(c, prog.data, tokenizer, prog.data.seq_len)  # bad inputs stop here
-    packed = load_splits(prog.corpus, prog.data, tokenizer, splits=(split,), stats=stats)[split]
+    packed = load_splits(prog.corpus, prog.data, tokenizer, splits=(split,), stats=stats, on_build=on_build)[split]
     docs = unpack(packed)
     if curator is None:
         scores = scores_for_rows(c.scores, list(packed.doc_ids), docs, unit="document")
@@ -108,24 +108,19 @@ def document_scores(prog: FilterProgram, tokenizer, stats) -> tuple[list[str], n
     return list(packed.doc_ids), np.asarray(scores, np.float64), info
 
 
-def filter_corpus(prog: FilterProgram) -> dict[str, Any]:
-    """Runs `datarater filter`; returns the manifest (also in ``RUN_DIR/manifest.json``)."""
+def filter_documents(prog: FilterProgram, tokenizer, doc_ids: list[str], scores: np.ndarray,
+                     out: Path) -> dict[str, Any]:
+    """One pass over the corpus applying the per-item rule to the documents of ``score.split``.
+
+    Kept documents (and every document of the other splits, passed through with score None) go to
+    ``out``; returns the counts: ``read``, ``in_split``, ``kept``, ``unscored``, ``passed_through``
+    (per split), ``per_source`` and the ``stats`` of the read.
+    """
     from datarater.data.documents import ReadStats
     from datarater.data.sources import iter_documents
-    from datarater.data.tokenizer import make_tokenizer
-    from datarater.rundir import prepare_run_dir
-    from datarater.train.trainer import say
 
     c, f, split = prog.curate, prog.filter, prog.score.split
-    if c.name == "none" and not c.scores:
-        raise UserError("config key 'curate': filtering needs scores: choose curate=<datarater|random|perplexity|"
-                        "heuristic|dsir> or give curate.scores=<a `datarater score score.unit=document` run>")
     n, b = f.batch_size, oversampled_size(f.batch_size, c.discard)
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog)
-    tokenizer = make_tokenizer(prog.data)
-    read_stats = ReadStats()
-    doc_ids, scores, info = document_scores(prog, tokenizer, read_stats)
-    say(f"[filter] {len(doc_ids)} documents of the {split} split scored ({info['scores_from']})")
     finite = np.isfinite(scores)
     cdf = empirical_cdf(scores[finite]) if finite.any() else (lambda x: np.zeros_like(np.asarray(x, float)))
     prob = np.where(finite, accept_probability(cdf(scores), n, b), 0.0)
@@ -138,7 +133,6 @@ def filter_corpus(prog: FilterProgram) -> dict[str, Any]:
     counts: dict[str, Any] = {"read": 0, "in_split": 0, "kept": 0, "unscored": 0, "passed_through": Counter()}
     per_source: dict[str, Counter] = defaultdict(Counter)
     occurrence: Counter[str] = Counter()
-    out = run_dir / f"documents.{f.format}"
     writer = DocumentWriter(out, f.format)
     stats = ReadStats()
     for doc in iter_documents(prog.corpus, stats):
@@ -169,24 +163,4 @@ def filter_corpus(prog: FilterProgram) -> dict[str, Any]:
             per_source[doc.source]["kept"] += 1
             writer.write({"id": doc.id, "source": doc.source, "text": doc.text, "score": s})
     writer.close()
-
-    manifest = {
-        "output": str(out), "format": f.format, "split": split, **info,
-        "discard": c.discard, "batch_size": n, "oversampled_batch_size": b, "expected_kept_fraction": n / b,
-        "documents": {**counts, "passed_through": dict(counts["passed_through"]),
-                      "kept_fraction": counts["kept"] / max(1, counts["in_split"] - counts["unscored"])},
-        "per_source": {
-            src: {"documents": c_["documents"], "kept": c_["kept"], "unscored": c_["unscored"],
-                  "kept_fraction": c_["kept"] / max(1, c_["documents"] - c_["unscored"])}
-            for src, c_ in sorted(per_source.items())
-        },
-        "read": stats.as_dict(),
-        "empty_after_tokenize": int(read_stats.skipped.get("empty_after_tokenize", 0)),
-    }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    say(f"[filter] kept {counts['kept']} of {counts['in_split']} {split} documents "
-        f"({manifest['documents']['kept_fraction']:.1%}; expected {n / b:.1%}), "
-        f"{sum(counts['passed_through'].values())} of other splits passed through -> {out}")
-    for src, d in manifest["per_source"].items():
-        say(f"[filter]   {src}: kept {d['kept']} of {d['documents']} ({d['kept_fraction']:.1%})")
-    return manifest
+    return {**counts, "per_source": per_source, "stats": stats}

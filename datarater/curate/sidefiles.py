@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from datarater.artifacts import SCORE_DIR
 from datarater.errors import UserError
 
 META_FILE = "meta.json"
@@ -133,8 +134,8 @@ def read_metadata(score_dir: str | Path) -> dict[str, Any]:
 def resolve_score_dir(path: str | Path) -> Path:
     """``path/scores`` if ``path`` is a score run directory, else ``path`` itself."""
     p = Path(path).expanduser()
-    if (p / "scores" / META_FILE).exists():
-        return p / "scores"
+    if (p / SCORE_DIR / META_FILE).exists():
+        return p / SCORE_DIR
     if (p / META_FILE).exists():
         return p
     raise UserError(
@@ -201,15 +202,6 @@ def check_ids(found: Sequence[str], expected: Sequence[str], where: str | Path) 
                 f"{where}: row {k} of the side file is '{a}' but the corpus has '{b}' there: "
                 "these scores belong to another corpus or split; score this one"
             )
-
-
-def scores_by_id(score_dir: str | Path) -> dict[str, float]:
-    """``{id: score}`` of a score directory; an id that occurs twice is an error."""
-    ids, _, scores = read_scores(score_dir)
-    out = {str(i): float(s) for i, s in zip(ids, scores, strict=True)}
-    if len(out) != len(ids):
-        raise UserError(f"{score_dir}: ids are not unique; look the scores up by position instead")
-    return out
 
 
 def scores_for_rows(score_dir: str | Path, ids: Sequence[str], tokens: Sequence[np.ndarray], unit: str) -> np.ndarray:

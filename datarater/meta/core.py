@@ -43,7 +43,6 @@ from flax import nnx
 from datarater.models.transformer import sequence_losses, summed_nll
 from datarater.train.microbatch import map_microbatches, merge, split
 
-GRAD_MODES = ("autodiff", "remat", "mixed")
 Batch = dict[str, jax.Array]
 
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from datarater.config import ModelConfig
 from datarater.models.layers import Block, RMSNorm, attention_mask, dtype_of, param
-from datarater.parallel.activations import constrain
+from datarater.models.sharding import constrain
 
 
 class Trunk(nnx.Module):

@@ -76,10 +76,3 @@ def maybe_initialize_distributed(enabled: bool | None = None) -> bool:
                 f"or {ENV_FLAG}=0 for a single process")
         raise UserError(f"multi-host start-up failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}; {hint}") from None
     return jax.process_count() > 1
-
-
-def is_main_process() -> bool:
-    """True on process 0, which writes run directories, metrics and logs."""
-    import jax
-
-    return jax.process_index() == 0

@@ -11,6 +11,7 @@ that replicates it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from datarater.parallel.mesh import _is_axes, _rule_axes, logical_to_spec
+from datarater.parallel.mesh import _is_axes, _rule_axes, logical_to_spec, param_shardings
 
 POPULATION = "population"
 
@@ -133,3 +134,83 @@ def stacked_batch_sharding(mesh: Mesh, rules: Mapping[str, Any], shape: tuple[in
     spec[0] = _entry(population_axes(mesh, rules, shape[0]))
     spec[batch_dim] = _entry(member_batch_axes(mesh, rules, shape[0], shape[batch_dim]))
     return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def put_stacked(batch: Mapping[str, Any], mesh: Mesh, rules: Mapping[str, Any], batch_dim: int) -> dict:
+    """Global arrays of population-stacked batches (the same numpy values on every process)."""
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        sharding = stacked_batch_sharding(mesh, rules, v.shape, batch_dim)
+        out[k] = jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+    return out
+
+
+def population_state_shardings(shapes: dict, lm_axes: dict, rater_axes: dict, inner_tx: optax.GradientTransformation,
+                                outer_tx: optax.GradientTransformation, mesh: Mesh, rules: Mapping[str, Any],
+                                population: int, outer_stacked: bool) -> dict:
+    """NamedShardings of a meta-state ``{eta, outer, theta, inner}`` (``shapes``: its ShapeDtypeStructs):
+    members over the population axes, the rater by the rules.
+
+    ``theta`` and ``inner`` (and ``outer`` when ``outer_stacked``: one outer optimiser per member)
+    have a leading population axis; the rater ``eta`` has none and is sharded like any model
+    (replicated on a data mesh). ``lm_axes`` / ``rater_axes``: logical axis names of one member's
+    and of the rater's parameters (`datarater.parallel.mesh.logical_axes_of`).
+    """
+    eta = param_shardings(rater_axes, shapes["eta"], rules, mesh)
+    theta = stacked_param_shardings(lm_axes, shapes["theta"], mesh, rules)
+    inner = optimizer_shardings(inner_tx, shapes["inner"], theta, mesh, stacked=population, rules=rules)
+    if outer_stacked:
+        stacked_eta = jax.tree.map(lambda x: jax.ShapeDtypeStruct((population, *x.shape), x.dtype), shapes["eta"])
+        eta_stacked = stacked_param_shardings(rater_axes, stacked_eta, mesh, rules)
+        outer = optimizer_shardings(outer_tx, shapes["outer"], eta_stacked, mesh, stacked=population, rules=rules)
+    else:
+        outer = optimizer_shardings(outer_tx, shapes["outer"], eta, mesh)
+    return {"eta": eta, "outer": outer, "theta": theta, "inner": inner}
+
+
+@dataclass(frozen=True)
+class PopulationLayout:
+    """Where a population of ``population`` members lives on ``mesh``: decided here, once; the meta
+    program only asks (`axes`, `batch_axes`, `put`, `state_shardings`, `describe`)."""
+
+    mesh: Mesh
+    rules: Mapping[str, Any]
+    population: int
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return population_axes(self.mesh, self.rules, self.population)
+
+    @property
+    def member_rules(self) -> dict[str, Any]:
+        """The rules inside one member: those of the mesh less the population's axes."""
+        return member_rules(self.rules, self.axes)
+
+    def batch_axes(self, batch: int) -> tuple[str, ...]:
+        return member_batch_axes(self.mesh, self.rules, self.population, batch)
+
+    def batch_shards(self, batch: int) -> int:
+        """Devices a member's batch of ``batch`` rows is split over."""
+        axes = self.batch_axes(batch)
+        return int(np.prod([self.mesh.shape[a] for a in axes])) if axes else 1
+
+    def put(self, batch: Mapping[str, Any], batch_dim: int) -> dict:
+        return put_stacked(batch, self.mesh, self.rules, batch_dim)
+
+    def state_shardings(self, shapes: dict, lm_axes: dict, rater_axes: dict, inner_tx, outer_tx,
+                        outer_stacked: bool) -> dict:
+        return population_state_shardings(shapes, lm_axes, rater_axes, inner_tx, outer_tx, self.mesh, self.rules,
+                                          self.population, outer_stacked)
+
+    def describe(self, batch_sizes: list[int]) -> list[str]:
+        """Lines for the user: how the population is split (on more than one device), and a warning
+        for each member batch that is not split (`replicated_batch_notes`)."""
+        if self.mesh.size == 1:
+            return []
+        axes = self.axes
+        split = f"split over {'*'.join(axes)}" if axes else "not split (no mesh axis of the population rule divides it)"
+        lines = [f"{dict(self.mesh.shape)}: population of {self.population} {split}; "
+                 f"{members_per_device(self.mesh, self.rules, self.population)} member(s) per device"]
+        notes = replicated_batch_notes(self.mesh, self.rules, self.population, batch_sizes)
+        return lines + [f"warning: {n}" for n in notes]

@@ -7,8 +7,6 @@ of an abstract target, so a run may resume on a different device count.
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +55,6 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
-
-    def kill_if_asked(self, step: int) -> None:
-        """Fault injection for the resume tests: SIGKILL this process once the checkpoint of
-        ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
-        target = os.environ.get("DATARATER_SIGKILL_AFTER_CHECKPOINT")
-        if target and int(target) == step:
-            self.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

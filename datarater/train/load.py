@@ -7,12 +7,11 @@ from pathlib import Path
 
 import jax
 from flax import nnx
-from omegaconf import OmegaConf
 
+from datarater.artifacts import CHECKPOINT_DIR, read_run_config
 from datarater.config import TrainLMProgram
 from datarater.errors import UserError
 from datarater.models.transformer import CausalLM
-from datarater.rundir import CONFIG_FILE
 
 
 @dataclass
@@ -27,15 +26,7 @@ class LoadedLM:
 
 
 def read_program(run_dir: str | Path) -> TrainLMProgram:
-    path = Path(run_dir).expanduser()
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.exists():
-        raise UserError(f"{path} is not a train-lm run directory (no {CONFIG_FILE})")
-    raw = OmegaConf.load(cfg_file)
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainLMProgram), raw))
-    except Exception as e:  # noqa: BLE001 - any schema mismatch is the user's run directory
-        raise UserError(f"{cfg_file} is not a train-lm config: {str(e).splitlines()[0]}") from None
+    return read_run_config(run_dir, TrainLMProgram, "train-lm")
 
 
 def load_lm(run_dir: str | Path, step: int | None = None) -> LoadedLM:
@@ -45,7 +36,7 @@ def load_lm(run_dir: str | Path, step: int | None = None) -> LoadedLM:
 
     path = Path(run_dir).expanduser().absolute()
     prog = read_program(path)
-    ckpt_dir = path / "checkpoints"
+    ckpt_dir = path / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
         raise UserError(f"{path} has no finished checkpoint (no checkpoints/): train it first")
     ckpt = Checkpointer(ckpt_dir, keep=1_000_000)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from datarater.errors import UserError
+from datarater.parallel.mesh import batch_shards
 
 
 def split(tree: Any, n: int) -> Any:
@@ -69,3 +70,17 @@ def microbatch_count(key: str, batch_size: int, shards: int, rows: int) -> int:
         raise UserError(f"config key '{key}': {rows} rows per microbatch do not divide the {per_device} rows "
                         f"each device holds of a batch of {batch_size}{where}; use a divisor of {per_device}")
     return per_device // rows
+
+
+def check_batch(train, mesh, rules) -> tuple[int, int]:
+    """Per-process batch size, and microbatches per step, of ``train`` (a ``TrainConfig``): the
+    global batch must split evenly over processes and batch shards, and each device's rows into
+    ``train.microbatch_rows``."""
+    shards, pc = batch_shards(mesh, rules), jax.process_count()
+    if train.batch_size % shards or train.batch_size % pc:
+        raise UserError(
+            f"train.batch_size={train.batch_size} must be divisible by the {shards} batch shards of the mesh "
+            f"and the {pc} processes"
+        )
+    micro = microbatch_count("train.microbatch_rows", train.batch_size, shards, train.microbatch_rows)
+    return train.batch_size // pc, micro

@@ -1,4 +1,4 @@
-"""The LM training and evaluation steps: pure functions of plain pytrees."""
+"""The LM training and evaluation steps (pure functions of plain pytrees) and the validation loss over batches."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import optax
 from flax import nnx
 
 from datarater.models.transformer import summed_nll
+from datarater.parallel.mesh import put_batch
 from datarater.train.microbatch import map_microbatches
 
 
@@ -51,3 +52,17 @@ def make_eval_step(graphdef: nnx.GraphDef, microbatches: int = 1) -> Callable:
         return map_microbatches(sums, batch, microbatches)[0]
 
     return eval_step
+
+
+def evaluate(eval_fn: Callable, params, batches: list[dict], mesh, rules) -> float:
+    """Mean NLL per predicted token (nats) of ``eval_fn`` (a jitted `make_eval_step`) over global
+    ``batches``; each process feeds its own slice of every batch's rows."""
+    pi, pc = jax.process_index(), jax.process_count()
+    total, count = 0.0, 0.0
+    for batch in batches:
+        rows = len(batch["tokens"]) // pc
+        local = {k: v[pi * rows : (pi + 1) * rows] for k, v in batch.items() if k != "index"}
+        nll, n = eval_fn(params, put_batch(local, mesh, rules))
+        total += float(nll)
+        count += float(n)
+    return total / max(count, 1.0)

@@ -11,7 +11,6 @@ Each stage resumes or is skipped when it finished before, so rerunning continues
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +23,9 @@ from datarater.config import (
     SweepConfig,
     SweepProgram,
 )
-from datarater.curate.config import CurateConfig, ScoreConfig
-from datarater.eval.config import EvalConfig
+from datarater.config.curate import CurateConfig, ScoreConfig
+from datarater.config.eval import EvalConfig
+from datarater.console import format_duration, say
 from datarater.rundir import prepare_run_dir
 
 # Rough share of the wall time of each stage on 2 CPU cores, for the overall ETA.
@@ -39,17 +39,11 @@ class StageClock:
 
     def begin(self, i: int, name: str, note: str = "") -> None:
         elapsed = time.perf_counter() - self.start
-        eta = f", overall ETA {_fmt(elapsed / self.done * (1 - self.done))}" if self.done > 0 else ""
-        print(f"\n[quickstart] stage {i}/{len(STAGES)}: {name}{note} (elapsed {_fmt(elapsed)}{eta})",
-              file=sys.stderr, flush=True)
+        eta = f", overall ETA {format_duration(elapsed / self.done * (1 - self.done))}" if self.done > 0 else ""
+        say(f"\n[quickstart] stage {i}/{len(STAGES)}: {name}{note} (elapsed {format_duration(elapsed)}{eta})")
 
     def end(self, share: float) -> None:
         self.done += share
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}:{s:02d}"
 
 
 def meta_program(prog: QuickstartProgram, run: Path) -> MetaTrainProgram:
@@ -73,14 +67,11 @@ def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
                                           compute=ModelCompute.of(prog.model)))
 
 
-def quickstart(prog: QuickstartProgram) -> dict:
-    from datarater.curate.score import score
+def run(prog: QuickstartProgram) -> dict:
     from datarater.data.corpus import load_splits
     from datarater.data.documents import ReadStats
     from datarater.data.tokenizer import make_tokenizer
-    from datarater.experiments.report import report
-    from datarater.experiments.sweep import sweep
-    from datarater.meta.trainer import meta_train
+    from datarater.programs import meta_train, report, score, sweep
 
     run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.baseline_seeds",))
     clock = StageClock()
@@ -94,32 +85,32 @@ def quickstart(prog: QuickstartProgram) -> dict:
 
     clock.begin(1, "corpus", f" ({prog.corpus.name})")
     stats = ReadStats()
-    timed("corpus", lambda: load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("heldout",), stats=stats))
-    print(f"[quickstart] {stats.summary()}", file=sys.stderr)
+    timed("corpus", lambda: load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("heldout",), stats=stats, on_build=say))
+    say(f"[quickstart] {stats.summary()}")
     clock.end(STAGES[0][1])
 
     meta = meta_program(prog, run)
     finished = (run / "meta" / "rater").exists() and (run / "meta" / "summary.json").exists()
     clock.begin(2, "meta-train", f" {prog.meta.steps} steps" + (" (finished earlier)" if finished else ""))
     if not finished:
-        timed("meta-train", lambda: meta_train(meta))
+        timed("meta-train", lambda: meta_train.run(meta))
     clock.end(STAGES[1][1])
 
     clock.begin(3, "score", " the training split with the rater")
-    timed("score", lambda: score(score_program(prog, run)))
+    timed("score", lambda: score.run(score_program(prog, run)))
     clock.end(STAGES[2][1])
 
     clock.begin(4, "sweep", f" ratios {list(prog.quickstart.ratios)} x curators {list(prog.quickstart.curators)}")
-    result = timed("sweep", lambda: sweep(sweep_program(prog, run)))
+    result = timed("sweep", lambda: sweep.run(sweep_program(prog, run)))
     clock.end(STAGES[3][1])
 
     clock.begin(5, "report")
     notes = ["quickstart stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
-    path = timed("report", lambda: report(ReportProgram(run_dir=str(run), rater_run=str(run / "meta"),
+    path = timed("report", lambda: report.run(ReportProgram(run_dir=str(run), rater_run=str(run / "meta"),
                                                         rows=prog.quickstart.report_rows), notes=notes))
     clock.end(STAGES[4][1])
     total = time.perf_counter() - clock.start
     summary = {"report": str(path), "seconds": total, "stages": timings, **result}
     (run / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(f"\n[quickstart] done in {_fmt(total)}: open {path}", file=sys.stderr)
+    say(f"\n[quickstart] done in {format_duration(total)}: open {path}")
     return summary

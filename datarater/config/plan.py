@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datarater.config import DataConfig, MeshConfig, MetaConfig, ModelConfig, TrainConfig, check_microbatch_rows
+from datarater.config.groups import DataConfig, MeshConfig, MetaConfig, ModelConfig, TrainConfig
+from datarater.config.validate import check_microbatch_rows
 from datarater.errors import UserError
 
 
@@ -30,11 +31,6 @@ PAPER_PROTOCOL: dict[str, Protocol] = {
     "chinchilla_400m": Protocol(steps=30_000, batch_size=128, seq_len=2048, lr=1e-3),
     "chinchilla_1b": Protocol(steps=48_000, batch_size=256, seq_len=2048, lr=2e-4),
 }
-
-# DESIGN.md section 2: 8 x 400M inner LMs, a 50M rater, T=2, batch 128 per member, 8,000 meta-steps.
-PAPER_META = {"model": "chinchilla_400m", "rater": "rater_50m", "population": 8, "unroll": 2,
-              "inner_batch_size": 128, "outer_batch_size": 128, "steps": 8_000, "seq_len": 2048}
-
 
 @dataclass
 class PlanConfig:

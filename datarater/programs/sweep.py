@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
-from datarater.curate.config import validate_curate
+from datarater.config.curate import validate_curate
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
 from datarater.eval.report import RunResult, noise_lines, write_results_csv
@@ -130,7 +130,7 @@ def plan_stage2(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
 
 
 def run_all(runs: list[PlannedRun], label: str) -> None:
-    from datarater.train.trainer import train_lm
+    from datarater.programs.train_lm import run as train_lm
 
     for i, r in enumerate(runs, 1):
         done = (Path(r.program.run_dir) / "summary.json").exists()
@@ -163,14 +163,14 @@ def evaluate_run_tasks(program: TrainLMProgram) -> dict:
     out = Path(program.run_dir) / "tasks.json"
     if out.exists():
         return json.loads(out.read_text())
-    from datarater.eval.run import evaluate_tasks
+    from datarater.eval.accuracy import evaluate_tasks
     from datarater.eval.tasks import load_tasks
     from datarater.train.load import load_lm
 
     lm = load_lm(program.run_dir)
     tasks = load_tasks(program.eval.tasks, program.eval.limit)
     res = evaluate_tasks(lm.graphdef, lm.params, lm.program, tasks, limit=program.eval.limit,
-                         batch_size=program.eval.batch_size, verbose=False)
+                         batch_size=program.eval.batch_size)
     out.write_text(json.dumps(res, indent=2))
     return res
 
@@ -217,7 +217,7 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
     return "\n".join(lines).rstrip() + "\n"
 
 
-def sweep(prog: SweepProgram) -> dict:
+def run(prog: SweepProgram) -> dict:
     from datarater.rundir import prepare_run_dir
 
     s = prog.sweep

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datarater.curate.config import CurateConfig
+from datarater.config.curate import CurateConfig
 from datarater.curate.rules import oversampled_size, top_k_keep
 from datarater.data.packing import PackedSequences
 

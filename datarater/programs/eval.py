@@ -1,85 +1,24 @@
 """`datarater eval`: NLL and zero-shot multiple-choice accuracy of a trained LM.
 
 Writes ``results.json`` and ``results.md`` to ``run_dir`` (default ``LM_RUN/eval``) and prints
-the tables. `evaluate_tasks` is the reusable part that train-lm calls every ``eval.every`` steps.
+the tables.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import jax
-from flax import nnx
-
-from datarater.config import TrainLMProgram
+from datarater.config.eval import EvalProgram, validate_eval
+from datarater.console import is_main_process, result, say
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
-from datarater.eval.config import EvalProgram, validate_eval
-from datarater.eval.tasks import Task, load_tasks
+from datarater.eval.accuracy import evaluate_tasks
+from datarater.eval.tasks import load_tasks
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
-
-
-def say(msg: str) -> None:
-    if jax.process_index() == 0:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _chance(task: Task) -> float:
-    return sum(1.0 / len(it.continuations) for it in task.items) / len(task.items)
-
-
-def evaluate_tasks(
-    graphdef: nnx.GraphDef,
-    params,
-    program: TrainLMProgram,
-    tasks: Sequence[str | Task],
-    limit: int = 0,
-    batch_size: int = 32,
-    verbose: bool = True,
-) -> dict[str, dict]:
-    """Accuracy of the LM on each task: ``{name: {acc, acc_norm, n, chance, schema, file}}``.
-
-    ``tasks`` are task files (globs allowed; loaded first, in order) or loaded `Task`s; ``limit``
-    items per file (0 = all).
-    The context window is the run's ``data.seq_len``; contexts start with bos if ``data.add_bos``.
-    """
-    from datarater.eval.mc import accuracy, choice_loglikelihoods
-
-    tokenizer = make_tokenizer(program.data)
-    paths = [t for t in tasks if isinstance(t, str)]
-    loaded = (load_tasks(paths, limit) if paths else []) + [t for t in tasks if isinstance(t, Task)]
-    out = {}
-    for task in loaded:
-        t0 = time.perf_counter()
-        n_choices = sum(len(it.continuations) for it in task.items)
-        if verbose:
-            say(f"[eval] {task.name}: {len(task.items)} items, {n_choices} choices ...")
-        shown = [0]
-
-        def progress(done: int, total: int, name: str = task.name, shown: list = shown) -> None:
-            if verbose and total >= 10 and done * 5 // total > shown[0] and done < total:
-                shown[0] = done * 5 // total
-                say(f"[eval] {name}: {100 * done // total}% of {total} batches")
-
-        ll = choice_loglikelihoods(graphdef, params, tokenizer, task.items, program.data.seq_len, batch_size,
-                                   add_bos=program.data.add_bos, progress=progress)
-        res = {**accuracy(task.items, ll), "chance": _chance(task), "schema": task.schema, "file": task.path}
-        key, k = task.name, 1
-        while key in out:  # two tasks of the same name: keep both
-            k += 1
-            key = f"{task.name}#{k}"
-        out[key] = res
-        if verbose:
-            say(f"[eval] {task.name}: acc {res['acc']:.4f}, acc_norm {res['acc_norm']:.4f} "
-                f"(chance {res['chance']:.3f}; {time.perf_counter() - t0:.1f} s)")
-    return out
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -119,7 +58,7 @@ def _json_safe(v):
     return v
 
 
-def evaluate_lm(prog: EvalProgram) -> dict:
+def run(prog: EvalProgram) -> dict:
     """Evaluates the latest checkpoint of ``prog.lm_run``; returns (and writes) the results."""
     from datarater.eval.flops import lm_flops_per_step
     from datarater.eval.nll import extra_validation_sets, nll_of_sets, own_validation_split
@@ -152,7 +91,7 @@ def evaluate_lm(prog: EvalProgram) -> dict:
         say(f"[eval] {name}: {r.sequences} sequences, NLL {r.nll:.4f} nats/token, {r.bits_per_byte:.4f} bits/byte")
 
     nll = nll_of_sets(loaded.graphdef, loaded.params, sets, tokenizer, e.batch_size, e.max_sequences, nll_progress)
-    task_results = evaluate_tasks(loaded.graphdef, loaded.params, run, tasks, e.limit, e.batch_size) if tasks else {}
+    task_results = evaluate_tasks(loaded.graphdef, loaded.params, run, tasks, e.limit, e.batch_size, log=say) if tasks else {}
 
     results = {
         "lm_run": str(lm_run),
@@ -166,7 +105,7 @@ def evaluate_lm(prog: EvalProgram) -> dict:
         "documents": {"validation": stats.as_dict()},
     }
     table = results_markdown(results, e.normalize)
-    if jax.process_index() != 0:
+    if not is_main_process():
         return results
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +113,6 @@ def evaluate_lm(prog: EvalProgram) -> dict:
         (out_dir / RESULTS_MD).write_text(table)
     except OSError as err:
         raise UserError(f"run_dir {out_dir}: cannot write results: {err.strerror}") from None
-    print(table)
+    result(table)
     say(f"[eval] wrote {out_dir / RESULTS_JSON} and {RESULTS_MD}")
     return results

@@ -34,9 +34,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from datarater.config import MetaTrainProgram
+from datarater.config.plan import PlanProgram, lm_batch_shape
 from datarater.errors import UserError
 from datarater.parallel.activations import shard_activations
-from datarater.parallel.plan_config import PlanProgram, lm_batch_shape
 
 GIB = 2.0**30
 HBM_GIB = 16.0  # TPU v5e: 16 GiB of HBM per chip
@@ -136,7 +136,7 @@ def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
 def plan_meta_step(prog: PlanProgram, mesh: Mesh) -> dict:
     """Compiles the population meta-step (rater + ``meta.population`` inner LMs) on ``mesh``."""
     from datarater.meta.core import MetaProblem, outer_optimizer
-    from datarater.meta.trainer import abstract_meta_state, make_meta_step, meta_microbatches, meta_state_shardings
+    from datarater.meta.state import abstract_meta_state, make_meta_step, meta_microbatches, meta_state_shardings
     from datarater.models.rater import Rater
     from datarater.models.transformer import CausalLM
     from datarater.parallel.population import members_per_device, replicated_batch_notes, stacked_batch_sharding
@@ -226,7 +226,7 @@ def plan(prog: PlanProgram) -> list[dict]:
     if jax.device_count() >= max(counts):
         devices = jax.devices()
         return [row for n in counts for row in plan_on_devices(prog, devices[:n])]
-    r = subprocess.run([sys.executable, "-m", "datarater.parallel.plan"], input=_to_json(prog),
+    r = subprocess.run([sys.executable, "-m", "datarater.programs.plan"], input=_to_json(prog),
                        env=_child_env(max(counts)), capture_output=True, text=True)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(_RESULT)]
     if r.returncode != 0 or not lines:
@@ -292,7 +292,7 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_plan(prog: PlanProgram) -> list[dict]:
+def run(prog: PlanProgram) -> list[dict]:
     """`datarater plan`: prints the table (and returns its rows)."""
     rows = plan(prog)
     print(format_table(prog, rows))

@@ -37,7 +37,7 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
 def finished_runs(sweep_dir: Path):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.baseline_seeds`)."""
-    from datarater.experiments.sweep import SEED_RUN, PlannedRun, final_nll
+    from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
     runs, skipped, replicas = [], [], {}
@@ -96,7 +96,7 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
     """Scores of the DataRater and every baseline curator on the sampled validation rows, with texts."""
     from datarater.curate.curators import calibration_sample, make_curator, score_rows
     from datarater.eval.report import ScoreTable
-    from datarater.experiments.sweep import run_name
+    from datarater.programs.sweep import run_name
 
     tokenizer, packed, pick, batch = sample
     n = len(pick)
@@ -128,9 +128,9 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
     )
 
 
-def report(prog: ReportProgram, notes: list[str] | None = None) -> Path:
+def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.eval.report import ReportInputs, write_report, write_results_csv
-    from datarater.experiments.sweep import run_results
+    from datarater.programs.sweep import run_results
 
     if not prog.run_dir:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")

@@ -1,0 +1,69 @@
+"""Saved artifacts of a run directory: file names, typed configs, and the rater's parameters.
+
+The one place that knows how a finished run is laid out on disk, used both by the programs
+that write runs and by the library that reads them (curators load a rater or a reference LM,
+evaluation loads an LM). Building a module from what is read is the caller's job (``models``).
+
+    RUN/config.yaml      the resolved program config (`datarater.rundir`)
+    RUN/checkpoints/     orbax checkpoints of the training state (`datarater.train.checkpoint`)
+    RUN/rater/           a finished meta-training run's rater parameters
+    RUN/scores/          a `datarater score` run's side files (`datarater.curate.sidefiles`)
+    RUN/summary.json     what the finished run reports
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from datarater.errors import UserError
+from datarater.rundir import CONFIG_FILE
+
+CHECKPOINT_DIR = "checkpoints"
+RATER_DIR = "rater"
+SCORE_DIR = "scores"  # `datarater score` side files
+SUMMARY_FILE = "summary.json"
+
+T = TypeVar("T")
+
+
+def read_run_config(run_dir: str | Path, schema: type[T], what: str) -> T:
+    """``RUN/config.yaml`` merged into the dataclass ``schema`` (``what`` names the run kind in errors)."""
+    path = Path(run_dir).expanduser()
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.exists():
+        raise UserError(f"{path} is not a {what} run directory (no {CONFIG_FILE})")
+    raw = OmegaConf.load(cfg_file)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
+    except Exception as e:  # noqa: BLE001 - any schema mismatch is the user's run directory
+        raise UserError(f"{cfg_file} is not a {what} config: {str(e).splitlines()[0]}") from None
+
+
+def read_run_section(run_dir: str | Path, key: str, schema: type[T]) -> T:
+    """One section (``rater``, ``model``, ...) of ``RUN/config.yaml`` as the dataclass ``schema``."""
+    raw = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw[key]))
+
+
+def has_rater(run_dir: str | Path) -> bool:
+    path = Path(run_dir)
+    return (path / CONFIG_FILE).exists() and (path / RATER_DIR).is_dir()
+
+
+def save_rater(run_dir: str | Path, params: Any) -> None:
+    """The rater's parameters (a pytree of arrays on every process) in ``RUN/rater/``."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save((Path(run_dir) / RATER_DIR).absolute(), params, force=True)
+
+
+def restore_rater(run_dir: str | Path, target: Any) -> Any:
+    """The parameters saved by `save_rater`, restored onto ``target`` (ShapeDtypeStructs)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore((Path(run_dir) / RATER_DIR).absolute(), target)

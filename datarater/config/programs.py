@@ -1,0 +1,142 @@
+"""Program configs: one dataclass per subcommand, composed of the config groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datarater.config.curate import CurateConfig, FilterConfig, ScoreConfig
+from datarater.config.eval import EvalConfig
+from datarater.config.groups import (
+    CorpusConfig,
+    DataConfig,
+    MeshConfig,
+    MetaConfig,
+    ModelCompute,
+    ModelConfig,
+    TrainConfig,
+)
+
+
+@dataclass
+class ParamsProgram:
+    """`datarater params`: parameter counts of a model preset."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class TrainLMProgram:
+    """`datarater train-lm`: train a causal LM on a corpus."""
+
+    run_dir: str = "runs/train-lm"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)  # online curation of the training stream
+    eval: EvalConfig = field(default_factory=EvalConfig)  # multiple-choice tasks every eval.every steps
+
+
+@dataclass
+class MetaTrainProgram:
+    """`datarater meta-train`: meta-learn a DataRater on a corpus."""
+
+    run_dir: str = "runs/meta-train"
+    model: ModelConfig = field(default_factory=ModelConfig)  # the inner LMs
+    rater: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the inner optimiser (schedule over meta.lifetime)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+@dataclass
+class ScoreProgram:
+    """`datarater score`: score every sequence (or document) of a corpus split into side files."""
+
+    run_dir: str = "runs/score"
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+@dataclass
+class FilterProgram:
+    """`datarater filter`: write the documents the per-item rule keeps, and a manifest."""
+
+    run_dir: str = "runs/filter"
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+@dataclass
+class SweepConfig:
+    """`datarater sweep`: which curators, ratios and model sizes."""
+
+    model: str = "nano"  # the smallest preset: the discard ratio is chosen with it
+    larger: list[str] = field(default_factory=list)  # presets trained at each curator's best ratio
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+    curators: list[str] = field(default_factory=lambda: ["datarater", "random"])
+    # Unfiltered runs of the smallest model with seeds train.seed, train.seed+1, ...: their spread
+    # is the run-to-run noise the report compares every difference with (1 = no extra runs).
+    baseline_seeds: int = 1
+    # Compute settings for every model of the sweep (null = the preset's own), e.g. bf16 with
+    # float32 master weights and chunked attention on TPU/GPU:
+    #   sweep.compute.dtype=bfloat16 sweep.compute.attention_chunk=256
+    compute: ModelCompute = field(default_factory=ModelCompute)
+
+
+@dataclass
+class SweepProgram:
+    """`datarater sweep`: discard-ratio sweep per curator, then larger models at the best ratio."""
+
+    run_dir: str = "runs/sweep"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)  # shared options: rater_run, scores, target_paths, ...
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+@dataclass
+class ReportProgram:
+    """`datarater report`: the analysis report of a sweep (and the rater behind it)."""
+
+    run_dir: str = "runs/sweep"  # a sweep or quickstart run directory
+    rater_run: str = ""  # meta-train run whose rater is analysed ("" = the sweep's curate.rater_run)
+    rows: int = 2000  # validation rows scored for histograms, extremes and the feature fit
+
+
+@dataclass
+class QuickstartConfig:
+    """The budget of `datarater quickstart`: every stage in one run directory."""
+
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    curators: list[str] = field(default_factory=lambda: ["datarater", "random", "heuristic", "perplexity"])
+    baseline_seeds: int = 3  # unfiltered LMs with different seeds: the noise band of the report (sweep.baseline_seeds)
+    report_rows: int = 2000
+
+
+@dataclass
+class QuickstartProgram:
+    """`datarater quickstart`: embedded corpus -> meta-train -> score -> sweep -> report."""
+
+    run_dir: str = "runs/quickstart"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rater: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inner: TrainConfig = field(default_factory=TrainConfig)  # the inner LMs' optimiser in meta-training
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    quickstart: QuickstartConfig = field(default_factory=QuickstartConfig)

@@ -1,0 +1,147 @@
+"""`datarater meta-train`: meta-learn a DataRater on a corpus (bilevel, a population of inner LMs); resumes.
+
+A population of inner LMs, each with its own data stream and optimiser state, keeps training
+across meta-steps (each meta-gradient is a truncated unroll of ``meta.unroll`` inner steps); a
+member is re-initialised when it reaches its lifetime, and first lifetimes are staggered so the
+population always spans early and late training. The meta-step runs in the training loop
+(`datarater.train.loop`) with hooks for member re-initialisation, metric rows and the progress
+line; checkpoints hold the whole meta-state. The finished rater is saved in ``RUN/rater/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+
+import jax
+import numpy as np
+from flax import nnx
+
+from datarater.artifacts import RATER_DIR, save_rater
+from datarater.config import MetaTrainProgram
+from datarater.console import Progress, is_main_process, say
+from datarater.data.corpus import load_splits
+from datarater.data.documents import ReadStats
+from datarater.data.packing import PackedSequences
+from datarater.data.tokenizer import make_tokenizer
+from datarater.errors import UserError
+from datarater.meta.core import MetaProblem, outer_optimizer
+from datarater.meta.data import MetaData
+from datarater.meta.state import (
+    host_copy,
+    initial_meta_state,
+    make_meta_step,
+    make_reset,
+    member_mask,
+    meta_microbatches,
+)
+from datarater.models.rater import Rater
+from datarater.models.transformer import CausalLM
+from datarater.parallel.mesh import make_mesh
+from datarater.parallel.population import PopulationLayout
+from datarater.rundir import prepare_run_dir
+from datarater.train.checkpoint import Checkpointer
+from datarater.train.loop import Loop
+from datarater.train.metrics import MetricsFile
+from datarater.train.optimizer import make_optimizer
+
+RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
+                  "meta.microbatch_rows",  # the same meta-gradient in less memory
+                  "mesh.")  # checkpoints restore onto any device layout
+
+
+def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None) -> dict:
+    """Runs meta-training; ``splits`` (train, heldout) may be given instead of reading the corpus."""
+    m = prog.meta
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
+    tokenizer = make_tokenizer(prog.data)
+    for key, cfg in (("model", prog.model), ("rater", prog.rater)):
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise UserError(f"{key}.vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})")
+    mesh = make_mesh(prog.mesh)
+    layout = PopulationLayout(mesh, prog.mesh.rules, m.population)
+    micro, held_micro = meta_microbatches(m, mesh, prog.mesh.rules)  # bad settings stop before the corpus is read
+    stats = ReadStats()
+    if splits is None:
+        say(f"[data] reading {prog.corpus.name} ...")
+        splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "heldout"), stats=stats, on_build=say)
+        say(f"[data] {stats.summary()}")
+    for name in ("train", "heldout"):
+        say(f"[data] {name}: {len(splits[name])} sequences of {prog.data.seq_len} tokens")
+
+    inner_tx = make_optimizer(dataclasses.replace(prog.train, steps=m.lifetime), eps_root=m.inner_eps_root)
+    outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
+    lm_graphdef = nnx.split(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))[0]
+    rater_graphdef = nnx.split(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))[0]
+    problem = MetaProblem(lm_graphdef, rater_graphdef, inner_tx, m.grad_mode, scan_unroll=m.unroll <= m.unrolled_max,
+                          microbatches=micro, heldout_microbatches=held_micro)
+    for line in layout.describe([m.inner_batch_size, m.outer_batch_size]):
+        say(f"[mesh] {line}")
+    if micro > 1 or held_micro > 1:
+        say(f"[meta] inner batches in {micro} microbatches, held-out batches in {held_micro} "
+            f"({m.microbatch_rows} rows per device each)")
+
+    data = MetaData(splits["train"], splits["heldout"], m)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
+                snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict()}))
+    state, shardings, restored = initial_meta_state(prog, inner_tx, outer_tx, mesh, loop, fresh_start=resuming)
+    if restored.found:
+        data.restore(restored.extra["data"])
+        say(f"[ckpt] resumed meta-training from step {restored.step}")
+    step_fn = make_meta_step(problem, outer_tx, m.outer_update, shardings, mesh, prog.mesh.rules, m.population,
+                             m.plain_inner_steps)
+    reset_fn = make_reset(prog, inner_tx, shardings)
+    per_step = m.unroll + m.plain_inner_steps  # inner steps a member takes per meta-step
+
+    by_source: dict[str, list[float]] = defaultdict(list)
+    clock = {"t": time.perf_counter(), "since": 0}
+
+    def meta_step(step: int) -> dict:
+        inner, held, index = data.next()
+        state.arrays, out = step_fn(state.arrays, layout.put(inner, 2), layout.put(held, 1))
+        clock["since"] += 1
+        out = jax.device_get(out)
+        state.members.skipped += int(out["skipped"])
+        scores = out.pop("scores")  # [P, T, B]: the unrolled steps' batches, after the plain ones
+        for s, i in zip(scores.ravel(), index[:, m.plain_inner_steps:].ravel(), strict=True):
+            by_source[data.train.source_of_row(int(i))].append(float(s))
+        return {"step": step, **{k: float(v) for k, v in out.items() if k != "skipped"},
+                "skipped_total": state.members.skipped, "resets_total": state.members.resets}
+
+    def reinitialise_members(step: int, row: dict) -> None:
+        """Ages advance by the inner steps taken; members at the end of their lifetime start afresh."""
+        dead = state.members.age(per_step, m.lifetime)
+        if dead:
+            state.arrays = reset_fn(state.arrays, member_mask(dead, m.population), state.members.keys(m.seed))
+            row["reset_members"] = dead
+
+    progress = Progress(m.steps, start_step=restored.step, label="meta-train")
+
+    def log(step: int, row: dict) -> None:
+        row["score_by_source"] = {k: float(np.mean(v)) for k, v in sorted(by_source.items())}
+        row["steps_per_s"] = clock["since"] / (time.perf_counter() - clock["t"])
+        by_source.clear()
+        progress.show(step, outer=row["outer_loss"], inner=row["inner_loss"], gnorm=row["meta_grad_norm"],
+                      eff_batch=row["effective_batch"], skipped=state.members.skipped)
+        clock.update(t=time.perf_counter(), since=0)
+
+    loop.add_hook(reinitialise_members)
+    loop.add_hook(log, every=m.log_every)
+    loop.add_hook(lambda step, row: metrics.write(row))
+    try:
+        step = loop.run(restored.step, meta_step)
+    except KeyboardInterrupt:
+        say(f"[meta-train] interrupted at step {loop.step}: saved a checkpoint to resume from")
+        raise
+    save_rater(run_dir, host_copy(state.arrays["eta"]))
+    members = state.members
+    summary = {"run_dir": str(run_dir), "steps": step, "skipped_updates": members.skipped, "resets": members.resets,
+               "documents": stats.as_dict()}
+    if is_main_process():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"[meta-train] done: {step} meta-steps, {members.resets} member resets, {members.skipped} skipped updates; "
+        f"rater in {run_dir / RATER_DIR}")
+    return summary

@@ -1,0 +1,202 @@
+"""`datarater train-lm`: train a causal LM on a corpus, optionally curated online; resumes.
+
+Builds the model on a device mesh, streams packed batches from a Grain pipeline, runs a jitted
+AdamW step in the training loop (`datarater.train.loop`) with hooks for metrics, evaluation and
+the progress line, and checkpoints everything needed to resume bit-for-bit: parameters,
+optimiser state, step and the data iterator's state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+
+from datarater.config import TrainLMProgram
+from datarater.console import Progress, is_main_process, say
+from datarater.curate.online import make_online_curation
+from datarater.data.corpus import load_splits
+from datarater.data.documents import ReadStats
+from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
+from datarater.data.tokenizer import make_tokenizer
+from datarater.errors import UserError
+from datarater.models.presets import lm_train_flops_per_token
+from datarater.parallel.activations import batch_split
+from datarater.parallel.mesh import make_mesh, put_batch
+from datarater.rundir import prepare_run_dir
+from datarater.train.checkpoint import Checkpointer
+from datarater.train.loop import Loop
+from datarater.train.metrics import MetricsFile, peak_flops_per_device
+from datarater.train.microbatch import check_batch
+from datarater.train.optimizer import lr_schedule, make_optimizer
+from datarater.train.state import initial_lm_state
+from datarater.train.step import evaluate, make_eval_step, make_train_step
+
+# Keys that may differ when a run directory is started again (the run then resumes). Not
+# train.steps: the cosine schedule's length depends on it, so extending a run would change its
+# learning rate mid-way.
+RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.microbatch_rows",  # the same update in less memory
+                  "mesh.")  # checkpoints restore onto any device layout
+
+
+def run(prog: TrainLMProgram) -> dict:
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
+    cfg, train = prog.model, prog.train
+    tokenizer = make_tokenizer(prog.data)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise UserError(
+            f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})"
+        )
+    mesh = make_mesh(prog.mesh)
+    rules = prog.mesh.rules
+    local_batch, micro = check_batch(train, mesh, rules)
+    if micro > 1:
+        say(f"[train] each batch in {micro} microbatches of {train.microbatch_rows} rows per device")
+
+    say(f"[data] reading {prog.corpus.name} ...")
+    stats = ReadStats()
+    splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "validation"), stats=stats)
+    say(f"[data] {stats.summary()}")
+    for name, packed in splits.items():
+        say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
+
+    tx = make_optimizer(train)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
+    pending: list[tuple[int, dict]] = []  # per-step metrics still on device
+
+    def snapshot(step: int) -> tuple[dict, dict]:
+        flush(throughput=False)
+        extra = {"data": iterator_state(iterator), "processes": jax.process_count()}
+        if curation:
+            extra["curation"] = curation.counts()
+        return state.arrays(), extra
+
+    loop = Loop(ckpt, metrics, train.steps, train.checkpoint_every, snapshot)
+    state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop, fresh_start=resuming)
+    curation = make_online_curation(prog.curate, prog.data, tokenizer, splits["train"], local_batch)
+    draw = curation.draw if curation else local_batch
+    if curation:
+        say(f"[curate] {curation.name}: discard {curation.discard:g}, keep the best {curation.keep} of {draw} rows "
+            f"per step and process ({curation.flops_per_sequence:.3g} scoring FLOPs per row)")
+    iterator = make_iterator(train_batches(splits["train"], draw, train.seed, jax.process_index(), jax.process_count()))
+    if restored.found:
+        restore_iterator(iterator, restored.extra["data"])
+        saved_by, pc = restored.extra.get("processes"), jax.process_count()  # absent in checkpoints of older versions
+        if saved_by is not None and int(saved_by) != pc:
+            say(f"[ckpt] saved by {saved_by} process(es), resumed on {pc}: each process reads rows p::{pc} of the "
+                "training split, so the batches from here on differ from an uninterrupted run's (the model and "
+                "optimiser state are restored as saved)")
+        if curation and "curation" in restored.extra:
+            curation.load_counts(restored.extra["curation"])
+        dropped = restored.dropped_rows
+        say(f"[ckpt] resumed from step {restored.step} in {ckpt.directory}"
+            + (f" ({dropped} later metric rows recomputed)" if dropped else ""))
+    elif resuming:
+        say(f"[ckpt] {run_dir} has a config but no finished checkpoint: starting from step 0")
+
+    schedule = lr_schedule(train)
+    step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
+    eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
+    val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
+
+    flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
+    peak, peak_src = peak_flops_per_device()
+    tokens_per_step = train.batch_size * prog.data.seq_len
+    train_flops_per_step = flops_per_token * tokens_per_step
+    curate_flops_per_step = curation.flops_per_sequence * draw * jax.process_count() if curation else 0.0
+
+    def eval_row(step: int, nll: float) -> dict:
+        return {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
+                "curate_flops": step * curate_flops_per_step}
+    say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
+
+    start = restored.step
+    if start >= train.steps:
+        ckpt.close()
+        say(f"[train] {run_dir} is already complete at step {start}: nothing to do")
+        return json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    if start == 0 and val:
+        metrics.write(eval_row(0, evaluate(eval_fn, state.params, val, mesh, rules)))
+
+    timer = {"t": time.perf_counter(), "steps": 0}
+    shown: dict = {}  # the last throughput figures, for the progress line
+    last_val: float | None = None
+
+    def flush(throughput: bool) -> dict | None:
+        """Writes the per-step rows held on device; adds throughput to the last when asked."""
+        if not pending:
+            return None
+        fetched = jax.device_get(pending)
+        extra = {}
+        if throughput:
+            elapsed = time.perf_counter() - timer["t"]
+            tok_s = timer["steps"] * tokens_per_step / elapsed
+            extra = {"tokens_per_s": tok_s, "mfu": tok_s * flops_per_token / (peak * jax.device_count()),
+                     "step_time_s": elapsed / timer["steps"]}
+            timer.update(t=time.perf_counter(), steps=0)
+        for s, row in fetched:
+            out = {"step": s, "loss": row["loss"], "grad_norm": row["grad_norm"], "lr": float(schedule(s - 1))}
+            metrics.write({**out, **(extra if s == fetched[-1][0] else {})})
+        pending.clear()
+        last_loss = fetched[-1][1]["loss"]
+        if not np.isfinite(last_loss):
+            raise UserError(f"training diverged: loss is {last_loss} at step {fetched[-1][0]}; lower train.lr")
+        return {"loss": float(last_loss), **extra}
+
+    def train_step(step: int) -> None:
+        rows = next(iterator)
+        if curation:
+            rows = curation.select(rows, splits["train"])
+        batch = put_batch({k: v for k, v in rows.items() if k != "index"}, mesh, rules)
+        state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
+        timer["steps"] += 1
+        pending.append((step, m))
+
+    def log_rows(step: int, _) -> None:
+        shown.clear()
+        shown.update(flush(throughput=True) or {})
+
+    def validate(step: int, _) -> None:
+        nonlocal last_val
+        flush(throughput=False)
+        last_val = evaluate(eval_fn, state.params, val, mesh, rules)
+        metrics.write(eval_row(step, last_val))
+        timer["t"] = time.perf_counter()  # evaluation is not training throughput
+
+    progress = Progress(train.steps, start_step=start, label="train-lm")
+
+    def show_progress(step: int, _) -> None:
+        if shown:
+            progress.show(step, loss=shown["loss"], tok_s=f"{shown['tokens_per_s']:,.0f}",
+                          mfu=f"{100 * shown['mfu']:.1f}%", val_nll=last_val)
+
+    loop.add_hook(log_rows, every=train.log_every)
+    if val:
+        loop.add_hook(validate, every=train.eval_every)
+    loop.add_hook(show_progress, every=train.log_every)
+    try:
+        step = loop.run(start, train_step)
+    except KeyboardInterrupt:
+        say(f"[train] interrupted at step {loop.step}: saved a checkpoint to resume from")
+        raise
+
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": step,
+        "final_val_nll": last_val,
+        "documents": stats.as_dict(),
+        "sequences": {k: len(v) for k, v in splits.items()},
+        "flops_per_token": flops_per_token,
+        "train_flops": step * train_flops_per_step,
+        "curate_flops": step * curate_flops_per_step,
+        "curate": {"name": prog.curate.name, "discard": prog.curate.discard,
+                   "kept_fraction_per_source": curation.kept_fraction_per_source() if curation else None},
+    }
+    if is_main_process():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"[train] done: {step} steps, validation NLL {last_val if last_val is None else round(last_val, 4)}; {stats.summary()}")
+    return summary

@@ -1,0 +1,120 @@
+"""The one training loop: steps, hooks every N steps, checkpoints, resume, interrupt and final save.
+
+Both `train-lm` and `meta-train` run in it (as Levanter's ``Trainer`` with its hooks): the program
+gives a step function and a snapshot of what a checkpoint holds, and adds hooks for everything
+else (metrics rows, the progress line, evaluation, member re-initialisation). The loop itself
+
+- restores the latest finished checkpoint onto an abstract state (`Loop.restore`) and drops the
+  metric rows written after it, which the resumed run writes again;
+- calls the step function, then each hook whose period divides the step (and, unless a hook
+  says otherwise, every hook at the last step), in the order they were added;
+- saves a checkpoint every ``checkpoint_every`` steps and at the last step, then runs the
+  ``after_save`` hooks (the fault injection of the resume tests is one, `sigkill_after_checkpoint`);
+- on Ctrl-C saves a checkpoint of the step reached, closes the checkpointer and re-raises.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from datarater.train.checkpoint import Checkpointer
+from datarater.train.metrics import MetricsFile
+
+SIGKILL_ENV = "DATARATER_SIGKILL_AFTER_CHECKPOINT"
+
+
+@dataclass
+class Hook:
+    fn: Callable[[int, Any], None]  # (steps done, what the step function returned)
+    every: int
+    at_last: bool = True
+
+
+@dataclass
+class Restored:
+    """What `Loop.restore` found: the step to start from, and the checkpoint's arrays and JSON items."""
+
+    step: int = 0
+    state: Any = None
+    extra: dict = field(default_factory=dict)
+    dropped_rows: int = 0  # metric rows after the checkpoint, dropped to be written again
+
+    @property
+    def found(self) -> bool:
+        return self.state is not None
+
+
+def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
+    """Fault injection for the resume tests: SIGKILL this process once the checkpoint of step
+    ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
+
+    def hook(step: int) -> None:
+        target = os.environ.get(SIGKILL_ENV)
+        if target and int(target) == step:
+            ckpt.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+class Loop:
+    """``total_steps`` steps with hooks; checkpoints through ``ckpt`` every ``checkpoint_every`` steps.
+
+    ``snapshot(step) -> (arrays, extra)`` gives what a checkpoint of ``step`` holds (a pytree of
+    arrays and a JSON-serialisable dict); the loop adds ``extra["step"]``.
+    """
+
+    def __init__(self, ckpt: Checkpointer, metrics: MetricsFile, total_steps: int, checkpoint_every: int,
+                 snapshot: Callable[[int], tuple[Any, dict]]):
+        self.ckpt, self.metrics = ckpt, metrics
+        self.total, self.checkpoint_every = total_steps, checkpoint_every
+        self.snapshot = snapshot
+        self.hooks: list[Hook] = []
+        self.step = 0  # the last step taken (where an interrupted run stopped)
+        self.after_save: list[Callable[[int], None]] = [sigkill_after_checkpoint(ckpt)]
+
+    def add_hook(self, fn: Callable[[int, Any], None], every: int = 1, at_last: bool = True) -> None:
+        self.hooks.append(Hook(fn, every, at_last))
+
+    def restore(self, abstract_state: Any, fresh_start: bool) -> Restored:
+        """The latest finished checkpoint restored onto ``abstract_state`` (ShapeDtypeStructs with
+        shardings), metric rows after it dropped; none found: step 0, and when ``fresh_start``
+        (a run directory started before without reaching a checkpoint) its metrics file is removed."""
+        latest = self.ckpt.latest_step()
+        if latest is None:
+            if fresh_start and self.metrics.enabled and self.metrics.path.exists():
+                self.metrics.path.unlink()
+            return Restored()
+        state, extra = self.ckpt.restore(latest, abstract_state)
+        return Restored(step=int(latest), state=state, extra=extra, dropped_rows=self.metrics.truncate_after(latest))
+
+    def save(self, step: int) -> None:
+        arrays, extra = self.snapshot(step)
+        self.ckpt.save(step, arrays, {**extra, "step": step})
+
+    def run(self, start: int, step_fn: Callable[[int], Any]) -> int:
+        """Steps ``start + 1 .. total_steps``; ``step_fn(step)`` takes step ``step`` (1-based) and
+        returns what the hooks receive. Returns the step reached; the checkpointer is closed."""
+        step = self.step = start
+        try:
+            while step < self.total:
+                out = step_fn(step + 1)
+                step = self.step = step + 1
+                last = step == self.total
+                for hook in self.hooks:
+                    if step % hook.every == 0 or (last and hook.at_last):
+                        hook.fn(step, out)
+                if step % self.checkpoint_every == 0 or last:
+                    self.save(step)
+                    for fn in self.after_save:
+                        fn(step)
+        except KeyboardInterrupt:
+            self.save(step)
+            self.ckpt.close()
+            raise
+        self.ckpt.close()
+        return step

@@ -1,0 +1,35 @@
+"""The console: messages only from process 0, durations one way, the progress line's ETA."""
+
+from __future__ import annotations
+
+import jax
+
+from datarater import console
+
+
+def test_only_process_0_talks(monkeypatch, capsys):
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    console.say("from process 1")
+    console.result("table from process 1")
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    console.say("hello")
+    console.result("| a |")
+    out = capsys.readouterr()
+    assert out.err == "hello\n" and out.out == "| a |\n"  # messages on stderr, results on stdout
+
+
+def test_durations():
+    assert console.format_duration(0) == "0:00"
+    assert console.format_duration(61.9) == "1:01"
+    assert console.format_duration(3599) == "59:59"
+    assert console.format_duration(3600 + 62) == "1:01:02"
+    assert console.format_duration(float("inf")) == "?"
+
+
+def test_progress_line_eta(monkeypatch):
+    clock = iter([100.0, 110.0])  # constructed at t=100, asked at t=110
+    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
+    p = console.Progress(total_steps=30, start_step=10, label="x")
+    # 10 s for steps 10 -> 15: 2 s a step, 15 steps to go
+    assert p.line(15, loss=1.23456, tok_s="1,000", skipped=None) == "[x] step 15/30 | loss 1.235 | tok_s 1,000 | ETA 0:30"
