@@ -12,24 +12,18 @@ import pytest
 
 from datarater.errors import UserError
 from datarater.eval.audit import roc_auc
-from datarater.eval.report import (
-    ReportInputs,
-    RowNLL,
-    RunResult,
-    ScoreTable,
-    as_score_table,
+from datarater.eval.report.analysis import (
     baselines_by_model,
     best_ratios,
     extreme_indices,
     kept_fraction_by_source,
-    md_escape,
     model_order,
     nll_by_group,
     noise_threshold,
-    printable_excerpt,
-    write_report,
-    write_results_csv,
 )
+from datarater.eval.report.inputs import ReportInputs, RowNLL, RunResult, ScoreTable, as_score_table
+from datarater.eval.report.tables import md_escape, printable_excerpt, write_results_csv
+from datarater.eval.report.write import write_report
 
 SOURCES = ["wiki", "news", "chat", "tables"]
 LABELS = ["clean", "mojibake", "all_caps"]

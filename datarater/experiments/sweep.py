@@ -26,7 +26,8 @@ from datarater.config import SweepProgram, TrainLMProgram
 from datarater.curate.config import validate_curate
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
-from datarater.eval.report import RunResult, noise_lines, write_results_csv
+from datarater.eval.report.inputs import RunResult
+from datarater.eval.report.tables import noise_lines, write_results_csv
 from datarater.models.presets import lm_param_counts, load_preset
 
 
