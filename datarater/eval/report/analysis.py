@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -38,28 +38,48 @@ def baselines_by_model(runs: Sequence[RunResult]) -> dict[str, RunResult]:
     return out
 
 
-def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
-    """Per curator (not "none"), the discard ratio with the lowest final NLL on the smallest model.
+def best_ratio(baseline_nll: float | None, nll_by_ratio: Iterable[tuple[float, float]]) -> float | None:
+    """The discard ratio with the lowest final held-out NLL among one curator's runs on one model.
 
-    Ratio 0 is the unfiltered baseline of that model, a candidate for every curator (as in the
-    sweep). Ties go to the smaller ratio; runs without a finite final NLL are ignored.
+    ``nll_by_ratio`` holds ``(discard ratio, final NLL)`` pairs; ratio 0 is the unfiltered baseline
+    (``baseline_nll``), a candidate for every curator: a curator that never beats it gets 0. Ties go
+    to the smaller ratio; a missing or non-finite NLL (a run that did not finish) is never best.
+    None when no candidate has a finite NLL.
     """
+    options = [(float(nll), float(rho)) for rho, nll in [(0.0, baseline_nll), *nll_by_ratio] if finite(nll)]
+    return min(options)[1] if options else None
+
+
+def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
+    """Per curator (not "none", by name), its `best_ratio` on the smallest model; a curator without
+    any finite candidate there is left out."""
     order = model_order(runs)
     if not order:
         return {}
     smallest = order[0]
-    best: dict[str, tuple[float, float]] = {}
     base = baselines_by_model(runs).get(smallest)
-    if base is not None and finite(base.final_val_nll):
-        for c in {r.curator for r in runs if r.curator != BASELINE_CURATOR}:
-            best[c] = (float(base.final_val_nll), 0.0)
-    for r in runs:
-        if r.model != smallest or r.curator == BASELINE_CURATOR or not finite(r.final_val_nll):
-            continue
-        key = (float(r.final_val_nll), float(r.discard))
-        if r.curator not in best or key < best[r.curator]:
-            best[r.curator] = key
-    return {c: d for c, (_, d) in best.items()}
+    best = {}
+    for c in sorted({r.curator for r in runs if r.curator != BASELINE_CURATOR}):
+        mine = [(r.discard, r.final_val_nll) for r in runs if r.model == smallest and r.curator == c]
+        rho = best_ratio(None if base is None else base.final_val_nll, mine)
+        if rho is not None:
+            best[c] = rho
+    return best
+
+
+def baseline_nlls(runs: Sequence[RunResult]) -> dict[str, float]:
+    """Model -> final NLL of its unfiltered run (`baselines_by_model`), the reference of `delta_vs_baseline`."""
+    return {m: r.final_val_nll for m, r in baselines_by_model(runs).items()}
+
+
+def delta_vs_baseline(nll: float | None, baseline_nll: float | None) -> float:
+    """Δ NLL against the unfiltered LM of the same size: ``nll − baseline_nll`` (+ = worse).
+
+    NaN when either is missing (no baseline); not finite when either is not finite.
+    """
+    if nll is None or baseline_nll is None:
+        return math.nan
+    return float(nll) - float(baseline_nll)
 
 
 def run_at(runs: Sequence[RunResult], model: str, curator: str, discard: float) -> RunResult | None:

@@ -16,13 +16,12 @@ from datarater.eval.report.analysis import (
     baselines_by_model,
     best_ratios,
     curve_xy,
+    delta_vs_baseline,
     extreme_indices,
     finite,
     kept_fraction_by_source,
-    mean_metric,
     model_order,
     nll_by_group,
-    noise_threshold,
     run_at,
     sorted_runs,
     task_names,
@@ -39,14 +38,13 @@ from datarater.eval.report.plots import (
 )
 from datarater.eval.report.tables import (
     EXCERPT_CHARS,
-    flops_text,
     fmt,
-    gain_text,
     md_escape,
     md_table,
     noise_lines,
     pct,
     printable_excerpt,
+    results_table,
 )
 
 
@@ -62,40 +60,8 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
     md = ["## 1. Results", ""]
     if not runs:
         return md + _left_out("no runs given")
-    baselines = baselines_by_model(runs)
-    thresholds = {m: noise_threshold(v) for m, v in (spread or {}).items()}
-    show_noise = any(t is not None for t in thresholds.values())
-    missing = [m for m in model_order(runs) if m not in baselines]
-    rows = []
-    for r in sorted_runs(runs):
-        base = baselines.get(r.model)
-        delta = (
-            float(r.final_val_nll) - float(base.final_val_nll)
-            if base is not None and finite(r.final_val_nll) and finite(base.final_val_nll)
-            else float("nan")
-        )
-        rows.append(
-            [
-                md_escape(r.model),
-                md_escape(r.curator),
-                pct(r.discard, 0),
-                fmt(r.final_val_nll),
-                "—" if base is not None and r.name == base.name else (f"{delta:+.4f}" if finite(delta) else "n/a"),
-                gain_text(r, gains, base),
-                flops_text(r.total_flops()),
-                pct(mean_metric(r, "acc")),
-                pct(mean_metric(r, "acc_norm")),
-            ]
-        )
-        if show_noise:
-            thr = thresholds.get(r.model)
-            is_base = base is not None and r.name == base.name
-            rows[-1].insert(5, "—" if is_base or thr is None or not finite(delta) else ("yes" if abs(delta) > thr else "no"))
-    head = ["model", "curator", "discard", "final val NLL", "Δ NLL vs baseline", "net compute gain",
-            "FLOPs (train+curate)", "mean acc", "mean acc_norm"]
-    if show_noise:
-        head.insert(5, "beyond noise")
-    md += md_table(head, rows)
+    missing = [m for m in model_order(runs) if m not in baselines_by_model(runs)]
+    md += results_table(runs, gains, spread)
     md += [
         "",
         "NLL in nats per token on the held-out split; Δ < 0 is better than the unfiltered run of the same size. "
@@ -332,7 +298,7 @@ def section_nll_by_group(out_dir: Path, t: ScoreTable | None, row_nll: RowNLL | 
                 rows.append(cells + [fmt(vals[k], 3) for k in ["all", *names]])
                 continue
             ref = vals_of[base.name]
-            delta = [vals[k] - ref[k] for k in ["all", *names]]
+            delta = [delta_vs_baseline(vals[k], ref[k]) for k in ["all", *names]]
             rows.append(cells + [f"{d:+.3f}" if finite(d) else "n/a" for d in delta])
             heat.append(delta)
             heat_names.append(f"{r.model} {r.curator} {r.discard:.0%}")

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from datarater.eval.report.analysis import baselines_by_model, finite, noise_threshold, sorted_runs, task_names
-from datarater.eval.report.inputs import RunResult, check_runs
+from datarater.eval.report.analysis import (
+    baseline_nlls,
+    baselines_by_model,
+    delta_vs_baseline,
+    finite,
+    mean_metric,
+    noise_threshold,
+    sorted_runs,
+    task_names,
+)
+from datarater.eval.report.inputs import BASELINE_CURATOR, RunResult, check_runs
 
 EXCERPT_CHARS = 300
 _CONTROL_NAMES = {"\n": "↵", "\t": "→", "\r": "␍", "\x7f": "␡"}
@@ -103,13 +112,66 @@ def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> 
     return md + ([""] if md else [])
 
 
+def results_table(
+    runs: Sequence[RunResult], gains: Mapping[str, float | None] | None, spread: Mapping[str, Sequence[float]] | None
+) -> list[str]:
+    """The report's results table: a row per run with its final NLL, Δ vs the unfiltered run, net compute gain,
+    FLOPs and mean accuracies; with a seed ``spread``, also whether Δ is beyond run-to-run noise."""
+    baselines, base_nll = baselines_by_model(runs), baseline_nlls(runs)
+    thresholds = {m: noise_threshold(v) for m, v in (spread or {}).items()}
+    show_noise = any(t is not None for t in thresholds.values())
+    rows = []
+    for r in sorted_runs(runs):
+        base = baselines.get(r.model)
+        is_base = base is not None and r.name == base.name
+        delta = delta_vs_baseline(r.final_val_nll, base_nll.get(r.model))
+        rows.append(
+            [
+                md_escape(r.model),
+                md_escape(r.curator),
+                pct(r.discard, 0),
+                fmt(r.final_val_nll),
+                "—" if is_base else (f"{delta:+.4f}" if finite(delta) else "n/a"),
+                gain_text(r, gains, base),
+                flops_text(r.total_flops()),
+                pct(mean_metric(r, "acc")),
+                pct(mean_metric(r, "acc_norm")),
+            ]
+        )
+        if show_noise:
+            thr = thresholds.get(r.model)
+            rows[-1].insert(5, "—" if is_base or thr is None or not finite(delta) else ("yes" if abs(delta) > thr else "no"))
+    head = ["model", "curator", "discard", "final val NLL", "Δ NLL vs baseline", "net compute gain",
+            "FLOPs (train+curate)", "mean acc", "mean acc_norm"]
+    if show_noise:
+        head.insert(5, "beyond noise")
+    return md_table(head, rows)
+
+
+def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float],
+                     spread: dict[str, list[float]] | None = None) -> str:
+    """The sweep's ``results.md``: a row per run in the given order, the best ratio per curator, the seed noise."""
+    base_nll = baseline_nlls(results)
+    lines = ["| run | model | curator | discard | final val NLL | vs unfiltered | net compute gain |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        delta = delta_vs_baseline(r.final_val_nll, base_nll.get(r.model))
+        gain = "baseline" if r.curator == BASELINE_CURATOR else (
+            "not reached" if gains.get(r.name) is None else f"{100 * gains[r.name]:.1f}%")
+        lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
+    lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
+              + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
+    lines += [""] + noise_lines(spread or {}, list(spread or {}))
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mapping[str, float | None] | None) -> Path:
     """One row per run: sizes, FLOPs, final NLL, Δ vs baseline, net compute gain, per-task metrics.
 
     ``net_compute_gain`` is a number, "not reached", "baseline" or empty when not computed.
     """
     check_runs(runs)
-    baselines = baselines_by_model(runs)
+    baselines, base_nll = baselines_by_model(runs), baseline_nlls(runs)
     tasks = task_names(runs)
     head = [
         "name",
@@ -135,9 +197,7 @@ def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mappin
         for r in sorted_runs(runs):
             base = baselines.get(r.model)
             last = r.curve[-1] if r.curve else (None, None, None, None)
-            delta = ""
-            if base is not None and finite(r.final_val_nll) and finite(base.final_val_nll):
-                delta = repr(float(r.final_val_nll) - float(base.final_val_nll))
+            delta = delta_vs_baseline(r.final_val_nll, base_nll.get(r.model))
             gain = gain_text(r, gains, base)
             if gain not in ("baseline", "not reached"):
                 gain = "" if gain == "not computed" else repr(float(gains[r.name]))
@@ -152,7 +212,7 @@ def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mappin
                 "" if last[1] is None else float(last[1]),
                 "" if last[2] is None else float(last[2]),
                 float(r.final_val_nll) if finite(r.final_val_nll) else "",
-                delta,
+                repr(delta) if finite(delta) else "",
                 gain,
             ]
             for task in tasks:
