@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,20 @@ def _left_out(why: str) -> list[str]:
 
 def _image(md: list[str], alt: str, filename: str) -> None:
     md += [f"![{md_escape(alt)}]({filename})", ""]
+
+
+def _on_scores(heading: str):
+    """A section of the score table ``t`` (its first argument): ``heading``, then the section's own lines,
+    or without a table the line that says it is left out."""
+
+    def wrap(body):
+        @functools.wraps(body)
+        def section(t: ScoreTable | None, *args) -> list[str]:
+            return [heading, ""] + (_left_out("no score table given") if t is None else body(t, *args))
+
+        return section
+
+    return wrap
 
 
 def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Sequence[float]] | None = None) -> list[str]:
@@ -114,10 +129,9 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
     return md
 
 
-def section_histograms(out_dir: Path, t: ScoreTable | None) -> list[str]:
-    md = ["## 4. Rater scores per source", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 4. Rater scores per source")
+def section_histograms(t: ScoreTable, out_dir: Path) -> list[str]:
+    md: list[str] = []
     src = np.asarray(t.sources)
     rows = [
         [
@@ -136,12 +150,10 @@ def section_histograms(out_dir: Path, t: ScoreTable | None) -> list[str]:
     return md
 
 
-def section_kept(out_dir: Path, t: ScoreTable | None, ratios: Sequence[float], ratios_from: str) -> list[str]:
-    md = ["## 5. Kept fraction per source (the mixture the rater implies)", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 5. Kept fraction per source (the mixture the rater implies)")
+def section_kept(t: ScoreTable, out_dir: Path, ratios: Sequence[float], ratios_from: str) -> list[str]:
     names, kept, share = kept_fraction_by_source(t.scores, t.sources, ratios)
-    md += [
+    md = [
         f"Keeping the top (1 − ρ) of the {len(t)} scored sequences by DataRater score (the large-batch limit of "
         f"in-batch top-K filtering); ratios {ratios_from}.",
         "",
@@ -167,12 +179,10 @@ def _extreme_table(t: ScoreTable, idx: np.ndarray) -> list[str]:
     return md_table(head, rows)
 
 
-def section_extremes(t: ScoreTable | None) -> list[str]:
-    md = ["## 6. Lowest and highest scored sequences", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 6. Lowest and highest scored sequences")
+def section_extremes(t: ScoreTable) -> list[str]:
     low, high = extreme_indices(t.scores, N_EXTREMES)
-    md += [
+    md = [
         f"Excerpts of at most {EXCERPT_CHARS} characters; invisible characters made visible "
         "(↵ newline, → tab, ␀ and other control pictures, ␣ runs of spaces, \\xNN / \\uNNNN other non-printables).",
         "",
@@ -184,17 +194,15 @@ def section_extremes(t: ScoreTable | None) -> list[str]:
     return md
 
 
-def section_regression(out_dir: Path, t: ScoreTable | None) -> list[str]:
-    md = ["## 7. Scores against simple text features", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 7. Scores against simple text features")
+def section_regression(t: ScoreTable, out_dir: Path) -> list[str]:
     if len(t) < 3:
-        return md + _left_out(f"only {len(t)} scored sequences (need at least 3)")
+        return _left_out(f"only {len(t)} scored sequences (need at least 3)")
     names, X = text_features(t.texts, t.n_segments.tolist())
     fit = linear_fit(X, t.scores, names)
     if not math.isfinite(fit.r2):
-        return md + _left_out("all scores are equal, there is nothing to explain")
-    md += [
+        return _left_out("all scores are equal, there is nothing to explain")
+    md = [
         f"Least-squares fit of the DataRater score on {len(names)} features of the decoded text of {len(t)} sequences: "
         f"**R² = {fit.r2:.3f}** (the paper found about 0.75). Coefficients are per standard deviation of the feature, "
         "largest magnitude first; r = Pearson correlation of the feature with the score.",
@@ -234,20 +242,18 @@ def section_downstream(runs: Sequence[RunResult]) -> list[str]:
     return md
 
 
-def section_audit(out_dir: Path, t: ScoreTable | None) -> list[str]:
-    md = ["## 9. Audit against corruption labels", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 9. Audit against corruption labels")
+def section_audit(t: ScoreTable, out_dir: Path) -> list[str]:
     if t.labels is None:
-        return md + _left_out("the scored corpus carries no corruption labels")
+        return _left_out("the scored corpus carries no corruption labels")
     labels = np.asarray(t.labels)
     if not np.any(labels == "clean") or np.all(labels == "clean"):
-        return md + _left_out("the labels need both clean and corrupted sequences")
+        return _left_out("the labels need both clean and corrupted sequences")
     scores = {RATER_CURATOR: t.scores}
     scores.update({c: s for c, s in t.curator_scores.items() if c != RATER_CURATOR})
     curators = list(scores)
     rows = audit_table(t.labels, scores)
-    md += [
+    md = [
         f"ROC-AUC of clean ({int(np.sum(labels == 'clean'))} sequences) against each corruption type, per curator "
         "(higher score = keep; 1 = perfectly separated, 0.5 = chance).",
         "",
@@ -262,20 +268,17 @@ def section_audit(out_dir: Path, t: ScoreTable | None) -> list[str]:
     return md
 
 
-def section_nll_by_group(out_dir: Path, t: ScoreTable | None, row_nll: RowNLL | None,
-                         runs: Sequence[RunResult]) -> list[str]:
-    md = ["## 10. Held-out NLL by source and corruption label", ""]
-    if t is None:
-        return md + _left_out("no score table given")
+@_on_scores("## 10. Held-out NLL by source and corruption label")
+def section_nll_by_group(t: ScoreTable, out_dir: Path, row_nll: RowNLL | None, runs: Sequence[RunResult]) -> list[str]:
     if row_nll is None or not row_nll.nats:
-        return md + _left_out("no per-row NLL of the sweep's LMs given")
+        return _left_out("no per-row NLL of the sweep's LMs given")
     bad = {k: len(v) for k, v in row_nll.nats.items() if len(v) != len(t)}
     if len(row_nll.tokens) != len(t) or bad:
         raise UserError(f"per-row NLL: the score table has {len(t)} rows but tokens has {len(row_nll.tokens)}"
                         + "".join(f", {k} has {v}" for k, v in bad.items()))
     shown = [r for r in sorted_runs(runs) if r.name in row_nll.nats]
     baselines = baselines_by_model(shown)
-    md += [
+    md = [
         f"NLL (nats per predicted token) of each LM on the {len(t)} scored validation rows, by the source and the "
         "corruption label of each row (the one with most tokens in it). The unfiltered LM of each size in absolute "
         "terms; the others as Δ against it (+ = worse). A filter that drops a kind of text entirely leaves the LM "

@@ -39,13 +39,13 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
     md += section_results(runs, inputs.gains, inputs.baseline_spread)
     md += section_curves(out, runs)
     md += section_best_ratio(out, runs)
-    md += section_histograms(out, table)
-    md += section_kept(out, table, ratios, ratios_from)
+    md += section_histograms(table, out)
+    md += section_kept(table, out, ratios, ratios_from)
     md += section_extremes(table)
-    md += section_regression(out, table)
+    md += section_regression(table, out)
     md += section_downstream(runs)
-    md += section_audit(out, table)
-    md += section_nll_by_group(out, table, inputs.row_nll, runs)
+    md += section_audit(table, out)
+    md += section_nll_by_group(table, out, inputs.row_nll, runs)
     path = out / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return path
