@@ -198,3 +198,11 @@ def check_runs(runs: Sequence[RunResult]) -> None:
                 raise UserError(
                     f"run {r.name!r}: curve row {j} has {len(row)} fields, expected (step, train_flops, curate_flops, val_nll)"
                 )
+
+
+def check_row_nll(row_nll: RowNLL, n_rows: int) -> None:
+    """Raises `UserError` unless every LM's NLLs and the token counts have one value per row of the score table."""
+    bad = {k: len(v) for k, v in row_nll.nats.items() if len(v) != n_rows}
+    if len(row_nll.tokens) != n_rows or bad:
+        raise UserError(f"per-row NLL: the score table has {n_rows} rows but tokens has {len(row_nll.tokens)}"
+                        + "".join(f", {k} has {v}" for k, v in bad.items()))

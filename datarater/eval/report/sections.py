@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from datarater.errors import UserError
 from datarater.eval.audit import audit_table
 from datarater.eval.features import linear_fit, text_features
 from datarater.eval.report.analysis import (
@@ -27,7 +26,7 @@ from datarater.eval.report.analysis import (
     sorted_runs,
     task_names,
 )
-from datarater.eval.report.inputs import RATER_CURATOR, RowNLL, RunResult, ScoreTable
+from datarater.eval.report.inputs import RATER_CURATOR, RowNLL, RunResult, ScoreTable, check_row_nll
 from datarater.eval.report.plots import (
     plot_audit,
     plot_best_ratio,
@@ -272,10 +271,7 @@ def section_audit(t: ScoreTable, out_dir: Path) -> list[str]:
 def section_nll_by_group(t: ScoreTable, out_dir: Path, row_nll: RowNLL | None, runs: Sequence[RunResult]) -> list[str]:
     if row_nll is None or not row_nll.nats:
         return _left_out("no per-row NLL of the sweep's LMs given")
-    bad = {k: len(v) for k, v in row_nll.nats.items() if len(v) != len(t)}
-    if len(row_nll.tokens) != len(t) or bad:
-        raise UserError(f"per-row NLL: the score table has {len(t)} rows but tokens has {len(row_nll.tokens)}"
-                        + "".join(f", {k} has {v}" for k, v in bad.items()))
+    check_row_nll(row_nll, len(t))
     shown = [r for r in sorted_runs(runs) if r.name in row_nll.nats]
     baselines = baselines_by_model(shown)
     md = [
