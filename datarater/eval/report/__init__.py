@@ -12,7 +12,7 @@ Modules (importers name the one they need):
 
 - `inputs`: the input dataclasses (`RunResult`, `ScoreTable`, `RowNLL`, `ReportInputs`) and their checks;
 - `analysis`: the numbers, as pure functions (best ratio, Δ vs the unfiltered baseline, kept fractions, ...);
-- `tables`: text formatting, the Markdown results tables and ``results.csv``;
+- `tables`: text formatting, the Markdown results tables (also the sweep's ``results.md``) and ``results.csv``;
 - `plots`: the matplotlib figures (PNG);
 - `sections`: the Markdown sections of ``report.md``;
 - `write`: `write_report`, which assembles ``report.md``.

@@ -1,4 +1,4 @@
-"""Text of the report: cell formatting, the Markdown results tables, ``results.csv``."""
+"""Text of the results: cell formatting, the results tables (report section 1, the sweep's ``results.md``), ``results.csv``."""
 
 from __future__ import annotations
 
