@@ -12,24 +12,21 @@ import pytest
 
 from datarater.errors import UserError
 from datarater.eval.audit import roc_auc
-from datarater.eval.report import (
-    ReportInputs,
-    RowNLL,
-    RunResult,
-    ScoreTable,
-    as_score_table,
+from datarater.eval.report.analysis import (
+    baseline_nlls,
     baselines_by_model,
+    best_ratio,
     best_ratios,
+    delta_vs_baseline,
     extreme_indices,
     kept_fraction_by_source,
-    md_escape,
     model_order,
     nll_by_group,
     noise_threshold,
-    printable_excerpt,
-    write_report,
-    write_results_csv,
 )
+from datarater.eval.report.inputs import ReportInputs, RowNLL, RunResult, ScoreTable, as_score_table
+from datarater.eval.report.tables import md_escape, printable_excerpt, results_markdown, write_results_csv
+from datarater.eval.report.write import write_report
 
 SOURCES = ["wiki", "news", "chat", "tables"]
 LABELS = ["clean", "mojibake", "all_caps"]
@@ -215,6 +212,7 @@ def test_kept_fraction_matches_a_direct_computation(report):
             assert share[i, j] == pytest.approx(mix[s])
     # the report's first kept-fraction table shows the same numbers
     rows = table_rows(section(path.read_text(), "## 5."))[: len(names)]
+    assert len(rows) == len(names)
     for i, row in enumerate(rows):
         assert row[0] == names[i]
         assert row[1:] == [f"{100 * v:.1f}%" for v in kept[i]]
@@ -239,6 +237,41 @@ def test_results_table_baselines_best_ratio_and_gains(report):
     assert by_key[("micro", "datarater", "50%")][3:6] == ["2.1000", f"{2.1 - 2.2:+.4f}", "30.0%"]
     assert by_key[("nano", "random", "90%")][5] == "not reached"
     assert by_key[("nano", "none", "0%")][5] == "baseline"
+
+
+def test_best_ratio_counts_the_baseline_breaks_ties_low_and_never_picks_an_unfinished_run():
+    assert best_ratio(2.5, [(0.25, 2.6), (0.5, 2.55)]) == 0.0  # every filtered run is worse: unfiltered
+    assert best_ratio(2.5, [(0.5, 2.45), (0.25, 2.48)]) == 0.5
+    assert best_ratio(2.5, [(0.75, 2.4), (0.25, 2.4)]) == 0.25  # ties: the smaller ratio
+    assert best_ratio(2.4, [(0.5, 2.4)]) == 0.0  # a tie with the baseline too
+    inf, nan = float("inf"), float("nan")
+    assert best_ratio(2.5, [(0.5, inf), (0.9, nan)]) == 0.0  # inf: the run has no summary (sweep.final_nll)
+    assert best_ratio(inf, [(0.5, 2.6), (0.25, inf)]) == 0.5
+    assert best_ratio(None, [(0.5, 2.6)]) == 0.5  # no baseline run at all
+    assert best_ratio(inf, [(0.5, inf)]) is None and best_ratio(None, []) is None
+
+
+def test_delta_vs_baseline_and_the_baseline_of_each_model():
+    assert delta_vs_baseline(2.1, 2.2) == pytest.approx(-0.1)
+    assert delta_vs_baseline(2.2, 2.2) == 0.0
+    assert np.isnan(delta_vs_baseline(2.1, None)) and np.isnan(delta_vs_baseline(None, 2.2))
+    assert delta_vs_baseline(float("inf"), 2.2) == float("inf")  # an unfinished run stays visibly unfinished
+    runs = synthetic_runs()
+    assert baseline_nlls(runs) == {"nano": 2.5, "micro": 2.2}
+    assert baseline_nlls([r for r in runs if r.model == "micro" or r.curator != "none"]) == {"micro": 2.2}
+
+
+def test_results_markdown_of_the_sweep():
+    runs = [r for r in synthetic_runs() if r.model == "nano" and r.discard in (0.0, 0.5)]
+    runs.append(_run("micro", 4e9, 9_000_000, "datarater", 0.5, float("inf")))  # no baseline, did not finish
+    md = results_markdown(runs, {"nano-datarater-0.5": 0.3}, {"datarater": 0.5, "random": 0.0}, {"nano": [2.5, 2.52]})
+    rows = {r[0]: r for r in table_rows(md)}
+    assert rows["nano-none-0.0"][5:] == ["+0.0000", "baseline"]
+    assert rows["nano-datarater-0.5"][3:] == ["0.5", "2.4200", "-0.0800", "30.0%"]
+    assert rows["nano-random-0.5"][5:] == ["+0.0500", "not reached"]  # no gain given
+    assert rows["micro-datarater-0.5"][4:6] == ["inf", "+nan"]
+    assert "Best discard ratio per curator (smallest model, by final held-out NLL): datarater 0.5, random 0" in md
+    assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in md
 
 
 def test_audit_table_in_the_report_matches_roc_auc(report):

@@ -10,18 +10,14 @@ finished LM's NLL on the same rows, by source and label.
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from datarater.config import ReportProgram, SweepProgram
+from datarater.console import say
 from datarater.errors import UserError
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
@@ -80,7 +76,7 @@ def lm_row_nll(sweep_dir: Path, runs, batch: dict, batch_size: int = 64):
     import jax
 
     from datarater.eval.nll import make_row_loss, predicted_mask, row_nats
-    from datarater.eval.report import RowNLL
+    from datarater.eval.report.inputs import RowNLL
     from datarater.train.load import load_lm
 
     fns: dict = {}
@@ -95,7 +91,7 @@ def lm_row_nll(sweep_dir: Path, runs, batch: dict, batch_size: int = 64):
 def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
     """Scores of the DataRater and every baseline curator on the sampled validation rows, with texts."""
     from datarater.curate.curators import calibration_sample, make_curator, score_rows
-    from datarater.eval.report import ScoreTable
+    from datarater.eval.report.inputs import ScoreTable
     from datarater.programs.sweep import run_name
 
     tokenizer, packed, pick, batch = sample
@@ -129,7 +125,9 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
 
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
-    from datarater.eval.report import ReportInputs, write_report, write_results_csv
+    from datarater.eval.report.inputs import ReportInputs
+    from datarater.eval.report.tables import write_results_csv
+    from datarater.eval.report.write import write_report
     from datarater.programs.sweep import run_results
 
     if not prog.run_dir:

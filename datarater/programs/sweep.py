@@ -18,20 +18,18 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
 from datarater.config.curate import validate_curate
+from datarater.console import say
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
-from datarater.eval.report import RunResult, noise_lines, write_results_csv
+from datarater.eval.report.analysis import best_ratio
+from datarater.eval.report.inputs import RunResult
+from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.models.presets import lm_param_counts, load_preset
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -112,10 +110,9 @@ def best_ratio_per_curator(prog: SweepProgram, done: list[PlannedRun]) -> dict[s
     base = next(r for r in done if r.curator == "none" and r.model == prog.sweep.model)
     best = {}
     for curator in prog.sweep.curators:
-        options = [(final_nll(base.program.run_dir), 0.0)] + [
-            (final_nll(r.program.run_dir), r.discard) for r in done if r.curator == curator and r.model == prog.sweep.model
-        ]
-        best[curator] = min(options)[1]
+        mine = [(r.discard, final_nll(r.program.run_dir)) for r in done if r.curator == curator and r.model == prog.sweep.model]
+        rho = best_ratio(final_nll(base.program.run_dir), mine)
+        best[curator] = 0.0 if rho is None else rho  # no run finished: keep the data unfiltered
     return best
 
 
@@ -199,22 +196,6 @@ def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, floa
         if base and curves[r.name]:
             gains[r.name] = net_compute_gain([p[1:] for p in base], [p[1:] for p in curves[r.name]])
     return results, gains
-
-
-def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float],
-                     spread: dict[str, list[float]] | None = None) -> str:
-    base = {r.model: r.final_val_nll for r in results if r.curator == "none"}
-    lines = ["| run | model | curator | discard | final val NLL | vs unfiltered | net compute gain |",
-             "|---|---|---|---|---|---|---|"]
-    for r in results:
-        delta = r.final_val_nll - base[r.model] if r.model in base else float("nan")
-        gain = "baseline" if r.curator == "none" else (
-            "not reached" if gains.get(r.name) is None else f"{100 * gains[r.name]:.1f}%")
-        lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
-    lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
-              + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
-    lines += [""] + noise_lines(spread or {}, list(spread or {}))
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def run(prog: SweepProgram) -> dict:
