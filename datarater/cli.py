@@ -86,7 +86,7 @@ SUBCOMMANDS.update({
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
          ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_inner_train),
          ("meta", C.validate_meta), ("quickstart", C.validate_quickstart)),
-        "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (~15 min on 2 cores)",
+        "the whole method on the embedded noisy corpus: meta-train, score, sweep, report",
     ),
 })
 

@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 
 from datarater.config import MetaTrainProgram
 from datarater.config.plan import PlanProgram, lm_batch_shape
+from datarater.console import result
 from datarater.errors import UserError
 from datarater.parallel.activations import shard_activations
 
@@ -295,7 +296,7 @@ def format_table(prog: PlanProgram, rows: list[dict]) -> str:
 def run(prog: PlanProgram) -> list[dict]:
     """`datarater plan`: prints the table (and returns its rows)."""
     rows = plan(prog)
-    print(format_table(prog, rows))
+    result(format_table(prog, rows))
     return rows
 
 
@@ -306,7 +307,7 @@ def main() -> None:
     if jax.device_count() < n:
         raise SystemExit(f"plan child: {jax.device_count()} devices, need {n}")
     rows = [row for k in prog.plan.devices for row in plan_on_devices(prog, jax.devices()[:k])]
-    print(_RESULT + json.dumps(rows), flush=True)
+    result(_RESULT + json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def validation_sample(sweep: SweepProgram, rows: int):
     from datarater.data.tokenizer import make_tokenizer
 
     tokenizer = make_tokenizer(sweep.data)
-    packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",))["validation"]
+    packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",), on_build=say)["validation"]
     pick = np.sort(np.random.default_rng(0).choice(len(packed), size=min(rows, len(packed)), replace=False))
     batch = {k: getattr(packed, k)[pick] for k in ("tokens", "segment_ids", "positions")}
     batch["index"] = pick
