@@ -26,7 +26,7 @@ from datarater.meta.trainer import (
     meta_state_shardings,
     put_stacked,
 )
-from datarater.models.presets import path_str
+from datarater.models.flops import path_str
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.activations import batch_split, constrain, shard_activations

@@ -27,7 +27,8 @@ from datarater.curate.config import validate_curate
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
 from datarater.eval.report import RunResult, noise_lines, write_results_csv
-from datarater.models.presets import lm_param_counts, load_preset
+from datarater.models.flops import lm_param_counts
+from datarater.models.presets import load_preset
 
 
 def say(msg: str) -> None:
