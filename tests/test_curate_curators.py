@@ -311,24 +311,6 @@ print("RESULT " + json.dumps({"devices": len(many._apply.devices), "many": many.
     np.testing.assert_allclose(out["many"], out["one"], rtol=1e-5, atol=1e-6)
 
 
-def test_curate_batch_keeps_the_top_n_rows_in_batch_order():
-    from datarater.curate.curators import curate_batch
-
-    class Fixed:
-        name, flops_per_sequence, needs_text, needs_fit = "fixed", 0.0, False, False
-
-        def fit(self, sample):
-            pass
-
-        def score_batch(self, batch):
-            return np.array([0.3, 0.9, 0.1, 0.9, 0.5], np.float32)
-
-    batch = {"tokens": np.arange(5)[:, None] * np.ones((1, 4), np.int32), "index": np.arange(10, 15)}
-    kept, scores = curate_batch(Fixed(), batch, 3)
-    assert kept["index"].tolist() == [11, 13, 14] and kept["tokens"][:, 0].tolist() == [1, 3, 4]
-    assert scores.shape == (5,)
-
-
 def test_precomputed_scores_are_looked_up_by_row_index(doc_corpus, tmp_path):
     from datarater.config import CorpusConfig, ScoreProgram
     from datarater.curate.config import ScoreConfig

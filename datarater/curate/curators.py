@@ -328,15 +328,3 @@ def _map_rows(fn, rows: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
         out[start:stop] = np.asarray(fn(batch))[: stop - start]
     return out
 
-
-def curate_batch(curator: Curator, batch: dict[str, np.ndarray], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """In-batch top-K: the ``n`` best rows of an oversampled ``batch`` (in batch order) and all its scores.
-
-    Draw ``B = oversampled_size(n, rho)`` rows, then call this; scoring cost is
-    ``B * curator.flops_per_sequence``.
-    """
-    from datarater.curate.rules import top_k_keep
-
-    scores = np.asarray(curator.score_batch(batch), dtype=np.float32)
-    keep = top_k_keep(scores, n)
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}, scores
