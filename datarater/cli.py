@@ -163,7 +163,7 @@ def compose(sub: Subcommand, overrides: list[str], validate: bool = True):
 
 
 def run_params(prog: C.ParamsProgram) -> dict:
-    from datarater.models.presets import lm_param_counts, lm_train_flops_per_token
+    from datarater.models.flops import lm_param_counts, lm_train_flops_per_token
 
     m = prog.model
     c = lm_param_counts(m)

@@ -25,7 +25,7 @@ from datarater.meta.state import (
     make_meta_step,
     meta_state_shardings,
 )
-from datarater.models.presets import path_str
+from datarater.models.flops import path_str
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.activations import batch_split, constrain, shard_activations

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from datarater.config import DataConfig, ModelConfig, TrainConfig, TrainLMProgram
 from datarater.errors import UserError
-from datarater.eval.flops import lm_flops_per_step
 from datarater.eval.gain import flops_to_reach, net_compute_gain, read_curve
+from datarater.models.flops import lm_flops_per_step
 
 
 def loglinear_nll(flops: float) -> float:

@@ -8,7 +8,7 @@ import pytest
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.config import MeshConfig, MetaConfig, ModelConfig
 from datarater.config.plan import PAPER_PROTOCOL, PlanConfig, PlanProgram, lm_batch_shape
-from datarater.models.presets import lm_param_counts, lm_train_flops_per_token
+from datarater.models.flops import lm_param_counts, lm_train_flops_per_token
 from datarater.programs.plan import format_table, per_device_bytes, plan
 
 # Parameters and Adam moments dominate its memory (as for the 400M/1B presets on few devices).
@@ -163,7 +163,7 @@ def test_plan_formula_counts_only_what_it_compiles():
     whatever meta.unrolled_max says: its formula is the unrolled meta-step's alone."""
     import dataclasses
 
-    from datarater.eval.flops import meta_step_flops as counted
+    from datarater.models.flops import meta_step_flops as counted
     from datarater.programs.plan import meta_step_flops
 
     prog = program(MeshConfig(), meta=True)

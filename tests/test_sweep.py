@@ -45,7 +45,7 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
 
 
 def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
-    from datarater.models.presets import load_preset
+    from datarater.config.presets import load_preset
     from datarater.programs.sweep import lm_program
 
     args = ["corpus.paths=[x.jsonl]", "sweep.larger=[micro]", "sweep.compute.dtype=bfloat16",

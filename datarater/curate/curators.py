@@ -39,35 +39,6 @@ class Curator(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# FLOPs
-
-
-def forward_flops_per_sequence(dense_params: int, cfg: ModelConfig, seq_len: int, causal: bool) -> float:
-    """Forward FLOPs of one sequence: 2 x dense parameters per token plus attention (causal halved)."""
-    from datarater.models.presets import attention_flops_per_token
-
-    return float(seq_len) * (2.0 * dense_params + attention_flops_per_token(cfg, seq_len, causal=causal))
-
-
-def rater_flops_per_sequence(cfg: ModelConfig, seq_len: int) -> float:
-    """Scoring FLOPs of the non-causal rater per sequence (attention not halved)."""
-    from flax import nnx
-
-    from datarater.models.presets import count_params
-    from datarater.models.rater import Rater
-
-    dense = count_params(lambda: Rater(cfg, rngs=nnx.Rngs(0))).dense
-    return forward_flops_per_sequence(dense, cfg, seq_len, causal=False)
-
-
-def lm_flops_per_sequence(cfg: ModelConfig, seq_len: int) -> float:
-    """Forward FLOPs of the causal LM per sequence."""
-    from datarater.models.presets import lm_param_counts
-
-    return forward_flops_per_sequence(lm_param_counts(cfg).dense, cfg, seq_len, causal=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Curators
 
 
@@ -111,10 +82,12 @@ class DataraterCurator:
     def __init__(self, rater: Any, cfg: ModelConfig, seq_len: int, devices: list | None = None):
         from flax import nnx
 
+        from datarater.models.flops import rater_inference_flops_per_sequence
+
         graphdef, params = nnx.split(rater)
         self.cfg = cfg
         self._apply = LocalDataParallel(lambda p, t, s, q: nnx.merge(graphdef, p)(t, s, q), params, devices)
-        self.flops_per_sequence = rater_flops_per_sequence(cfg, seq_len)
+        self.flops_per_sequence = rater_inference_flops_per_sequence(cfg, seq_len)
 
     def fit(self, sample: dict[str, np.ndarray]) -> None:
         del sample
@@ -193,6 +166,7 @@ class PerplexityCurator:
                  median: float | None = None, devices: list | None = None):
         from flax import nnx
 
+        from datarater.models.flops import lm_forward_flops_per_sequence
         from datarater.models.transformer import sequence_losses
 
         if band not in ("low", "mid", "high"):
@@ -205,7 +179,7 @@ class PerplexityCurator:
             return sequence_losses(nnx.merge(graphdef, p), batch)
 
         self._nll = LocalDataParallel(nll, params, devices)
-        self.flops_per_sequence = lm_flops_per_sequence(cfg, seq_len)
+        self.flops_per_sequence = lm_forward_flops_per_sequence(cfg, seq_len)
 
     @property
     def needs_fit(self) -> bool:
@@ -355,15 +329,3 @@ def _map_rows(fn, rows: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
         out[start:stop] = np.asarray(fn(batch))[: stop - start]
     return out
 
-
-def curate_batch(curator: Curator, batch: dict[str, np.ndarray], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """In-batch top-K: the ``n`` best rows of an oversampled ``batch`` (in batch order) and all its scores.
-
-    Draw ``B = oversampled_size(n, rho)`` rows, then call this; scoring cost is
-    ``B * curator.flops_per_sequence``.
-    """
-    from datarater.curate.rules import top_k_keep
-
-    scores = np.asarray(curator.score_batch(batch), dtype=np.float32)
-    keep = top_k_keep(scores, n)
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}, scores

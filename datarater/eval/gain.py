@@ -93,7 +93,7 @@ def net_compute_gain(
 
 
 def _flops_per_step_of_run(run_dir: Path) -> float:
-    from datarater.eval.flops import lm_flops_per_step
+    from datarater.models.flops import lm_flops_per_step
     from datarater.train.load import read_program
 
     prog = read_program(run_dir)

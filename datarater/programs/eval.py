@@ -60,8 +60,8 @@ def _json_safe(v):
 
 def run(prog: EvalProgram) -> dict:
     """Evaluates the latest checkpoint of ``prog.lm_run``; returns (and writes) the results."""
-    from datarater.eval.flops import lm_flops_per_step
     from datarater.eval.nll import extra_validation_sets, nll_of_sets, own_validation_split
+    from datarater.models.flops import lm_flops_per_step
     from datarater.train.load import load_lm
 
     if not prog.lm_run:

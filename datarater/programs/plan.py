@@ -5,7 +5,7 @@ is lowered on abstract arguments -- ``jax.ShapeDtypeStruct`` with ``NamedShardin
 of ``conf/mesh/`` -- and compiled. ``compiled.memory_analysis()`` gives per-device temporary
 (activation) memory, the shardings give per-device parameter and optimiser bytes, and
 ``compiled.cost_analysis()`` the FLOPs per device, set beside the formula of
-``datarater.models.presets``.
+``datarater.config.presets``.
 
 The meta-step is compiled with its T inner steps unrolled (``MetaProblem.scan_unroll``): XLA's
 cost analysis counts a loop body once, not T times.
@@ -65,10 +65,10 @@ def with_shardings(shapes: Any, shardings: Any) -> Any:
 
 
 def meta_step_flops(prog: PlanProgram | MetaTrainProgram, seq_len: int) -> float:
-    """Model FLOPs of one population meta-step (all devices): `datarater.eval.flops.meta_step_flops`
+    """Model FLOPs of one population meta-step (all devices): `datarater.models.flops.meta_step_flops`
     for the program the plan compiles: its T inner steps always unrolled, and no plain inner steps
     (``meta.plain_inner_steps`` cost plain LM steps, which the LM row shows)."""
-    from datarater.eval.flops import meta_step_flops as counted
+    from datarater.models.flops import meta_step_flops as counted
 
     m = dataclasses.replace(prog.meta, unrolled_max=max(prog.meta.unrolled_max, prog.meta.unroll), plain_inner_steps=0)
     return counted(prog.model, prog.rater, m, seq_len)
@@ -100,7 +100,7 @@ def _compile(fn, *args) -> tuple[Any, float]:
 # -- the two steps -----------------------------------------------------------------------------
 def plan_lm_step(prog: PlanProgram, mesh: Mesh) -> dict:
     """Compiles the LM training step of ``prog.model`` on ``mesh``; per-device memory and FLOPs."""
-    from datarater.models.presets import lm_train_flops_per_token
+    from datarater.models.flops import lm_train_flops_per_token
     from datarater.models.transformer import CausalLM
     from datarater.parallel.mesh import batch_sharding, batch_shards, logical_axes_of, param_shardings
     from datarater.parallel.population import optimizer_shardings
@@ -242,7 +242,7 @@ def _gib(b: float | None) -> str:
 
 
 def format_table(prog: PlanProgram, rows: list[dict]) -> str:
-    from datarater.models.presets import lm_param_counts
+    from datarater.models.flops import lm_param_counts
 
     batch, seq = lm_batch_shape(prog)
     c = lm_param_counts(prog.model)

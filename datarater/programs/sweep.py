@@ -29,7 +29,8 @@ from datarater.eval.gain import net_compute_gain, read_curve
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.inputs import RunResult
 from datarater.eval.report.tables import results_markdown, write_results_csv
-from datarater.models.presets import lm_param_counts, load_preset
+from datarater.models.flops import lm_param_counts
+from datarater.config.presets import load_preset
 
 
 @dataclass

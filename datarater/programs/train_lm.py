@@ -22,7 +22,7 @@ from datarater.data.documents import ReadStats
 from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
-from datarater.models.presets import lm_train_flops_per_token
+from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
 from datarater.rundir import prepare_run_dir
