@@ -33,11 +33,11 @@ from meta_step import random_batch, timed_calls  # benchmarks/ is on sys.path wh
 from score import rater_preset
 
 from datarater.config import MetaConfig, ModelConfig, TrainConfig
+from datarater.config.presets import load_preset
 from datarater.errors import UserError
 from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.meta.core import MetaProblem
 from datarater.models.flops import lm_train_flops_per_token, meta_member_flops
-from datarater.config.presets import load_preset
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.train.metrics import measure_matmul_peak, peak_flops_per_device

@@ -18,9 +18,9 @@ import numpy as np
 from flax import nnx
 
 from datarater.config import TrainConfig
+from datarater.config.presets import load_preset
 from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.models.flops import lm_train_flops_per_token
-from datarater.config.presets import load_preset
 from datarater.models.transformer import CausalLM
 from datarater.train.metrics import measure_matmul_peak
 from datarater.train.optimizer import make_optimizer

@@ -23,9 +23,9 @@ import numpy as np
 from flax import nnx
 
 from datarater.config import MetaConfig, TrainConfig
+from datarater.config.presets import load_preset
 from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.meta.core import MetaProblem
-from datarater.config.presets import load_preset
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.train.optimizer import make_optimizer

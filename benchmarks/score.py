@@ -23,10 +23,10 @@ from lm_step import SHAPES, compiled_lm_step, random_batch  # benchmarks/ is on 
 from omegaconf import OmegaConf
 
 from datarater.config import ModelConfig
+from datarater.config.presets import load_preset
 from datarater.curate.curators import DataraterCurator
 from datarater.hostmem import add_benchmark_flag, tune_malloc_unless_disabled
 from datarater.models.flops import lm_train_flops_per_token
-from datarater.config.presets import load_preset
 from datarater.models.rater import Rater
 from datarater.paths import conf_dir
 

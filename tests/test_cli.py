@@ -79,8 +79,8 @@ def test_help_lists_groups_options_and_keys(capsys):
 
 
 def test_params_prints_counts_of_the_preset(capsys):
-    from datarater.models.flops import lm_param_counts
     from datarater.config.presets import load_preset
+    from datarater.models.flops import lm_param_counts
 
     code, out, _ = run(capsys, "params", "model=chinchilla_400m")
     assert code == 0

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 from datarater.config import ModelConfig
+from datarater.config.presets import load_preset
 from datarater.models.flops import lm_param_counts, lm_train_flops_per_token
 from datarater.models.layers import Attention, attention_mask, rotary
-from datarater.config.presets import load_preset
 from datarater.models.transformer import CausalLM, Trunk, next_token_targets, sequence_losses
 
 TINY = ModelConfig(name="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_head=16, d_ff=64)

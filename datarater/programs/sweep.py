@@ -23,6 +23,7 @@ from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
 from datarater.config.curate import validate_curate
+from datarater.config.presets import load_preset
 from datarater.console import say
 from datarater.errors import UserError
 from datarater.eval.gain import net_compute_gain, read_curve
@@ -30,7 +31,6 @@ from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.inputs import RunResult
 from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.models.flops import lm_param_counts
-from datarater.config.presets import load_preset
 
 
 @dataclass
