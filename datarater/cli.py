@@ -37,7 +37,7 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "params": Subcommand(
-        "params", C.ParamsProgram, "datarater.cli:run_params", (("model", C.validate_model),),
+        "params", C.ParamsProgram, "datarater.programs.params:run", (("model", C.validate_model),),
         "print total and non-embedding parameter counts of a model preset (nothing is allocated)",
     ),
     "train-lm": Subcommand(
@@ -160,20 +160,6 @@ def compose(sub: Subcommand, overrides: list[str], validate: bool = True):
     for key, check in sub.validators if validate else ():
         check(getattr(program, key), key)
     return program
-
-
-def run_params(prog: C.ParamsProgram) -> dict:
-    from datarater.models.flops import lm_param_counts, lm_train_flops_per_token
-
-    m = prog.model
-    c = lm_param_counts(m)
-    print(f"model {m.name}: d_model={m.d_model} d_ff={m.d_ff} d_head={m.d_head} heads={m.n_heads} layers={m.n_layers} vocab={m.vocab_size}")
-    print(f"  total parameters          {c.total:>15,}")
-    print(f"  input embedding           {c.embedding:>15,}")
-    print(f"  non-embedding             {c.non_embedding:>15,}  ({c.non_embedding / 1e6:.1f}M; output head {c.head:,} included)")
-    print(f"  dense (matmul) parameters {c.dense:>15,}")
-    print(f"  training FLOPs per token at seq 2048: {lm_train_flops_per_token(m, 2048):.4g}")
-    return {"total": c.total, "non_embedding": c.non_embedding}
 
 
 def print_help(name: str | None) -> None:
