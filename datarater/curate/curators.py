@@ -3,7 +3,7 @@
 A batch is a dict of ``int32 [B, T]`` arrays ``tokens``, ``segment_ids``, ``positions`` (as
 `datarater.data.pipeline` makes them, ``index`` optional). Every curator has ``name``,
 ``flops_per_sequence`` (inference FLOPs to score one sequence, for compute accounting; 0 for
-text rules), ``needs_text``, ``needs_fit`` / ``fit(sample)`` (calibration on a sample of the
+text rules), ``needs_fit`` / ``fit(sample)`` (calibration on a sample of the
 corpus: the raw model of `dsir`, the median of `perplexity` band=mid) and ``score_batch``.
 `make_curator` builds one from the ``curate`` config.
 """
@@ -30,7 +30,6 @@ _FIT_BATCH = 64
 class Curator(Protocol):
     name: str
     flops_per_sequence: float
-    needs_text: bool
     needs_fit: bool
 
     def fit(self, sample: dict[str, np.ndarray]) -> None: ...
@@ -76,7 +75,6 @@ class DataraterCurator:
     """The meta-learned rater: one forward pass of the non-causal Transformer per sequence."""
 
     name = "datarater"
-    needs_text = False
     needs_fit = False
 
     def __init__(self, rater: Any, cfg: ModelConfig, seq_len: int, devices: list | None = None):
@@ -131,7 +129,6 @@ class RandomCurator:
 
     name = "random"
     flops_per_sequence = 0.0
-    needs_text = False
     needs_fit = False
 
     def __init__(self, seed: int):
@@ -160,7 +157,6 @@ class PerplexityCurator:
     """
 
     name = "perplexity"
-    needs_text = False
 
     def __init__(self, graphdef: Any, params: Any, cfg: ModelConfig, seq_len: int, band: str,
                  median: float | None = None, devices: list | None = None):
@@ -228,7 +224,6 @@ class PrecomputedCurator:
     """Scores read from side files, looked up by the batch's ``index`` (row of the split)."""
 
     name = "precomputed"
-    needs_text = False
     needs_fit = False
 
     def __init__(self, scores: np.ndarray, flops_per_sequence: float, curator: str):

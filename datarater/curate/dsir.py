@@ -69,7 +69,6 @@ class DsirCurator:
 
     name = "dsir"
     flops_per_sequence = 0.0
-    needs_text = True
     needs_fit = True  # the raw model is fitted on a sample of the corpus being curated
 
     def __init__(self, target_texts: Iterable[str], tokenizer: Tokenizer, buckets: int, ngrams: int):

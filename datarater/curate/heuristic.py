@@ -110,7 +110,6 @@ class HeuristicCurator:
 
     name = "heuristic"
     flops_per_sequence = 0.0
-    needs_text = True
     needs_fit = False
 
     def __init__(self, tokenizer: Tokenizer):
