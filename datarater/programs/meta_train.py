@@ -134,7 +134,9 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     try:
         step = loop.run(restored.step, meta_step)
     except KeyboardInterrupt:
-        say(f"[meta-train] interrupted at step {loop.step}: saved a checkpoint to resume from")
+        say("[meta-train] interrupted: " + (f"saved a checkpoint of step {loop.interrupted_at} to resume from"
+                                         if loop.interrupted_at is not None else
+                                         f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
     save_rater(run_dir, host_copy(state.arrays["eta"]))
     members = state.members

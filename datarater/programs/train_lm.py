@@ -181,7 +181,9 @@ def run(prog: TrainLMProgram) -> dict:
     try:
         step = loop.run(start, train_step)
     except KeyboardInterrupt:
-        say(f"[train] interrupted at step {loop.step}: saved a checkpoint to resume from")
+        say("[train] interrupted: " + (f"saved a checkpoint of step {loop.interrupted_at} to resume from"
+                                         if loop.interrupted_at is not None else
+                                         f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
 
     summary = {

@@ -10,14 +10,18 @@ else (metrics rows, the progress line, evaluation, member re-initialisation). Th
   says otherwise, every hook at the last step), in the order they were added;
 - saves a checkpoint every ``checkpoint_every`` steps and at the last step, then runs the
   ``after_save`` hooks (the fault injection of the resume tests is one, `sigkill_after_checkpoint`);
-- on Ctrl-C saves a checkpoint of the step reached, closes the checkpointer and re-raises.
+- on Ctrl-C finishes the step under way and its hooks, saves a checkpoint of it, closes the
+  checkpointer and raises ``KeyboardInterrupt`` (`Loop.interrupted_at` says which step); a second
+  Ctrl-C stops at once, keeping the last checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +52,27 @@ class Restored:
         return self.state is not None
 
 
+@contextmanager
+def deferred_interrupt() -> Iterator[list[bool]]:
+    """While active, a first SIGINT only sets the flag yielded (``flag[0]``) and puts the previous
+    handler back, so a second one interrupts at once. Outside the main thread: no handler."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag[0] = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
     """Fault injection for the resume tests: SIGKILL this process once the checkpoint of step
     ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
@@ -74,7 +99,8 @@ class Loop:
         self.total, self.checkpoint_every = total_steps, checkpoint_every
         self.snapshot = snapshot
         self.hooks: list[Hook] = []
-        self.step = 0  # the last step taken (where an interrupted run stopped)
+        self.step = 0  # the last step taken
+        self.interrupted_at: int | None = None  # the step checkpointed on Ctrl-C
         self.after_save: list[Callable[[int], None]] = [sigkill_after_checkpoint(ckpt)]
 
     def add_hook(self, fn: Callable[[int, Any], None], every: int = 1, at_last: bool = True) -> None:
@@ -100,21 +126,24 @@ class Loop:
         """Steps ``start + 1 .. total_steps``; ``step_fn(step)`` takes step ``step`` (1-based) and
         returns what the hooks receive. Returns the step reached; the checkpointer is closed."""
         step = self.step = start
-        try:
-            while step < self.total:
-                out = step_fn(step + 1)
-                step = self.step = step + 1
-                last = step == self.total
-                for hook in self.hooks:
-                    if step % hook.every == 0 or (last and hook.at_last):
-                        hook.fn(step, out)
-                if step % self.checkpoint_every == 0 or last:
-                    self.save(step)
-                    for fn in self.after_save:
-                        fn(step)
-        except KeyboardInterrupt:
-            self.save(step)
-            self.ckpt.close()
-            raise
-        self.ckpt.close()
+        with deferred_interrupt() as interrupted:
+            try:
+                while step < self.total:
+                    out = step_fn(step + 1)
+                    step = self.step = step + 1
+                    last = step == self.total
+                    for hook in self.hooks:
+                        if step % hook.every == 0 or (last and hook.at_last):
+                            hook.fn(step, out)
+                    if step % self.checkpoint_every == 0 or last:
+                        self.save(step)
+                        for fn in self.after_save:
+                            fn(step)
+                    elif interrupted[0]:
+                        self.save(step)
+                    if interrupted[0] and not last:
+                        self.interrupted_at = step
+                        raise KeyboardInterrupt
+            finally:
+                self.ckpt.close()
         return step
