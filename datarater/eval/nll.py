@@ -138,10 +138,12 @@ def _first_rows(packed: PackedSequences, n: int) -> PackedSequences:
     )
 
 
-def own_validation_split(corpus: CorpusConfig, data: DataConfig, tokenizer: Tokenizer) -> tuple[PackedSequences, ReadStats]:
-    """The run's own validation split (the split train-lm evaluates on)."""
+def own_validation_split(corpus: CorpusConfig, data: DataConfig, tokenizer: Tokenizer,
+                         on_build=None) -> tuple[PackedSequences, ReadStats]:
+    """The run's own validation split (the split train-lm evaluates on); ``on_build`` as `load_splits`."""
     stats = ReadStats()
-    return load_splits(corpus, data, tokenizer, splits=("validation",), stats=stats)["validation"], stats
+    packed = load_splits(corpus, data, tokenizer, splits=("validation",), stats=stats, on_build=on_build)
+    return packed["validation"], stats
 
 
 def extra_validation_sets(

@@ -79,7 +79,7 @@ def run(prog: EvalProgram) -> dict:
         f"{len(tasks)} tasks, {len(e.validation)} extra validation globs")
 
     say(f"[eval] reading the validation split of {run.corpus.name} ...")
-    own, stats = own_validation_split(run.corpus, run.data, tokenizer)
+    own, stats = own_validation_split(run.corpus, run.data, tokenizer, on_build=say)
     sets = {"validation": own}
     if e.validation:
         extra, extra_stats = extra_validation_sets(e.validation, run.corpus, run.data, tokenizer)

@@ -58,7 +58,8 @@ def run(prog: TrainLMProgram) -> dict:
 
     say(f"[data] reading {prog.corpus.name} ...")
     stats = ReadStats()
-    splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "validation"), stats=stats)
+    splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "validation"), stats=stats,
+                         on_build=say)
     say(f"[data] {stats.summary()}")
     for name, packed in splits.items():
         say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
