@@ -21,7 +21,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/datarater quickstart
 
 run: $(STAMP)
-	$(PY) -m datarater.data.sample runs/sample.jsonl
+	$(PY) -m datarater.programs.sample runs/sample.jsonl
 	$(VENV)/bin/datarater train-lm model=nano corpus.paths=[runs/sample.jsonl] train.steps=100 run_dir=runs/first-lm
 
 test: $(STAMP)

@@ -1,6 +1,6 @@
 """A small sample corpus that needs no download: docstrings of the Python standard library.
 
-    python -m datarater.data.sample OUT.jsonl
+    python -m datarater.programs.sample OUT.jsonl
 
 Real human-written prose (a few hundred documents, ~180 KB), identical on every machine with the
 same Python version. Used by the README's first run and by the tests.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import sys
 from pathlib import Path
 
 MODULES = ("json", "re", "collections", "argparse", "functools", "itertools", "pathlib", "textwrap",
@@ -39,22 +38,3 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m datarater.data.sample OUT.jsonl", file=sys.stderr)
-        return 2
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        docs = docstring_documents()
-    out = write_jsonl(argv[0], docs)
-    print(f"wrote {len(docs)} documents ({sum(len(d['text']) for d in docs):,} characters) to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
