@@ -105,12 +105,14 @@ def abstract_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx) -> dict:
     return jax.eval_shape(lambda: _init_arrays(prog, inner_tx, outer_tx))
 
 
-def meta_state_shardings(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh) -> dict:
-    """NamedShardings of the meta-state arrays on ``mesh`` (`PopulationLayout.state_shardings`)."""
+def meta_state_shardings(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh, shapes: dict | None = None) -> dict:
+    """NamedShardings of the meta-state arrays on ``mesh`` (`PopulationLayout.state_shardings`);
+    ``shapes``: `abstract_meta_state`, when the caller has it already."""
     layout = PopulationLayout(mesh, prog.mesh.rules, prog.meta.population)
     lm_axes = logical_axes_of(nnx.eval_shape(lambda: CausalLM(prog.model, rngs=nnx.Rngs(0))))
     rater_axes = logical_axes_of(nnx.eval_shape(lambda: Rater(prog.rater, rngs=nnx.Rngs(0))))
-    return layout.state_shardings(abstract_meta_state(prog, inner_tx, outer_tx), lm_axes, rater_axes, inner_tx,
+    shapes = abstract_meta_state(prog, inner_tx, outer_tx) if shapes is None else shapes
+    return layout.state_shardings(shapes, lm_axes, rater_axes, inner_tx,
                                   outer_tx, outer_stacked=prog.meta.outer_update == "average_params")
 
 
@@ -124,9 +126,9 @@ def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh | Non
 def initial_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh, loop: Loop,
                        fresh_start: bool) -> tuple[MetaTrainState, dict, Restored]:
     """``(state, shardings, restored)``: the latest checkpoint restored in its shardings, else a new state."""
-    shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract_meta_state(prog, inner_tx, outer_tx), shardings)
+    shapes = abstract_meta_state(prog, inner_tx, outer_tx)
+    shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh, shapes)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
     restored = loop.restore(abstract, fresh_start)
     if restored.found:
         return MetaTrainState(restored.state, Members(**restored.extra["book"])), shardings, restored

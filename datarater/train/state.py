@@ -43,10 +43,7 @@ def lm_state_layout(model_cfg: ModelConfig, mesh: Mesh, rules, tx: optax.Gradien
     return graphdef, shardings, abstract_arrays
 
 
-def init_lm(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.GradientTransformation) -> LMState:
-    """A new LM state, initialised directly in its shardings (no host copy of the full model)."""
-    graphdef, shardings, _ = lm_state_layout(model_cfg, mesh, rules, tx)
-
+def _create(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformation, graphdef, shardings) -> LMState:
     def init():
         params = nnx.to_pure_dict(nnx.state(CausalLM(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
         return {"params": params, "opt_state": tx.init(params)}
@@ -55,11 +52,17 @@ def init_lm(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.Grad
     return LMState(graphdef=graphdef, params=arrays["params"], opt_state=arrays["opt_state"])
 
 
+def init_lm(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.GradientTransformation) -> LMState:
+    """A new LM state, initialised directly in its shardings (no host copy of the full model)."""
+    graphdef, shardings, _ = lm_state_layout(model_cfg, mesh, rules, tx)
+    return _create(model_cfg, seed, tx, graphdef, shardings)
+
+
 def initial_lm_state(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.GradientTransformation,
                      loop: Loop, fresh_start: bool) -> tuple[LMState, Restored]:
     """The state a run starts from: its latest checkpoint restored in place, else a new one."""
-    graphdef, _, abstract = lm_state_layout(model_cfg, mesh, rules, tx)
+    graphdef, shardings, abstract = lm_state_layout(model_cfg, mesh, rules, tx)
     restored = loop.restore(abstract, fresh_start)
     if restored.found:
         return LMState(graphdef, restored.state["params"], restored.state["opt_state"]), restored
-    return init_lm(model_cfg, seed, mesh, rules, tx), restored
+    return _create(model_cfg, seed, tx, graphdef, shardings), restored
