@@ -25,6 +25,7 @@ CHECKPOINT_DIR = "checkpoints"
 RATER_DIR = "rater"
 SCORE_DIR = "scores"  # `datarater score` side files
 SUMMARY_FILE = "summary.json"
+TARGET_FILE = "target.json"  # meta-train: the resolved target of the outer loss
 
 T = TypeVar("T")
 
@@ -46,6 +47,17 @@ def read_run_section(run_dir: str | Path, key: str, schema: type[T]) -> T:
     """One section (``rater``, ``model``, ...) of ``RUN/config.yaml`` as the dataclass ``schema``."""
     raw = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw[key]))
+
+
+def read_meta_target(run_dir: str | Path):
+    """The ``meta.target`` a meta-train run was given (a `TargetConfig`; the default for runs
+    made before targets existed)."""
+    from datarater.config.groups import TargetConfig
+
+    raw = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    section = OmegaConf.select(raw, "meta.target")
+    base = OmegaConf.structured(TargetConfig)
+    return OmegaConf.to_object(base if section is None else OmegaConf.merge(base, section))
 
 
 def has_rater(run_dir: str | Path) -> bool:

@@ -43,7 +43,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "train-lm": Subcommand(
         "train_lm", C.TrainLMProgram, "datarater.programs.train_lm:run",
         (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
-         ("train", C.validate_train), ("mesh", C.validate_mesh), ("curate", validate_curate), ("eval", validate_eval)),
+         ("train", C.validate_train), ("mesh", C.validate_mesh), ("curate", validate_curate), ("eval", validate_eval),
+         ("target", C.validate_target)),
         "train a causal LM on a corpus (curate=<curator> curate.discard=<rho> filters it online); resumes",
     ),
     "meta-train": Subcommand(
@@ -74,7 +75,8 @@ SUBCOMMANDS.update({
     "sweep": Subcommand(
         "sweep", C.SweepProgram, "datarater.programs.sweep:run",
         (("corpus", C.validate_corpus), ("data", C.validate_data), ("train", C.validate_train),
-         ("mesh", C.validate_mesh), ("eval", validate_eval), ("sweep", C.validate_sweep)),
+         ("mesh", C.validate_mesh), ("eval", validate_eval), ("sweep", C.validate_sweep),
+         ("target", C.validate_target)),
         "discard-ratio sweep per curator on the smallest model, then larger models at the best ratio",
     ),
     "report": Subcommand(

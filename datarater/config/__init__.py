@@ -15,6 +15,7 @@ from datarater.config.groups import (
     MetaConfig,
     ModelCompute,
     ModelConfig,
+    TargetConfig,
     TrainConfig,
 )
 from datarater.config.programs import (
@@ -39,6 +40,7 @@ from datarater.config.validate import (
     validate_model,
     validate_quickstart,
     validate_sweep,
+    validate_target,
     validate_train,
 )
 
@@ -46,7 +48,7 @@ __all__ = [
     "CorpusConfig", "CurateConfig", "DataConfig", "EvalConfig", "EvalProgram", "FilterConfig", "FilterProgram",
     "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram",
     "QuickstartConfig", "QuickstartProgram", "ReportProgram", "ScoreConfig", "ScoreProgram", "SweepConfig",
-    "SweepProgram", "TrainConfig", "TrainLMProgram", "check_microbatch_rows", "validate_corpus", "validate_data",
+    "SweepProgram", "TargetConfig", "TrainConfig", "TrainLMProgram", "check_microbatch_rows", "validate_corpus", "validate_data",
     "validate_inner_train", "validate_mesh", "validate_meta", "validate_model", "validate_quickstart",
-    "validate_sweep", "validate_train",
+    "validate_sweep", "validate_target", "validate_train",
 ]

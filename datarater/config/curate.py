@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from datarater.errors import UserError
 
-CURATORS = ("none", "datarater", "random", "perplexity", "heuristic", "dsir")
+CURATORS = ("none", "datarater", "random", "perplexity", "heuristic", "dsir", "oracle", "classifier")
 BANDS = ("low", "mid", "high")
 UNITS = ("sequence", "document")
 SCORE_SPLITS = ("train", "heldout", "validation")
@@ -21,7 +21,7 @@ FILTER_FORMATS = ("jsonl", "parquet")
 class CurateConfig:
     """Which curator scores sequences and the discard ratio rho applied with its scores."""
 
-    name: str = "none"  # none | datarater | random | perplexity | heuristic | dsir
+    name: str = "none"  # none | datarater | random | perplexity | heuristic | dsir | oracle | classifier
     discard: float = 0.0  # rho in [0, 1): fraction of the (oversampled) stream thrown away
     rater_run: str = ""  # datarater: a finished meta-train run directory
     scores: str = ""  # a `datarater score` run directory: read its side files instead of scoring
@@ -30,6 +30,7 @@ class CurateConfig:
     target_paths: list[str] = field(default_factory=list)  # dsir: target corpus files or globs
     dsir_buckets: int = 2**16  # dsir: hashed n-gram feature buckets
     dsir_ngrams: int = 2  # dsir: word n-grams up to this order (1 = unigrams, 2 = + bigrams)
+    classifier_pool_docs: int = 2000  # classifier: training documents sampled as the "pool" class
     calibration_rows: int = 2048  # perplexity mid / dsir: corpus rows sampled for the median / raw model
     seed: int = 0
 
@@ -64,12 +65,13 @@ def validate_curate(c: CurateConfig, prefix: str = "curate") -> None:
     _check(c.band in BANDS, f"{prefix}.band", f"must be one of {', '.join(BANDS)}, got '{c.band}'")
     _check(c.dsir_buckets > 0, f"{prefix}.dsir_buckets", f"must be a positive integer, got {c.dsir_buckets}")
     _check(c.dsir_ngrams >= 1, f"{prefix}.dsir_ngrams", f"must be >= 1, got {c.dsir_ngrams}")
+    _check(c.classifier_pool_docs > 0, f"{prefix}.classifier_pool_docs", f"must be a positive integer, got {c.classifier_pool_docs}")
     _check(c.calibration_rows > 0, f"{prefix}.calibration_rows", f"must be a positive integer, got {c.calibration_rows}")
     if c.scores:
         return  # scores are read from side files: the curator's own inputs are not needed
     if c.name == "none":
         _check(c.discard == 0.0, f"{prefix}.discard",
-               f"is {c.discard} but no curator is chosen: set curate=<datarater|random|perplexity|heuristic|dsir> "
+               f"is {c.discard} but no curator is chosen: set curate=<datarater|random|perplexity|heuristic|dsir|oracle|classifier> "
                "or curate.scores=<a `datarater score` run>")
         return
     if c.name == "datarater":
@@ -78,9 +80,6 @@ def validate_curate(c: CurateConfig, prefix: str = "curate") -> None:
     elif c.name == "perplexity":
         _check(bool(c.reference_run), f"{prefix}.reference_run",
                "is empty: give the train-lm run directory of the reference LM")
-    elif c.name == "dsir":
-        _check(len(c.target_paths) > 0, f"{prefix}.target_paths",
-               "is empty: give the target corpus, e.g. curate.target_paths=[data/clean/*.jsonl]")
 
 
 def validate_score(s: ScoreConfig, prefix: str = "score") -> None:

@@ -117,6 +117,44 @@ class MeshConfig:
 
 
 @dataclass
+class TargetConfig:
+    """What the outer loss is measured on, and the LMs evaluated on beside the corpus's own split.
+
+    Nothing set: the corpus's held-out split (the paper's main setting). Otherwise one of
+    - a selection of the corpus by ``sources`` and/or ``labels`` (a document must match both
+      lists that are given): its documents in the held-out split feed the outer loss and those in
+      the validation split are the target's validation set, so no target document is ever in
+      the training split (the split is by document id);
+    - other files (``paths``, the corpus's readers) or a TFDS dataset (``tfds_name``), split by
+      id into outer-loss and validation documents; a target document whose id or text is also in
+      the corpus is an error.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # globs of .jsonl, .jsonl.gz, .parquet, .txt
+    tfds_name: str = ""
+    tfds_data_dir: str = ""
+    tfds_split: str = "train"
+    validation_fraction: float = 0.2  # paths / tfds: share of the target's documents kept for evaluation
+
+    @property
+    def mode(self) -> str:
+        """``heldout`` | ``selection`` | ``files``."""
+        if self.paths or self.tfds_name:
+            return "files"
+        return "selection" if (self.sources or self.labels) else "heldout"
+
+    def describe(self) -> str:
+        if self.mode == "heldout":
+            return "the corpus's held-out split"
+        if self.mode == "selection":
+            parts = [f"{k} in {v}" for k, v in (("source", self.sources), ("label", self.labels)) if v]
+            return "the corpus's documents with " + " and ".join(parts)
+        return f"the documents of {self.paths or self.tfds_name}"
+
+
+@dataclass
 class MetaConfig:
     """The bilevel trainer (DESIGN.md section 2)."""
 
@@ -151,6 +189,7 @@ class MetaConfig:
     log_every: int = 10
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    target: TargetConfig = field(default_factory=TargetConfig)  # the outer loss's data (see TargetConfig)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from datarater.config.groups import (
     MetaConfig,
     ModelCompute,
     ModelConfig,
+    TargetConfig,
     TrainConfig,
 )
 
@@ -36,6 +37,9 @@ class TrainLMProgram:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)  # online curation of the training stream
     eval: EvalConfig = field(default_factory=EvalConfig)  # multiple-choice tasks every eval.every steps
+    # The target set (as meta.target): evaluated on at the end beside the corpus's validation
+    # split, and what curators that model a target (oracle, dsir, classifier) are given.
+    target: TargetConfig = field(default_factory=TargetConfig)
 
 
 @dataclass
@@ -105,6 +109,8 @@ class SweepProgram:
     curate: CurateConfig = field(default_factory=CurateConfig)  # shared options: rater_run, scores, target_paths, ...
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Every LM is evaluated on it; empty: the target of curate.rater_run's meta-training, if any.
+    target: TargetConfig = field(default_factory=TargetConfig)
 
 
 @dataclass

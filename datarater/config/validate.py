@@ -9,6 +9,7 @@ from datarater.config.groups import (
     MeshConfig,
     MetaConfig,
     ModelConfig,
+    TargetConfig,
     TrainConfig,
 )
 from datarater.config.presets import load_preset, preset_names
@@ -110,6 +111,19 @@ def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
     _check(m.outer_lr > 0, f"{prefix}.outer_lr", "must be > 0")
     _check(m.inner_eps_root >= 0, f"{prefix}.inner_eps_root", "must be >= 0")
     check_microbatch_rows(m.microbatch_rows, f"{prefix}.microbatch_rows")
+    validate_target(m.target, f"{prefix}.target")
+
+
+def validate_target(t: TargetConfig, prefix: str = "meta.target") -> None:
+    """Shape checks of a target; what it selects is checked against the corpus when it is read."""
+    for k in ("sources", "labels", "paths"):
+        for i, v in enumerate(getattr(t, k)):
+            _check(isinstance(v, str) and v.strip() != "", f"{prefix}.{k}[{i}]", "is empty")
+    _check(not ((t.sources or t.labels) and (t.paths or t.tfds_name)), prefix,
+           "selects from the corpus (sources/labels) and names other data (paths/tfds_name): give one or the other")
+    _check(not (t.paths and t.tfds_name), f"{prefix}.tfds_name", "and paths are both set: give one or the other")
+    _check(0.0 < t.validation_fraction < 1.0, f"{prefix}.validation_fraction",
+           f"must be in (0, 1), got {t.validation_fraction}")
 
 
 def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:

@@ -16,8 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from datarater.config import DataConfig, ModelConfig
+from datarater.config import CorpusConfig, DataConfig, ModelConfig
 from datarater.config.curate import CurateConfig
+from datarater.config.groups import TargetConfig
 from datarater.data.packing import PackedSequences
 from datarater.data.tokenizer import Tokenizer
 from datarater.errors import UserError
@@ -260,13 +261,18 @@ def make_curator(
     seq_len: int,
     sample: dict[str, np.ndarray] | None = None,
     packed: PackedSequences | None = None,
+    corpus: CorpusConfig | None = None,
+    target: TargetConfig | None = None,
 ) -> Curator | None:
     """The curator named by ``cfg.name`` (None for ``none``), with its inputs checked.
 
     ``sample`` (a batch dict of corpus rows, e.g. `calibration_sample`) fits curators with
     ``needs_fit``; without it the caller calls ``fit`` itself before scoring. With
     ``cfg.scores`` set (whatever the name), scores come from those side files for the rows of
-    ``packed`` and are looked up by the batch's ``index``.
+    ``packed`` and are looked up by the batch's ``index``. ``corpus`` and ``target`` (the run's
+    target set) feed the curators that need them: ``oracle`` (labels and target sources of
+    ``packed``'s documents), ``dsir`` and ``classifier`` (the target's outer-loss texts, when
+    ``curate.target_paths`` is empty).
     """
     curator: Curator
     if cfg.scores:
@@ -286,15 +292,44 @@ def make_curator(
 
         curator = HeuristicCurator(tokenizer)
     elif cfg.name == "dsir":
-        from datarater.curate.dsir import DsirCurator, read_target_texts
+        from datarater.curate.dsir import DsirCurator
 
-        texts, _ = read_target_texts(cfg.target_paths)
-        curator = DsirCurator(texts, tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
+        curator = DsirCurator(_target_texts(cfg, corpus, target), tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
+    elif cfg.name == "oracle":
+        from datarater.curate.oracle import OracleCurator
+
+        if packed is None:
+            raise ValueError("the oracle curator needs the packed rows it scores (their documents' labels)")
+        curator = OracleCurator(packed, target)
+    elif cfg.name == "classifier":
+        from datarater.curate.classifier import ClassifierCurator
+        from datarater.data.target import training_texts
+
+        if corpus is None:
+            raise ValueError("the classifier curator needs the corpus (its pool of training documents)")
+        texts = _target_texts(cfg, corpus, target)
+        pool = training_texts(corpus, cfg.classifier_pool_docs, cfg.seed)
+        curator = ClassifierCurator(texts, pool, tokenizer, seed=cfg.seed)
     else:
         raise UserError(f"config key 'curate.name': unknown curator '{cfg.name}'")
     if sample is not None and curator.needs_fit:
         curator.fit(sample)
     return curator
+
+
+def _target_texts(cfg: CurateConfig, corpus: CorpusConfig | None, target: TargetConfig | None) -> list[str]:
+    """The texts a target-modelling curator (dsir, classifier) fits: ``curate.target_paths`` when
+    given, else the outer-loss documents of the run's target set."""
+    if cfg.target_paths:
+        from datarater.curate.dsir import read_target_texts
+
+        return read_target_texts(cfg.target_paths)[0]
+    if corpus is None or target is None or target.mode == "heldout":
+        raise UserError(f"config key 'curate.target_paths': curate={cfg.name} models a target set: give "
+                        "curate.target_paths=[...] or a target (target.labels / target.sources / target.paths)")
+    from datarater.data.target import target_texts
+
+    return target_texts(corpus, target, prefix="target")
 
 
 def calibration_sample(packed: PackedSequences, rows: int, seed: int) -> dict[str, np.ndarray]:

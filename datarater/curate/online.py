@@ -56,18 +56,21 @@ class OnlineCuration:
         return {s: self.kept_per_source[s] / n for s, n in sorted(self.drawn_per_source.items()) if n}
 
 
-def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSequences, local_batch: int) -> OnlineCuration | None:
+def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSequences, local_batch: int,
+                         corpus=None, target=None) -> OnlineCuration | None:
     """The curation of a train-lm run, or None when nothing is discarded (``curate.discard=0``).
 
     With ``curate.scores`` the scores come from `datarater score` side files, checked against
     these rows by fingerprint and looked up by row; their scoring FLOPs are still counted.
+    ``corpus`` and ``target`` go to `make_curator` (oracle, dsir, classifier).
     """
     if curate.discard == 0.0:
         return None
     from datarater.curate.curators import calibration_sample, make_curator
 
     sample = calibration_sample(packed, curate.calibration_rows, curate.seed)
-    curator = make_curator(curate, data, tokenizer, packed.seq_len, sample=sample, packed=packed)
+    curator = make_curator(curate, data, tokenizer, packed.seq_len, sample=sample, packed=packed, corpus=corpus,
+                           target=target)
     if curator is None:
         return None
     draw = oversampled_size(local_batch, curate.discard)

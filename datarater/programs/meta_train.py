@@ -19,12 +19,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datarater.artifacts import RATER_DIR, save_rater
+from datarater.artifacts import RATER_DIR, TARGET_FILE, save_rater
 from datarater.config import MetaTrainProgram
 from datarater.console import Progress, is_main_process, say
-from datarater.data.corpus import load_splits
+from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.packing import PackedSequences
+from datarater.data.target import pack_target, read_with_target
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.meta.core import MetaProblem, outer_optimizer
@@ -66,8 +67,13 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     stats = ReadStats()
     if splits is None:
         say(f"[data] reading {prog.corpus.name} ...")
-        splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "heldout"), stats=stats, on_build=say)
+        resolved = read_with_target(prog.corpus, tokenizer, m.target, ("train",), stats, on_build=say)
+        heldout, _ = pack_target(resolved, prog.data, tokenizer)
+        splits = {"train": pack_split(resolved.splits["train"], prog.data, tokenizer, "train"), "heldout": heldout}
         say(f"[data] {stats.summary()}")
+        say(f"[meta] outer loss on {m.target.describe()}: {len(resolved.target_heldout)} documents")
+        if is_main_process():
+            (run_dir / TARGET_FILE).write_text(json.dumps(resolved.description, indent=2))
     for name in ("train", "heldout"):
         say(f"[data] {name}: {len(splits[name])} sequences of {prog.data.seq_len} tokens")
 

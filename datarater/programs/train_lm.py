@@ -17,9 +17,10 @@ import numpy as np
 from datarater.config import TrainLMProgram
 from datarater.console import Progress, is_main_process, say
 from datarater.curate.online import make_online_curation
-from datarater.data.corpus import load_splits
+from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
+from datarater.data.target import read_with_target, validation_sets
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
@@ -42,6 +43,12 @@ RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every
                   "mesh.")  # checkpoints restore onto any device layout
 
 
+def evaluate_sets(eval_fn, params, sets: dict, train, mesh, rules) -> dict[str, float]:
+    """Mean token NLL of each named validation set (``train.eval_batches`` batches of each, 0 = all)."""
+    return {name: float(evaluate(eval_fn, params, eval_batches(packed, train.batch_size, train.eval_batches), mesh, rules))
+            for name, packed in sets.items()}
+
+
 def run(prog: TrainLMProgram) -> dict:
     run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
     cfg, train = prog.model, prog.train
@@ -58,9 +65,12 @@ def run(prog: TrainLMProgram) -> dict:
 
     say(f"[data] reading {prog.corpus.name} ...")
     stats = ReadStats()
-    splits = load_splits(prog.corpus, prog.data, tokenizer, splits=("train", "validation"), stats=stats,
-                         on_build=say)
+    resolved = read_with_target(prog.corpus, tokenizer, prog.target, ("train", "validation"), stats, on_build=say,
+                                prefix="target")
+    splits = {name: pack_split(docs, prog.data, tokenizer, name) for name, docs in resolved.splits.items()}
     say(f"[data] {stats.summary()}")
+    if prog.target.mode != "heldout":
+        say(f"[data] target: {prog.target.describe()} ({len(resolved.target_validation)} validation documents)")
     for name, packed in splits.items():
         say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
 
@@ -78,7 +88,8 @@ def run(prog: TrainLMProgram) -> dict:
 
     loop = Loop(ckpt, metrics, train.steps, train.checkpoint_every, snapshot)
     state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop, fresh_start=resuming)
-    curation = make_online_curation(prog.curate, prog.data, tokenizer, splits["train"], local_batch)
+    curation = make_online_curation(prog.curate, prog.data, tokenizer, splits["train"], local_batch,
+                                    corpus=prog.corpus, target=prog.target)
     draw = curation.draw if curation else local_batch
     if curation:
         say(f"[curate] {curation.name}: discard {curation.discard:g}, keep the best {curation.keep} of {draw} rows "
@@ -187,10 +198,16 @@ def run(prog: TrainLMProgram) -> dict:
                                          f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
 
+    sets = validation_sets(resolved, prog.data, tokenizer)
+    if last_val is not None and step % train.eval_every == 0:
+        sets.pop("validation")  # just evaluated on the same rows
+    final_sets = {"validation": last_val, **evaluate_sets(eval_fn, state.params, sets, train, mesh, rules)}
+    say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
         "run_dir": str(run_dir),
         "steps": step,
         "final_val_nll": last_val,
+        "final_nll_sets": final_sets,
         "documents": stats.as_dict(),
         "sequences": {k: len(v) for k, v in splits.items()},
         "flops_per_token": flops_per_token,

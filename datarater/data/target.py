@@ -1,0 +1,224 @@
+"""The target set: which documents the outer loss and the target validation are measured on.
+
+`read_with_target` reads the corpus once and resolves ``meta.target`` (`TargetConfig`) against
+it: the heldout mode keeps the corpus's held-out split; a selection keeps the held-out and
+validation documents whose source / label it names; files are read with the corpus's readers
+and split by id. Every check of what a target selects (nothing selected, a source or label the
+corpus does not have, target documents that are also in the corpus) raises `UserError` naming
+the key before any compute. The training split never holds a target document: selections come
+from the held-out and validation splits only, and target files that share an id or a text with
+the corpus are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from datarater.config import CorpusConfig, DataConfig
+from datarater.config.groups import TargetConfig
+from datarater.data.corpus import Tokenized, pack_split, read_split_documents
+from datarater.data.documents import Document, ReadStats
+from datarater.data.packing import PackedSequences
+from datarater.data.split import assign_split
+from datarater.data.tokenizer import Tokenizer
+from datarater.errors import UserError
+
+TARGET_SPLIT_SALT = "datarater-target-split-v1"
+
+
+@dataclass
+class Resolved:
+    """The corpus's splits and the target's documents, tokenized (text dropped)."""
+
+    splits: dict[str, Tokenized]  # the corpus's requested splits
+    target_heldout: Tokenized  # what the outer loss is measured on
+    target_validation: Tokenized  # what LMs are evaluated on as "target" (empty in heldout mode)
+    description: dict = field(default_factory=dict)  # recorded in the run directory and the report
+
+    def target_ids(self) -> set[str]:
+        return {d.id for d, _ in self.target_heldout} | {d.id for d, _ in self.target_validation}
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.strip().encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def _matches(doc: Document, t: TargetConfig) -> bool:
+    return (not t.sources or doc.source in t.sources) and (not t.labels or doc.label in t.labels)
+
+
+def _count_line(counts: Counter) -> str:
+    return ", ".join(f"{k or '(none)'} {v}" for k, v in counts.most_common()) or "none"
+
+
+def _check_selection(t: TargetConfig, prefix: str, sources: Counter, labels: Counter) -> None:
+    for key, wanted, found in (("sources", t.sources, sources), ("labels", t.labels, labels)):
+        missing = [w for w in wanted if w not in found]
+        if missing:
+            raise UserError(f"config key '{prefix}.{key}': {missing} not in the corpus; its {key} (documents): "
+                            f"{_count_line(found)}")
+
+
+def read_with_target(
+    corpus: CorpusConfig,
+    tokenizer: Tokenizer,
+    target: TargetConfig,
+    splits: Sequence[str],
+    stats: ReadStats | None = None,
+    on_build: Callable[[str], None] | None = None,
+    prefix: str = "meta.target",
+) -> Resolved:
+    """The corpus's ``splits`` and the target of ``target`` (see the module's docstring)."""
+    mode = target.mode
+    wanted = list(dict.fromkeys([*splits, *(("heldout", "validation") if mode == "selection" else ())]))
+    if mode == "heldout" and "heldout" not in wanted:
+        wanted.append("heldout")
+    sources: Counter = Counter()
+    labels: Counter = Counter()
+    corpus_ids: set[str] = set()
+    corpus_texts: set[bytes] = set()
+
+    def seen(doc: Document) -> None:
+        sources[doc.source] += 1
+        labels[doc.label] += 1
+        if mode == "files":
+            corpus_ids.add(doc.id)
+            corpus_texts.add(_text_key(doc.text))
+
+    buckets = read_split_documents(corpus, tokenizer, wanted, stats, on_build, seen=seen)
+    desc: dict = {"mode": mode, "what": target.describe()}
+    if mode == "heldout":
+        out = Resolved(buckets, buckets["heldout"], [], desc)
+    elif mode == "selection":
+        _check_selection(target, prefix, sources, labels)
+        held = [(d, ids) for d, ids in buckets["heldout"] if _matches(d, target)]
+        val = [(d, ids) for d, ids in buckets["validation"] if _matches(d, target)]
+        if not held or not val:
+            empty = "held-out" if not held else "validation"
+            n = len(buckets["heldout" if not held else "validation"])
+            raise UserError(f"config key '{prefix}': {target.describe()} selects no document of the corpus's {empty} "
+                            f"split ({n} documents in it); raise corpus.{'heldout' if not held else 'validation'}_fraction "
+                            "or select more")
+        desc.update(sources=list(target.sources), labels=list(target.labels))
+        out = Resolved(buckets, held, val, desc)
+    else:
+        held, val = _read_target_files(corpus, tokenizer, target, prefix, corpus_ids, corpus_texts)
+        desc.update(paths=list(target.paths), tfds_name=target.tfds_name, validation_fraction=target.validation_fraction)
+        out = Resolved(buckets, held, val, desc)
+    desc["documents"] = {"outer_loss": len(out.target_heldout), "validation": len(out.target_validation)}
+    desc["by_source"] = dict(Counter(d.source for d, _ in out.target_heldout + out.target_validation))
+    out.splits = {s: buckets[s] for s in splits}
+    return out
+
+
+def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConfig, prefix: str,
+                       corpus_ids: set[str], corpus_texts: set[bytes]) -> tuple[Tokenized, Tokenized]:
+    from datarater.data.sources import iter_documents
+
+    cfg = replace(corpus, name=f"{prefix}", kind="tfds" if t.tfds_name else "files", paths=list(t.paths),
+                  tfds_name=t.tfds_name, tfds_data_dir=t.tfds_data_dir, tfds_split=t.tfds_split, max_documents=0)
+    stats = ReadStats()
+    held: Tokenized = []
+    val: Tokenized = []
+    same_id: list[str] = []
+    same_text: list[str] = []
+    try:
+        for doc in iter_documents(cfg, stats):
+            if doc.id in corpus_ids:
+                same_id.append(doc.id)
+                continue
+            if _text_key(doc.text) in corpus_texts:
+                same_text.append(doc.id)
+                continue
+            ids = tokenizer.encode(doc.text)
+            if ids.size == 0:
+                stats.drop_used("empty_after_tokenize", f"document {doc.id}")
+                continue
+            # Split by id: [0, v) is the target's validation, the rest feeds the outer loss.
+            split = assign_split(doc.id, 1.0 - t.validation_fraction, t.validation_fraction, TARGET_SPLIT_SALT)
+            (val if split == "validation" else held).append((Document(doc.id, "", doc.source, doc.label), ids))
+    except UserError as e:
+        raise UserError(f"config key '{prefix}': {e}") from None
+    if same_id or same_text:
+        parts = []
+        if same_id:
+            parts.append(f"{len(same_id)} with an id also in the corpus (e.g. {same_id[0]!r})")
+        if same_text:
+            parts.append(f"{len(same_text)} with the same text as a corpus document (e.g. {same_text[0]!r})")
+        raise UserError(f"config key '{prefix}': the target overlaps the training corpus: {'; '.join(parts)} "
+                        f"of {stats.read} target documents read; remove them from the target (or the corpus)")
+    if not held or not val:
+        raise UserError(f"config key '{prefix}': {t.describe()} gives {len(held)} outer-loss and {len(val)} validation "
+                        f"documents ({stats.summary()}); both need at least one: add documents or change "
+                        f"{prefix}.validation_fraction")
+    return held, val
+
+
+def pack_target(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> tuple[PackedSequences, PackedSequences | None]:
+    """The target's outer-loss rows and validation rows (None in heldout mode)."""
+    held = pack_split(resolved.target_heldout, data, tokenizer, "heldout")
+    val = pack_split(resolved.target_validation, data, tokenizer, "validation") if resolved.target_validation else None
+    return held, val
+
+
+def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> dict[str, PackedSequences]:
+    """What an LM is evaluated on: ``validation`` (the corpus's split), ``target`` (when set), and the
+    validation split per ``source:<s>`` and per ``label:<l>`` (where the corpus has labels)."""
+    docs = resolved.splits["validation"]
+    sets = {"validation": pack_split(docs, data, tokenizer, "validation")}
+    if resolved.target_validation:
+        sets["target"] = pack_split(resolved.target_validation, data, tokenizer, "validation")
+    for key, of in (("source", lambda d: d.source), ("label", lambda d: d.label)):
+        groups: dict[str, Tokenized] = {}
+        for d, ids in docs:
+            if of(d):
+                groups.setdefault(of(d), []).append((d, ids))
+        if len(groups) > 1:
+            for name in sorted(groups):
+                sets[f"{key}:{name}"] = pack_split(groups[name], data, tokenizer, "validation")
+    return sets
+
+
+def target_texts(corpus: CorpusConfig, target: TargetConfig, max_documents: int = 0,
+                 prefix: str = "meta.target") -> list[str]:
+    """Texts of the target's outer-loss documents (never its validation ones), for curators that
+    model the target (DSIR, the classifier); heldout mode: the corpus's held-out split."""
+    from datarater.data.sources import iter_documents
+
+    out: list[str] = []
+    if target.mode == "files":
+        cfg = replace(corpus, name=prefix, kind="tfds" if target.tfds_name else "files", paths=list(target.paths),
+                      tfds_name=target.tfds_name, tfds_data_dir=target.tfds_data_dir, tfds_split=target.tfds_split,
+                      max_documents=0)
+        for doc in iter_documents(cfg, ReadStats()):
+            if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
+                            TARGET_SPLIT_SALT) != "validation":
+                out.append(doc.text)
+            if max_documents and len(out) >= max_documents:
+                break
+    else:
+        for doc in iter_documents(corpus, ReadStats()):
+            split = assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt)
+            if split == "heldout" and (target.mode == "heldout" or _matches(doc, target)):
+                out.append(doc.text)
+            if max_documents and len(out) >= max_documents:
+                break
+    if not out:
+        raise UserError(f"config key '{prefix}': {target.describe()} has no outer-loss documents")
+    return out
+
+
+def training_texts(corpus: CorpusConfig, max_documents: int, seed: int) -> list[str]:
+    """A seeded sample of up to ``max_documents`` texts of the corpus's training split (the pool)."""
+    import random
+
+    from datarater.data.sources import iter_documents
+
+    texts = [doc.text for doc in iter_documents(corpus, ReadStats())
+             if assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt) == "train"]
+    if max_documents and len(texts) > max_documents:
+        texts = random.Random(seed).sample(texts, max_documents)
+    return texts
