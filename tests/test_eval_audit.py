@@ -1,4 +1,4 @@
-"""ROC-AUC against a brute-force pair count; the audit table against per-label AUCs."""
+"""ROC-AUC against a brute-force pair count; the audit table against per-label AUCs and their intervals."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def test_audit_table_rows_are_per_label_aucs():
         mask = lab != "clean" if r.label == ALL_CORRUPTED else lab == r.label
         for name, s in (("datarater", rater), ("random", rand)):
             assert r.auc[name] == pytest.approx(brute_force_auc(s[lab == "clean"], s[mask]))
+            assert 0.0 <= r.auc_low[name] <= r.auc[name] <= r.auc_high[name] <= 1.0
+
+
+def test_audit_table_intervals():
+    labels = ["clean"] * 6 + ["mojibake"] * 3 + ["noise"] * 4
+    rater = np.r_[np.arange(6) + 10.0, np.arange(3.0), 9.5, 10.5, 11.5, 12.5]
+    rows = {r.label: r for r in audit_table(labels, {"datarater": rater}, n_resamples=200)}
+    m = rows["mojibake"]  # perfectly separated: the interval collapses onto 1
+    assert (m.auc["datarater"], m.auc_low["datarater"], m.auc_high["datarater"]) == (1.0, 1.0, 1.0)
+    noise = rows["noise"]  # 9.5..12.5 among clean 10..15: 6+5+4+3 = 18 of 24 pairs with clean above
+    assert noise.auc["datarater"] == 0.75
+    assert noise.auc_low["datarater"] < 0.75 < noise.auc_high["datarater"]
+    again = {r.label: r for r in audit_table(labels, {"datarater": rater}, n_resamples=200)}
+    assert again["noise"].auc_low == noise.auc_low  # seeded: reproducible
 
 
 def test_audit_table_errors():
