@@ -1,0 +1,122 @@
+"""The objective probe: its look-ahead is plain training under uniform weights, drops zero-weight rows, and reads labels right."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from datarater.config import ModelConfig, TrainConfig
+from datarater.data.documents import Document
+from datarater.data.packing import pack_documents
+from datarater.data.tokenizer import ByteTokenizer
+from datarater.meta.core import MetaProblem
+from datarater.meta.probe import lookahead_loss, normalised_weights, probe, probe_targets, row_clean_fraction
+from datarater.models.transformer import CausalLM
+from datarater.train.optimizer import make_optimizer
+from datarater.train.step import make_eval_step, make_train_step
+
+TINY = ModelConfig(name="t", vocab_size=264, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64)
+L, B, T = 16, 4, 3
+# The meta inner step's loss (row sums weighted 1/B) is (L-1) times train-lm's mean over tokens:
+# without clipping and with a tiny eps, Adam takes the same step for both.
+TX = make_optimizer(TrainConfig(lr=1e-2, warmup_steps=0, steps=100, weight_decay=0.1, clip_norm=0.0, eps=1e-12))
+
+
+def full_rows(rng, shape) -> dict:
+    """Rows of random bytes, every position a token of one document."""
+    return {
+        "tokens": jnp.asarray(rng.integers(3, 259, shape), jnp.int32),
+        "segment_ids": jnp.ones(shape, jnp.int32),
+        "positions": jnp.broadcast_to(jnp.arange(shape[-1]), shape).astype(jnp.int32),
+    }
+
+
+@pytest.fixture(scope="module")
+def lm():
+    model = CausalLM(TINY, rngs=nnx.Rngs(0))
+    graphdef, theta = nnx.split(model)[0], nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return MetaProblem(graphdef, None, TX), theta, TX.init(theta)
+
+
+def test_uniform_lookahead_is_plain_training(lm):
+    problem, theta, opt = lm
+    rng = np.random.default_rng(0)
+    batches, held = full_rows(rng, (T, B, L)), full_rows(rng, (8, L))
+    got = lookahead_loss(theta, opt, batches, np.full((T, B), 1.0 / B), held, problem)
+
+    step, evaluate = jax.jit(make_train_step(problem.lm_graphdef, TX)), jax.jit(make_eval_step(problem.lm_graphdef))
+    th, st = theta, opt
+    for t in range(T):
+        th, st, _ = step(th, st, {k: v[t] for k, v in batches.items()})
+    nll, count = evaluate(th, held)
+    want = float(nll / count)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert abs(want - float(np.divide(*evaluate(theta, held)))) > 1e-3  # the T steps did move the LM
+
+
+def test_weights_are_normalised_over_valid_rows():
+    batches = full_rows(np.random.default_rng(0), (2, B, L))
+    batches["segment_ids"] = batches["segment_ids"].at[:, 3].set(0)  # row 3 of each batch is padding
+    w = normalised_weights(jnp.asarray([[2.0, 1.0, 1.0, 5.0], [0.0, 0.0, 0.0, 1.0]]), batches)
+    np.testing.assert_allclose(w, [[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_zero_weight_rows_are_dropped(lm):
+    problem, theta, opt = lm
+    rng = np.random.default_rng(1)
+    batches, held = full_rows(rng, (T, B, L)), full_rows(rng, (8, L))
+    weights = np.ones((T, B))
+    weights[1, 2] = 0.0
+
+    def with_new_tokens(row) -> dict:
+        tokens = batches["tokens"].at[1, row].set(jnp.asarray(rng.integers(3, 259, L), jnp.int32))
+        return {**batches, "tokens": tokens}
+
+    base = lookahead_loss(theta, opt, batches, weights, held, problem)
+    assert lookahead_loss(theta, opt, with_new_tokens(2), weights, held, problem) == pytest.approx(base, abs=1e-7)
+    # a weighted row's tokens do count, so the equality above is not vacuous
+    assert abs(lookahead_loss(theta, opt, with_new_tokens(1), weights, held, problem) - base) > 1e-5
+
+
+def labelled_split(n_docs: int, seed: int):
+    """Packed rows (seq_len 16) of random documents, every third labelled "bad", the rest "clean"."""
+    rng = np.random.default_rng(seed)
+    docs = [(Document(f"d{i}", "", f"s{i % 2}", "bad" if i % 3 == 2 else "clean"),
+             rng.integers(3, 259, int(rng.integers(4, 30))).astype(np.int32)) for i in range(n_docs)]
+    return pack_documents(docs, L, ByteTokenizer(), "train", add_bos=True, add_eos=True)
+
+
+def test_row_clean_fraction_counts_tokens_of_good_documents():
+    # with bos and eos: 12 clean, 16 bad, 20 clean, 4 clean tokens -> rows of 16 tokens:
+    # [12 clean, 4 bad] [12 bad, 4 clean] [16 clean] [4 clean, 12 padding]
+    docs = [(Document(f"d{i}", "", "web" if i != 3 else "wiki", lab), np.full(n, 7, np.int32))
+            for i, (n, lab) in enumerate([(10, "clean"), (14, "bad"), (18, "clean"), (2, "clean")])]
+    packed = pack_documents(docs, L, ByteTokenizer(), "train", add_bos=True, add_eos=True)
+    np.testing.assert_allclose(row_clean_fraction(packed, lambda lab, src: lab == "clean"), [0.75, 0.25, 1.0, 1.0])
+    np.testing.assert_allclose(row_clean_fraction(packed, lambda lab, src: src == "wiki"), [0.0, 0.0, 0.0, 1.0])
+
+
+def test_probe_rows_and_all_good_oracle_is_uniform(lm):
+    problem, theta, opt = lm
+    train, held = labelled_split(40, 2), labelled_split(30, 3)
+    is_clean = lambda lab, src: lab == "clean"
+    targets = probe_targets(held, is_clean, rows=8, seed=0)
+    frac = row_clean_fraction(held, is_clean)
+    assert 0 < np.sum(frac == 1.0) < len(held)
+    wholly_clean = {bytes(row) for row in held.tokens[frac == 1.0]}
+    assert len(targets["clean"]["tokens"]) > 0 and len(targets["heldout"]["tokens"]) == 8
+    assert all(bytes(row) in wholly_clean for row in targets["clean"]["tokens"])
+
+    rows = probe(problem, theta, opt, train, targets, lambda lab, src: True, ages=[2, 0], steps=2, repeats=2,
+                 batch_size=B, seed=0)
+    assert [(r["age"], r["target"]) for r in rows] == [(0, "heldout"), (0, "clean"), (2, "heldout"), (2, "clean")]
+    for r in rows:  # every document good: the oracle weights are the uniform ones
+        assert r["oracle"] == pytest.approx(r["uniform"], abs=1e-6) and abs(r["delta"]) < 1e-6
+    assert abs(rows[2]["uniform"] - rows[0]["uniform"]) > 1e-3  # the LM trained between the ages
+
+    biased = probe(problem, theta, opt, train, targets, is_clean, ages=[0], steps=2, repeats=2, batch_size=B, seed=0)
+    assert biased[0]["uniform"] == pytest.approx(rows[0]["uniform"], abs=1e-6)  # the same draws
+    assert abs(biased[0]["delta"]) > 1e-6 and np.isfinite(biased[0]["delta_se"])
