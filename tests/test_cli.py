@@ -96,11 +96,11 @@ def test_unknown_subcommand_and_bad_curation_settings(capsys):
     assert code == 2 and "curate.discard" in err and "[0, 1)" in err
     code, _, err = run(capsys, "sweep", "corpus.paths=[x.jsonl]", "sweep.ratios=[0,1.5]")
     assert code == 2 and "sweep.ratios[1]" in err
-    code, _, err = run(capsys, "sweep", "corpus.paths=[x.jsonl]", "sweep.baseline_seeds=0")
-    assert code == 2 and "sweep.baseline_seeds" in err
+    code, _, err = run(capsys, "sweep", "corpus.paths=[x.jsonl]", "sweep.seeds=0")
+    assert code == 2 and "sweep.seeds" in err
     # the quickstart's own budget keys are checked before any stage starts
     for override, key in (("quickstart.ratios=[0,1.5]", "quickstart.ratios[1]"), ("quickstart.curators=[best]", "quickstart.curators"),
-                          ("quickstart.baseline_seeds=0", "quickstart.baseline_seeds"), ("quickstart.report_rows=-1", "quickstart.report_rows")):
+                          ("quickstart.seeds=0", "quickstart.seeds"), ("quickstart.report_rows=-1", "quickstart.report_rows")):
         code, _, err = run(capsys, "quickstart", override)
         assert code == 2 and key in err, (override, err)
 

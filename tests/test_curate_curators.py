@@ -143,6 +143,9 @@ def test_dsir_curator_reads_its_target_files(doc_corpus, tmp_path):
     with pytest.raises(UserError, match="curate.target_paths"):
         make_curator(CurateConfig(name="dsir", target_paths=[str(tmp_path / "none.jsonl")]),
                      DataConfig(seq_len=SEQ), TOK, SEQ)
+    for name in ("dsir", "classifier"):  # no target files and no target set: nothing to model
+        with pytest.raises(UserError, match=r"curate\.target_paths.*or a target"):
+            make_curator(CurateConfig(name=name), DataConfig(seq_len=SEQ), TOK, SEQ)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def test_precomputed_scores_are_looked_up_by_row_index(doc_corpus, tmp_path):
     ({"name": "datarater"}, "curate.rater_run"),
     ({"name": "perplexity"}, "curate.reference_run"),
     ({"name": "perplexity", "reference_run": "x", "band": "top"}, "curate.band"),
-    ({"name": "dsir"}, "curate.target_paths"),
+    ({"name": "classifier", "classifier_pool_docs": 0}, "curate.classifier_pool_docs"),
     ({"name": "dsir", "target_paths": ["x"], "dsir_buckets": 0}, "curate.dsir_buckets"),
 ])
 def test_bad_curate_configs_name_the_key(kw, key):

@@ -17,7 +17,7 @@ from datarater.train.load import read_program
 def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     args = [f"corpus.paths=[{doc_corpus}]", "data.seq_len=64", "train.batch_size=8", "train.steps=6",
             "train.eval_every=3", "train.eval_batches=2", "train.log_every=3", "train.checkpoint_every=6",
-            "sweep.ratios=[0,0.5]", "sweep.curators=[random]", "sweep.baseline_seeds=2", f"run_dir={tmp_path / 'sw'}"]
+            "sweep.ratios=[0,0.5]", "sweep.curators=[random]", "sweep.seeds=2", f"run_dir={tmp_path / 'sw'}"]
     prog = compose(SUBCOMMANDS["sweep"], args)
     out = sweep(prog)
     nll = out["final_val_nll"]
@@ -29,6 +29,18 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     assert final_nll(str(replica)) != nll["nano-none-0"]
     assert finished_runs(tmp_path / "sw")[1] == out["baseline_spread"]  # what `datarater report` reads back
     assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
+    # over seeds: random at its best ratio is trained again with the next seed, and compared
+    row = out["comparison"][0]
+    rho = out["best"]["random"]
+    if rho > 0:
+        again_dir = tmp_path / "sw" / "lm" / "nano-random-0.5-seed1"
+        assert read_program(again_dir).train.seed == prog.train.seed + 1
+        runs = [nll["nano-random-0.5"], final_nll(str(again_dir))]
+    else:
+        runs = out["baseline_spread"]["nano"]
+    assert row["curator"] == "random" and row["nll"]["n"] == 2
+    assert row["nll"]["mean"] == pytest.approx(sum(runs) / 2)
+    assert out["select_on"] == "validation"  # no target: the corpus's own validation split
     summaries = sorted((tmp_path / "sw" / "lm").glob("*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
     again = sweep(compose(SUBCOMMANDS["sweep"], args))

@@ -88,9 +88,18 @@ class SweepConfig:
     larger: list[str] = field(default_factory=list)  # presets trained at each curator's best ratio
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random"])
-    # Unfiltered runs of the smallest model with seeds train.seed, train.seed+1, ...: their spread
-    # is the run-to-run noise the report compares every difference with (1 = no extra runs).
-    baseline_seeds: int = 1
+    # The unfiltered LM and each curator at its best ratio (with random and the oracle at that
+    # ratio) are trained with seeds train.seed, train.seed+1, ... (init and data order): the
+    # results give mean ± 95% CI and Welch's test against unfiltered and random (1 = one run each).
+    seeds: int = 1
+    # The validation set whose final NLL picks each curator's best ratio: auto (the target's when a
+    # target is set, else the corpus's), validation, target, source:<name> or label:<name>.
+    select_on: str = "auto"
+    # More meta-learned raters swept beside curate.rater_run, as curators of their own name:
+    # name -> meta-train run directory (e.g. a rater of another target), and optionally
+    # name -> `datarater score` run directory with its side files.
+    raters: dict[str, str] = field(default_factory=dict)
+    rater_scores: dict[str, str] = field(default_factory=dict)
     # Compute settings for every model of the sweep (null = the preset's own), e.g. bf16 with
     # float32 master weights and chunked attention on TPU/GPU:
     #   sweep.compute.dtype=bfloat16 sweep.compute.attention_chunk=256
@@ -128,7 +137,7 @@ class QuickstartConfig:
 
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random", "heuristic", "perplexity"])
-    baseline_seeds: int = 3  # unfiltered LMs with different seeds: the noise band of the report (sweep.baseline_seeds)
+    seeds: int = 3  # seeds of the unfiltered LM and of each curator at its best ratio (sweep.seeds)
     report_rows: int = 2000
 
 

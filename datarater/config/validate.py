@@ -131,13 +131,18 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
     for i, r in enumerate(s.ratios):
         _check(0.0 <= r < 1.0, f"{prefix}.ratios[{i}]", f"discard ratios must be in [0, 1), got {r}")
     for c in s.curators:
-        _check(c in CURATORS and c != "none", f"{prefix}.curators", f"unknown curator '{c}'; choose from {CURATORS[1:]}")
-    _check(s.baseline_seeds >= 1, f"{prefix}.baseline_seeds", f"must be >= 1 (1 = no extra seeds), got {s.baseline_seeds}")
+        _check((c in CURATORS and c != "none") or c in s.raters, f"{prefix}.curators",
+               f"unknown curator '{c}'; choose from {CURATORS[1:]} or a name of sweep.raters")
+    for name in s.rater_scores:
+        _check(name in s.raters, f"{prefix}.rater_scores.{name}", "names no rater of sweep.raters")
+    _check(s.seeds >= 1, f"{prefix}.seeds", f"must be >= 1 (1 = one run each), got {s.seeds}")
+    _check(s.select_on in ("auto", "validation", "target") or s.select_on.startswith(("source:", "label:")),
+           f"{prefix}.select_on", f"must be auto, validation, target, source:<name> or label:<name>; got '{s.select_on}'")
     for key, preset in [(f"{prefix}.model", s.model), *((f"{prefix}.larger", m) for m in s.larger)]:
         _check(preset in preset_names(), key, f"unknown model preset '{preset}'; available: {', '.join(preset_names())}")
         validate_model(s.compute.apply(load_preset(preset)), f"{prefix}.compute")
 
 
 def validate_quickstart(q: QuickstartConfig, prefix: str = "quickstart") -> None:
-    validate_sweep(SweepConfig(ratios=list(q.ratios), curators=list(q.curators), baseline_seeds=q.baseline_seeds), prefix)
+    validate_sweep(SweepConfig(ratios=list(q.ratios), curators=list(q.curators), seeds=q.seeds), prefix)
     _check(q.report_rows >= 0, f"{prefix}.report_rows", f"must be >= 0 (0 = no scored rows in the report), got {q.report_rows}")

@@ -305,10 +305,9 @@ def make_curator(
         from datarater.curate.classifier import ClassifierCurator
         from datarater.data.target import training_texts
 
-        if corpus is None:
-            raise ValueError("the classifier curator needs the corpus (its pool of training documents)")
         texts = _target_texts(cfg, corpus, target)
-        pool = training_texts(corpus, cfg.classifier_pool_docs, cfg.seed)
+        # the pool: whole training documents; without the corpus, the calibration sample's pieces (fit)
+        pool = training_texts(corpus, cfg.classifier_pool_docs, cfg.seed) if corpus is not None else None
         curator = ClassifierCurator(texts, pool, tokenizer, seed=cfg.seed)
     else:
         raise UserError(f"config key 'curate.name': unknown curator '{cfg.name}'")

@@ -63,7 +63,7 @@ def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
                         mesh=prog.mesh, curate=curate, eval=EvalConfig(),
                         sweep=SweepConfig(model=prog.model.name, larger=[], ratios=list(prog.quickstart.ratios),
                                           curators=list(prog.quickstart.curators),
-                                          baseline_seeds=prog.quickstart.baseline_seeds,
+                                          seeds=prog.quickstart.seeds,
                                           compute=ModelCompute.of(prog.model)))
 
 
@@ -73,7 +73,7 @@ def run(prog: QuickstartProgram) -> dict:
     from datarater.data.tokenizer import make_tokenizer
     from datarater.programs import meta_train, report, score, sweep
 
-    run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.baseline_seeds",))
+    run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.seeds",))
     clock = StageClock()
     timings: dict[str, float] = {}
 

@@ -32,7 +32,7 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
 
 def finished_runs(sweep_dir: Path):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
-    model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.baseline_seeds`)."""
+    model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.seeds`)."""
     from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
@@ -45,13 +45,15 @@ def finished_runs(sweep_dir: Path):
             replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d))))
             continue
         p = read_program(d)
-        runs.append(PlannedRun(d.name, p.model.name, p.curate.name, p.curate.discard, p))
+        # the curator as the sweep named it (a rater of sweep.raters runs as curate.name=datarater)
+        curator = d.name[len(p.model.name) + 1:-(len(f"{p.curate.discard:g}") + 1)]
+        runs.append(PlannedRun(d.name, p.model.name, curator, p.curate.discard, p))
     if skipped:
         say(f"[report] {len(skipped)} unfinished runs left out: {', '.join(skipped)}")
     if not runs:
         raise UserError(f"{sweep_dir / 'lm'} holds no finished run")
     spread = {r.model: [final_nll(r.program.run_dir)] + [v for _, v in sorted(replicas[r.name])]
-              for r in runs if r.name in replicas}
+              for r in runs if r.name in replicas and r.curator == "none"}
     return runs, spread
 
 
@@ -108,10 +110,13 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
                 continue
         if name == "perplexity" and not cfg.reference_run:
             cfg.reference_run = str(sweep_dir / "lm" / run_name(sweep.sweep.model, "none", 0.0))
-        if name == "dsir" and not cfg.target_paths:
+        if name in ("dsir", "classifier") and not cfg.target_paths and sweep.target.mode == "heldout":
             continue
+        if name in sweep.sweep.raters:
+            cfg.name, cfg.rater_run = "datarater", sweep.sweep.raters[name]
         sample = calibration_sample(packed, cfg.calibration_rows, cfg.seed)
-        curator = make_curator(cfg, sweep.data, tokenizer, packed.seq_len, sample=sample, packed=packed)
+        curator = make_curator(cfg, sweep.data, tokenizer, packed.seq_len, sample=sample, packed=packed,
+                               corpus=sweep.corpus, target=sweep.target)
         say(f"[report] scoring {n} validation rows with {name}")
         scores[name] = score_rows(curator, batch, 64)
     if "datarater" not in scores:
@@ -122,6 +127,47 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
         scores=scores["datarater"], texts=texts, n_segments=packed.segment_ids[pick].max(axis=1),
         labels=labels, curator_scores={k: v for k, v in scores.items() if k != "datarater"},
     )
+
+
+def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) -> list[str]:
+    """The target, the comparison over seeds, the final NLL per validation set and the probe."""
+    import json
+
+    from datarater.eval.compare import comparison_from_dict, comparison_markdown
+    from datarater.programs.sweep import resolve_target
+
+    resolve_target(sweep)
+    out = []
+    what = sweep.target.describe()
+    rater_targets = []
+    for label, d in {"datarater": sweep.curate.rater_run, **sweep.sweep.raters}.items():
+        f = Path(d) / "target.json" if d else None
+        if f is not None and f.exists():
+            rater_targets.append(f"- {label} (`{d}`): outer loss on {json.loads(f.read_text())['what']}")
+    out.append("## Target\n\nLMs are evaluated on the corpus's validation split and on " + what
+               + ("" if sweep.target.mode == "heldout" else " (its validation documents)") + ".\n\n"
+               + "\n".join(rater_targets))
+    comp = sweep_dir / "comparison.json"
+    if comp.exists():
+        data = json.loads(comp.read_text())
+        rows = [comparison_from_dict(r) for r in data["rows"]]
+        out.append(f"## Over seeds: each curator at its best ratio on '{data['set']}'\n\n"
+                   + comparison_markdown(rows, data["set"]))
+    sets: dict[str, dict[str, float]] = {}
+    for r in runs:
+        summary = json.loads((sweep_dir / "lm" / r.name / "summary.json").read_text())
+        sets[r.name] = summary.get("final_nll_sets", {})
+    names = sorted({k for v in sets.values() for k in v}, key=lambda k: (k != "validation", k != "target", k))
+    if names:
+        head = "| run | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+        body = "".join(f"| {r} | " + " | ".join(f"{v[k]:.4f}" if k in v and v[k] is not None else "–" for k in names)
+                       + " |\n" for r, v in sets.items())
+        out.append("## Final NLL per validation set\n\nMean token NLL (nats) of each LM (first seed) on the corpus's "
+                   "validation split, the target's, and the validation split per source and per label.\n\n" + head + body)
+    probe = run_dir / "probe" / "probe.md"
+    if probe.exists():
+        out.append(probe.read_text())
+    return out
 
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
@@ -144,10 +190,11 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     if table is not None:
         say(f"[report] NLL of {len(runs)} LMs on the {len(table)} scored rows, by source and label")
         row_nll = lm_row_nll(sweep_dir, runs, sample[3])
+    sections = extra_sections(run_dir, sweep_dir, sweep, runs)
     extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread,
-                                              notes=extra + (notes or [])))
+                                              notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     return path

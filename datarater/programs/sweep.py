@@ -1,15 +1,20 @@
 """`datarater sweep`: discard-ratio sweep per curator, best ratio on the smallest model, then larger.
 
     RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
-    RUN/lm/<model>-none-0-seed<i>/      the unfiltered smallest model again with train.seed + i
-                                        (i < sweep.baseline_seeds): the run-to-run noise
-    RUN/results.csv, RUN/results.md     one row per run: final NLL, delta, net compute gain, tasks
+    RUN/lm/<run>-seed<i>/               a run again with train.seed + i (i < sweep.seeds): the
+                                        unfiltered LM and each curator at its best ratio, with
+                                        random and the oracle at that ratio (the comparison's seeds)
+    RUN/results.csv, RUN/results.md     one row per run: final NLL per validation set, delta, net
+                                        compute gain, tasks; then the comparison over seeds
+    RUN/comparison.json                 mean ± 95% CI per curator, Welch tests, gap closed
     RUN/baseline_spread.json            final NLLs of the unfiltered runs over those seeds
 
 1. the smallest preset (``sweep.model``) unfiltered, then at every ratio of ``sweep.ratios`` for
    every curator of ``sweep.curators``;
-2. the best ratio per curator by final held-out NLL on that model (DESIGN.md section 5);
-3. each preset of ``sweep.larger`` unfiltered and at each curator's best ratio.
+2. the best ratio per curator by final NLL on ``sweep.select_on`` (the target's validation set when
+   a target is set, else the corpus's) on that model (DESIGN.md section 5);
+3. the seed replicas of step 2's runs and of the unfiltered run (``sweep.seeds``);
+4. each preset of ``sweep.larger`` unfiltered and at each curator's best ratio.
 Every run has the same steps and batch, so runs compare at equal training compute.
 """
 
@@ -26,6 +31,7 @@ from datarater.config.curate import validate_curate
 from datarater.config.presets import load_preset
 from datarater.console import say
 from datarater.errors import UserError
+from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.gain import net_compute_gain, read_curve
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.inputs import RunResult
@@ -46,12 +52,12 @@ def run_name(model: str, curator: str, discard: float) -> str:
     return f"{model}-{curator}-{discard:g}"
 
 
-def seed_run_name(model: str, i: int) -> str:
-    """The unfiltered run of ``model`` with ``train.seed + i``: a replica that measures run-to-run noise."""
-    return f"{run_name(model, 'none', 0.0)}-seed{i}"
+def seed_run_name(model: str, i: int, curator: str = "none", discard: float = 0.0) -> str:
+    """A run of the sweep again with ``train.seed + i`` (init and data order): a replica."""
+    return f"{run_name(model, curator, discard)}-seed{i}"
 
 
-SEED_RUN = re.compile(r"^(?P<base>.+-none-0)-seed(?P<i>\d+)$")
+SEED_RUN = re.compile(r"^(?P<base>.+)-seed(?P<i>\d+)$")
 
 
 def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
@@ -61,15 +67,21 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
     """
     curate = copy.deepcopy(prog.curate)
     curate.name, curate.discard = (curator, discard) if discard > 0 else ("none", 0.0)
+    if curator in prog.sweep.raters:  # another meta-learned rater, under its own name
+        curate.name, curate.rater_run = "datarater", prog.sweep.raters[curator]
+        curate.scores = prog.sweep.rater_scores.get(curator, "") if discard > 0 else ""
+        if discard == 0:
+            curate.name = "none"
     if curator == "perplexity" and not curate.reference_run:
         # The reference LM: the smallest model trained unfiltered on the same corpus.
         curate.reference_run = str(Path(prog.run_dir) / "lm" / run_name(prog.sweep.model, "none", 0.0))
-    if curator != "datarater":
+    if curator != "datarater" and curator not in prog.sweep.raters:
         curate.scores = ""  # precomputed side files are the rater's
     return TrainLMProgram(
-        run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curate.name if discard > 0 else "none", discard)),
+        run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curator if discard > 0 else "none", discard)),
         model=prog.sweep.compute.apply(load_preset(model)), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
         train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=copy.deepcopy(prog.eval),
+        target=copy.deepcopy(prog.target),
     )
 
 
@@ -83,36 +95,64 @@ def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
     return runs
 
 
-def plan_seed_runs(prog: SweepProgram) -> list[PlannedRun]:
-    """Replicas of the smallest model's unfiltered run with seeds ``train.seed + 1 ..``."""
-    m, runs = prog.sweep.model, []
-    for i in range(1, prog.sweep.baseline_seeds):
-        program = lm_program(prog, m, "none", 0.0)
-        program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i))
-        program.train.seed += i
-        runs.append(PlannedRun(seed_run_name(m, i), m, "none", 0.0, program))
+def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
+    """Replicas with seeds ``train.seed + 1 ..`` of the unfiltered run, of each curator at its best
+    ratio, and of random and the oracle (when swept) at those ratios."""
+    m, runs, points = prog.sweep.model, [], [("none", 0.0)]
+    for curator, rho in best.items():
+        if rho > 0:
+            points += [(curator, rho)] + [(c, rho) for c in ("random", "oracle") if c in prog.sweep.curators]
+    for curator, rho in dict.fromkeys(points):
+        for i in range(1, prog.sweep.seeds):
+            program = lm_program(prog, m, curator, rho)
+            program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i, curator, rho))
+            program.train.seed += i
+            runs.append(PlannedRun(seed_run_name(m, i, curator, rho), m, curator, rho, program))
     return runs
 
 
 def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun]) -> dict[str, list[float]]:
     """model -> final NLLs of its unfiltered run and of its seed replicas (the baseline's first)."""
     base = next(r for r in stage1 if r.curator == "none" and r.model == prog.sweep.model)
-    return {base.model: [final_nll(r.program.run_dir) for r in [base, *seed_runs]]}
+    replicas = [r for r in seed_runs if r.curator == "none"]
+    return {base.model: [final_nll(r.program.run_dir) for r in [base, *replicas]]}
 
 
-def final_nll(run_dir: str) -> float:
+def select_set(prog: SweepProgram) -> str:
+    """The validation set that picks the best ratio: ``sweep.select_on``, or (auto) the target's when
+    a target is set, else the corpus's."""
+    if prog.sweep.select_on != "auto":
+        return prog.sweep.select_on
+    return "target" if prog.target.mode != "heldout" else "validation"
+
+
+def seed_nlls(prog: SweepProgram, runs: list[PlannedRun], set_name: str) -> dict[tuple[str, float], list[float]]:
+    """(curator, ratio) -> final NLLs on ``set_name`` of the smallest model's runs over seeds."""
+    out: dict[tuple[str, float], list[float]] = {}
+    for r in runs:
+        if r.model == prog.sweep.model:
+            out.setdefault((r.curator, r.discard), []).append(final_nll(r.program.run_dir, set_name))
+    return out
+
+
+def final_nll(run_dir: str, set_name: str = "validation") -> float:
+    """Final NLL of a finished run on one of its validation sets (inf when unknown)."""
     summary = Path(run_dir) / "summary.json"
-    value = json.loads(summary.read_text()).get("final_val_nll") if summary.exists() else None
+    data = json.loads(summary.read_text()) if summary.exists() else {}
+    value = data.get("final_nll_sets", {}).get(set_name)
+    if value is None and set_name == "validation":
+        value = data.get("final_val_nll")  # runs made before validation sets existed
     return float("inf") if value is None else float(value)
 
 
 def best_ratio_per_curator(prog: SweepProgram, done: list[PlannedRun]) -> dict[str, float]:
-    """Best discard ratio of each curator by final held-out NLL on the smallest model (0 included)."""
+    """Best discard ratio of each curator by final NLL on `select_set` on the smallest model (0 included)."""
     base = next(r for r in done if r.curator == "none" and r.model == prog.sweep.model)
-    best = {}
+    best, on = {}, select_set(prog)
     for curator in prog.sweep.curators:
-        mine = [(r.discard, final_nll(r.program.run_dir)) for r in done if r.curator == curator and r.model == prog.sweep.model]
-        rho = best_ratio(final_nll(base.program.run_dir), mine)
+        mine = [(r.discard, final_nll(r.program.run_dir, on)) for r in done
+                if r.curator == curator and r.model == prog.sweep.model]
+        rho = best_ratio(final_nll(base.program.run_dir, on), mine)
         best[curator] = 0.0 if rho is None else rho  # no run finished: keep the data unfiltered
     return best
 
@@ -205,25 +245,44 @@ def run(prog: SweepProgram) -> dict:
     s = prog.sweep
     if not s.curators:
         raise UserError("config key 'sweep.curators' is empty: name curators, e.g. sweep.curators=[datarater,random]")
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.baseline_seeds"))
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.seeds"))
     prog.run_dir = str(run_dir)
+    resolve_target(prog)
     stage1 = plan_stage1(prog)
     for r in stage1:  # bad curator settings stop the sweep before any training
         validate_curate(r.program.curate) if r.curator != "perplexity" else None
-    say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)})")
+    say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)}); "
+        f"best ratio by NLL on '{select_set(prog)}'")
     run_all(stage1, s.model)
-    seed_runs = plan_seed_runs(prog)
-    run_all(seed_runs, f"{s.model} unfiltered, other seeds (run-to-run noise)")
-    spread = baseline_spread(prog, stage1, seed_runs)
-    (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    seed_runs = plan_seed_runs(prog, best)
+    run_all(seed_runs, f"{s.model} other seeds (run-to-run noise)")
+    spread = baseline_spread(prog, stage1, seed_runs)
+    (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
+    comparison = compare_curators(seed_nlls(prog, stage1 + seed_runs, select_set(prog)), best)
+    (run_dir / "comparison.json").write_text(json.dumps(
+        {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
     results, gains = run_results(stage1 + stage2)
     write_results_csv(run_dir / "results.csv", results, gains)
-    (run_dir / "results.md").write_text(results_markdown(results, gains, best, spread))
+    md = results_markdown(results, gains, best, spread)
+    md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog))
+    (run_dir / "results.md").write_text(md)
     (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
-    say((run_dir / "results.md").read_text())
-    return {"run_dir": str(run_dir), "best": best, "gains": gains,
-            "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread}
+    say(md)
+    return {"run_dir": str(run_dir), "best": best, "gains": gains, "select_on": select_set(prog),
+            "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread,
+            "comparison": [c.as_dict() for c in comparison]}
+
+
+def resolve_target(prog: SweepProgram) -> None:
+    """With no target given, the sweep takes the one its rater was meta-trained toward (if any)."""
+    from datarater.artifacts import read_meta_target
+
+    if prog.target.mode == "heldout" and prog.curate.rater_run and (Path(prog.curate.rater_run) / "config.yaml").exists():
+        target = read_meta_target(prog.curate.rater_run)
+        if target.mode != "heldout":
+            say(f"[sweep] target: {target.describe()} (the rater's meta.target)")
+            prog.target = target

@@ -286,6 +286,31 @@ def shuffled(text: str, rng: random.Random) -> str:
     return "".join(next(it) if p and not p.isspace() else p for p in parts)
 
 
+# ---------------------------------------------------------------------------------------------
+# reversed, foreign: kinds that teach wrong statistics. The paper's kinds above mostly keep clean
+# text's byte statistics (an LM that trains on them still learns English spelling), so a short
+# byte-level run barely suffers from them; these two are text whose every n-gram misleads.
+
+
+def reversed_text(text: str, rng: random.Random) -> str:
+    """Each line's characters in reverse order: what extracting right-to-left text from a PDF in
+    the wrong direction produces."""
+    return "\n".join(line[::-1] for line in text.split("\n"))
+
+
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+def foreign(text: str, rng: random.Random) -> str:
+    """The letters through a fixed random permutation (case kept): text in a language the target
+    does not want, written in the same script, with word lengths and punctuation of the original.
+    One permutation per corpus (from a fixed seed), so the 'language' is consistent."""
+    perm = list(_LOWER)
+    random.Random("datarater-embedded-foreign").shuffle(perm)
+    table = str.maketrans(_LOWER + _LOWER.upper(), "".join(perm) + "".join(perm).upper())
+    return text.translate(table)
+
+
 CORRUPTIONS: dict[str, Corruption] = {
     "mojibake": mojibake,
     "ocr": ocr,
@@ -296,7 +321,12 @@ CORRUPTIONS: dict[str, Corruption] = {
     "allcaps": allcaps,
     "shuffled": shuffled,
     "boilerplate": boilerplate,
+    "reversed": reversed_text,
+    "foreign": foreign,
 }
+# The paper's categories of junk (the corpus of versions before 1.1 had only these).
+PAPER_KINDS = ("mojibake", "ocr", "whitespace", "nonprintable", "numbers", "entropy", "allcaps", "shuffled",
+               "boilerplate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +361,7 @@ def corrupt_documents(
     docs: Sequence[Document],
     seed: int = 0,
     fraction: float = 0.3,
-    kinds: Sequence[str] = tuple(CORRUPTIONS),
+    kinds: Sequence[str] = PAPER_KINDS,
 ) -> list[Document]:
     """The documents with a seeded ``fraction`` corrupted (see `corruption_plan`); each keeps its
     id and source, and its label is the corruption applied or `CLEAN` (text unchanged). A

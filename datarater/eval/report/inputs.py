@@ -74,10 +74,13 @@ class ReportInputs:
     row_nll: RowNLL | None = None
     ratios: list[float] | None = None
     # model -> final NLLs of its unfiltered LM trained with different seeds (the baseline's first):
-    # the run-to-run noise that section 1 compares every difference with (`sweep.baseline_seeds`).
+    # the run-to-run noise that section 1 compares every difference with (`sweep.seeds`).
     baseline_spread: dict[str, list[float]] | None = None
     title: str = "DataRater analysis report"
     notes: list[str] = field(default_factory=list)
+    # Markdown sections written by the program after the results (target, comparison over seeds,
+    # NLL per validation set, the objective probe), each starting with its "## " heading.
+    sections: list[str] = field(default_factory=list)
 
 
 _TABLE_KEYS = {

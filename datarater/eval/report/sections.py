@@ -254,10 +254,12 @@ def section_audit(t: ScoreTable, out_dir: Path) -> list[str]:
     rows = audit_table(t.labels, scores)
     md = [
         f"ROC-AUC of clean ({int(np.sum(labels == 'clean'))} sequences) against each corruption type, per curator "
-        "(higher score = keep; 1 = perfectly separated, 0.5 = chance).",
+        "(higher score = keep; 1 = perfectly separated, 0.5 = chance), with a stratified bootstrap 95% interval "
+        "in brackets (1000 resamples).",
         "",
     ]
-    table = [[md_escape(r.label), str(r.n)] + [fmt(r.auc[c], 3) for c in curators] for r in rows]
+    table = [[md_escape(r.label), str(r.n)] + [f"{fmt(r.auc[c], 3)} [{fmt(r.auc_low[c], 2)}, {fmt(r.auc_high[c], 2)}]"
+                                               for c in curators] for r in rows]
     md += md_table(["corruption", "n"] + [md_escape(c) for c in curators], table) + [""]
     _image(md, "audit ROC-AUC", plot_audit(out_dir, rows, curators))
     fn = plot_histograms(

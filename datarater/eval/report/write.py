@@ -37,6 +37,8 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
     md = [f"# {inputs.title}", ""]
     md += [f"- {line}" for line in inputs.notes] + ([""] if inputs.notes else [])
     md += section_results(runs, inputs.gains, inputs.baseline_spread)
+    for block in inputs.sections:
+        md += [block.rstrip(), ""]
     md += section_curves(out, runs)
     md += section_best_ratio(out, runs)
     md += section_histograms(table, out)

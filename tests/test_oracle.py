@@ -1,0 +1,64 @@
+"""The oracle curator against its definition, and the comparison over seeds on known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from datarater.config import DataConfig, TargetConfig
+from datarater.curate.oracle import OracleCurator, good_documents
+from datarater.data.documents import Document
+from datarater.data.packing import pack_documents
+from datarater.data.tokenizer import make_tokenizer
+from datarater.errors import UserError
+from datarater.eval.compare import compare_curators
+
+
+def _packed(labels, sources, seq_len=16):
+    tok = make_tokenizer(DataConfig())
+    rng = np.random.default_rng(0)
+    docs = [(Document(f"d{i}", "", s, lab), tok.encode("x" * int(rng.integers(3, 40))))
+            for i, (lab, s) in enumerate(zip(labels, sources, strict=True))]
+    return pack_documents(docs, seq_len, tok, "train", True, True)
+
+
+def test_oracle_scores_each_row_by_its_share_of_good_tokens():
+    labels = ["clean", "numbers", "clean", "entropy", "clean", "clean", "ocr", "clean"] * 3
+    sources = ["wiki", "wiki", "web", "web"] * 6
+    packed = _packed(labels, sources)
+    for target, good in ((None, lambda j: labels[j] == "clean"),
+                         (TargetConfig(sources=["wiki"]), lambda j: labels[j] == "clean" and sources[j] == "wiki"),
+                         (TargetConfig(labels=["clean", "ocr"]), lambda j: labels[j] in ("clean", "ocr"))):
+        oracle = OracleCurator(packed, target)
+        for i in range(len(packed)):  # the definition, one token at a time
+            docs = packed.row_doc_indices(i)
+            seg = packed.segment_ids[i]
+            tokens = [int(docs[s - 1]) for s in seg if s > 0]
+            want = sum(good(j) for j in tokens) / len(tokens)
+            assert oracle.scores[i] == pytest.approx(want)
+        got = oracle.score_batch({"index": np.array([2, 0, 1])})
+        np.testing.assert_array_equal(got, oracle.scores[[2, 0, 1]])
+    assert 0 < oracle.scores.min() < 1 or oracle.scores.min() == 0  # rows mix documents
+
+
+def test_oracle_needs_labels_or_a_target_by_source():
+    packed = _packed([""] * 6, ["a", "b"] * 3)
+    with pytest.raises(UserError, match="no labels and meta.target names no sources"):
+        OracleCurator(packed)
+    assert good_documents(packed, TargetConfig(sources=["a"])).tolist() == [True, False] * 3
+
+
+def test_comparison_over_seeds_on_known_samples():
+    nlls = {("none", 0.0): [3.00, 3.02, 3.01], ("datarater", 0.5): [2.80, 2.81, 2.79],
+            ("random", 0.5): [2.95, 2.97, 2.96], ("oracle", 0.5): [2.60, 2.62, 2.61],
+            ("heuristic", 0.25): [3.00, 3.03, 2.98]}
+    rows = {r.curator: r for r in compare_curators(nlls, {"datarater": 0.5, "heuristic": 0.25, "random": 0.5})}
+    d = rows["datarater"]
+    assert d.nll.mean == pytest.approx(2.80) and d.nll.n == 3
+    assert d.beyond_unfiltered and d.beyond_random and d.p_vs_random < 0.001
+    assert d.gap_closed == pytest.approx((2.96 - 2.80) / (2.96 - 2.61))
+    h = rows["heuristic"]  # no random or oracle run at 0.25: no comparison with them
+    assert not h.beyond_unfiltered and h.random is None and math.isnan(h.gap_closed)
+    assert rows["random"].random is None and rows["random"].beyond_unfiltered
