@@ -83,6 +83,12 @@ SUBCOMMANDS.update({
         "report", C.ReportProgram, "datarater.programs.report:run", (),
         "report.md with plots for a sweep or quickstart run directory",
     ),
+    "probe": Subcommand(
+        "probe", C.ProbeProgram, "datarater.programs.probe:run",
+        (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
+         ("train", C.validate_inner_train), ("meta", C.validate_meta)),
+        "before meta-training: does the outer objective reward rejecting corrupted data, at which LM ages?",
+    ),
     "quickstart": Subcommand(
         "quickstart", C.QuickstartProgram, "datarater.programs.quickstart:run",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),

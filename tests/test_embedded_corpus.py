@@ -20,7 +20,14 @@ from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
 from datarater.data.embedded import corrupt
 from datarater.data.embedded.chunking import is_prose, pack_pieces, top_level_segments
-from datarater.data.embedded.corrupt import CLEAN, CORRUPTIONS, corrupt_documents, corruption_plan, document_rng
+from datarater.data.embedded.corrupt import (
+    CLEAN,
+    CORRUPTIONS,
+    PAPER_KINDS,
+    corrupt_documents,
+    corruption_plan,
+    document_rng,
+)
 from datarater.data.embedded.harvest import CODE, PACKAGE_DOCS, SOURCES, STDLIB_DOCS, HarvestConfig, harvest, quotas
 from datarater.data.embedded.naming import EmbeddedSpec, is_embedded_name, parse_embedded_name, prepared_dir
 from datarater.data.embedded.pyfiles import package_root, stdlib_root
@@ -182,7 +189,20 @@ def _check_boilerplate(orig: str, out: str) -> None:
     assert 0.8 <= len(out) / len(orig) <= 1.3
 
 
+def _check_reversed(orig: str, out: str) -> None:
+    assert [line[::-1] for line in out.split("\n")] == orig.split("\n")
+
+
+def _check_foreign(orig: str, out: str) -> None:
+    # a consistent letter substitution: same length, case and non-letters, one letter map for all
+    assert len(out) == len(orig) and all(a.isalpha() == b.isalpha() for a, b in zip(orig, out, strict=True))
+    pairs = {(a.lower(), b.lower()) for a, b in zip(orig, out, strict=True) if a.isascii() and a.isalpha()}
+    assert len({a for a, _ in pairs}) == len(pairs) and any(a != b for a, b in pairs)
+
+
 CHECKS = {
+    "reversed": _check_reversed,
+    "foreign": _check_foreign,
     "mojibake": _check_mojibake,
     "ocr": _check_ocr,
     "whitespace": _check_whitespace,
@@ -229,7 +249,7 @@ def test_labels_match_the_corruption_applied(clean_docs):
     assert [(d.id, d.source) for d in out] == [(d.id, d.source) for d in clean_docs]
     labels = Counter(d.label for d in out)
     assert sum(v for k, v in labels.items() if k != CLEAN) == round(0.3 * len(clean_docs))
-    per_type = [labels[k] for k in CORRUPTIONS]
+    per_type = [labels[k] for k in PAPER_KINDS]  # the default mix: the paper's kinds
     assert max(per_type) - min(per_type) <= 1
     for before, after in zip(clean_docs, out, strict=True):
         if after.label == CLEAN:
@@ -331,6 +351,21 @@ def test_config_names_round_trip():
     assert is_embedded_name("datarater_embedded/x") and not is_embedded_name("datarater_embedded_other")
     with pytest.raises(ValueError, match="seed<S>_corrupt<PERCENT>_docs<N>"):
         parse_embedded_name("datarater_embedded/seed1")
+    wide = EmbeddedSpec(0, 0.5, 4000, "wide")  # the quickstart's corpus: the mix is in the name
+    assert wide.config_name == "seed0_corrupt50_docs4000_wide" and parse_embedded_name(wide.tfds_name) == wide
+    with pytest.raises(ValueError, match="unknown corruption mix 'odd'"):
+        parse_embedded_name("datarater_embedded/seed0_corrupt50_docs4000_odd")
+
+
+def test_the_wide_mix_spreads_corrupted_documents_by_its_shares():
+    from datarater.data.embedded.corrupt import MIXES, PAPER_KINDS
+
+    labels = corruption_plan(3000, 0, 0.5, MIXES["wide"])
+    counts = {k: labels.count(k) for k in set(labels)}
+    assert counts["clean"] == 1500
+    assert all(abs(counts[k] - 100) <= 1 for k in PAPER_KINDS)  # 1500 corrupted / 15 shares
+    assert all(abs(counts[k] - 300) <= 1 for k in ("reversed", "foreign"))
+    assert corruption_plan(300, 0, 0.3, MIXES["paper"]) == corruption_plan(300, 0, 0.3, PAPER_KINDS)
 
 
 def test_bad_embedded_name_is_a_user_error(tmp_path):
@@ -359,7 +394,7 @@ def test_build_holds_the_corrupted_harvest(builds):
     records = _records(*builds["a"])
     assert records == [{"id": d.id, "text": d.text, "source": d.source, "label": d.label} for d in expected]
     assert set(SOURCES) == {r["source"] for r in records}
-    assert {r["label"] for r in records} == set(CORRUPTIONS) | {CLEAN}
+    assert {r["label"] for r in records} == set(PAPER_KINDS) | {CLEAN}
     meta = json.loads((prepared_dir(builds["a"][1], EmbeddedSpec(0, 0.3, N_DOCS)) / "metadata.json").read_text())
     assert meta["documents"] == N_DOCS and meta["per_label"] == dict(sorted(Counter(d.label for d in expected).items()))
 

@@ -22,6 +22,8 @@ from datarater.config.programs import (
     FilterProgram,
     MetaTrainProgram,
     ParamsProgram,
+    ProbeConfig,
+    ProbeProgram,
     QuickstartConfig,
     QuickstartProgram,
     ReportProgram,
@@ -46,7 +48,7 @@ from datarater.config.validate import (
 
 __all__ = [
     "CorpusConfig", "CurateConfig", "DataConfig", "EvalConfig", "EvalProgram", "FilterConfig", "FilterProgram",
-    "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram",
+    "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram", "ProbeConfig", "ProbeProgram",
     "QuickstartConfig", "QuickstartProgram", "ReportProgram", "ScoreConfig", "ScoreProgram", "SweepConfig",
     "SweepProgram", "TargetConfig", "TrainConfig", "TrainLMProgram", "check_microbatch_rows", "validate_corpus", "validate_data",
     "validate_inner_train", "validate_mesh", "validate_meta", "validate_model", "validate_quickstart",

@@ -132,13 +132,48 @@ class ReportProgram:
 
 
 @dataclass
+class ProbeConfig:
+    """`datarater probe`: which inner-LM ages, how far ahead and how many draws."""
+
+    ages: list[int] = field(default_factory=lambda: [0, 20, 50, 100, 150, 190])
+    steps: int = 0  # T inner steps looked ahead (0 = meta.unroll)
+    repeats: int = 8  # draws of T batches averaged at each age
+    heldout_rows: int = 256  # rows of each target batch
+    reject: list[str] = field(default_factory=list)  # labels the oracle weights at 0 (empty: all but clean)
+
+
+@dataclass
+class ProbeProgram:
+    """`datarater probe`: does the outer objective reward rejecting corrupted data, at which ages?"""
+
+    run_dir: str = "runs/probe"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the inner LMs' optimiser, as meta-train's
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+@dataclass
 class QuickstartConfig:
     """The budget of `datarater quickstart`: every stage in one run directory."""
 
-    ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
-    curators: list[str] = field(default_factory=lambda: ["datarater", "random", "heuristic", "perplexity"])
+    # What fits in 15 minutes on 2 cores: the rater meta-trained toward meta.target against
+    # unfiltered, random (the floor) and the oracle (the ceiling), 3 seeds each.
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    curators: list[str] = field(default_factory=lambda: ["datarater", "random", "oracle"])
     seeds: int = 3  # seeds of the unfiltered LM and of each curator at its best ratio (sweep.seeds)
     report_rows: int = 2000
+    # full=true: also the paper's same-corpus rater (outer loss on the held-out split), the
+    # baselines (heuristic, perplexity, and DSIR and the classifier toward the same target), more
+    # ratios, and the probe of what each objective wants.
+    full: bool = False
+    full_ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    full_curators: list[str] = field(default_factory=lambda: [
+        "datarater", "datarater_samecorpus", "random", "oracle", "heuristic", "perplexity", "dsir", "classifier"])
+    probe_ages: list[int] = field(default_factory=lambda: [0, 25, 50, 100, 150])
 
 
 @dataclass

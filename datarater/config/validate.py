@@ -144,5 +144,10 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
 
 
 def validate_quickstart(q: QuickstartConfig, prefix: str = "quickstart") -> None:
-    validate_sweep(SweepConfig(ratios=list(q.ratios), curators=list(q.curators), seeds=q.seeds), prefix)
+    samecorpus = {"datarater_samecorpus": "(the quickstart's same-corpus rater)"}
+    validate_sweep(SweepConfig(ratios=list(q.ratios), curators=list(q.curators), seeds=q.seeds, raters=samecorpus), prefix)
+    validate_sweep(SweepConfig(ratios=list(q.full_ratios), curators=list(q.full_curators), seeds=q.seeds,
+                               raters=samecorpus), prefix + ".full")
+    for i, age in enumerate(q.probe_ages):
+        _check(age >= 0, f"{prefix}.probe_ages[{i}]", f"must be >= 0, got {age}")
     _check(q.report_rows >= 0, f"{prefix}.report_rows", f"must be >= 0 (0 = no scored rows in the report), got {q.report_rows}")

@@ -1,15 +1,18 @@
 """`datarater quickstart`: the whole method on the embedded noisy corpus, in one run directory.
 
-    RUN/meta/      meta-train a rater (nano) on the corpus
-    RUN/scores/    its scores of every training sequence (parquet side files)
-    RUN/sweep/     nano LMs at each discard ratio for the DataRater and the baseline curators
-    RUN/report.md  what was learned (audit against the corruption labels) and what it saved
+    RUN/meta/             meta-train a rater toward the target (meta.target: the clean documents)
+    RUN/meta_samecorpus/  full=true: the paper's same-corpus rater (outer loss on the held-out split)
+    RUN/scores*/          each rater's scores of every training sequence (parquet side files)
+    RUN/sweep/            nano LMs at each discard ratio per curator, 3 seeds at the best ratios
+    RUN/probe/            full=true: what each objective wants (outer loss, uniform vs oracle weights)
+    RUN/report.md         what was learned (audit against the corruption labels) and what it saved
 
 Each stage resumes or is skipped when it finished before, so rerunning continues where it stopped.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from datarater.config import (
     ScoreProgram,
     SweepConfig,
     SweepProgram,
+    TargetConfig,
 )
 from datarater.config.curate import CurateConfig, ScoreConfig
 from datarater.config.eval import EvalConfig
@@ -29,7 +33,8 @@ from datarater.console import format_duration, say
 from datarater.rundir import prepare_run_dir
 
 # Rough share of the wall time of each stage on 2 CPU cores, for the overall ETA.
-STAGES = (("corpus", 0.03), ("meta-train", 0.35), ("score", 0.10), ("sweep", 0.45), ("report", 0.07))
+STAGES = (("corpus", 0.03), ("meta-train", 0.22), ("score", 0.03), ("sweep", 0.62), ("probe", 0.03), ("report", 0.07))
+SAMECORPUS = "datarater_samecorpus"
 
 
 class StageClock:
@@ -46,25 +51,34 @@ class StageClock:
         self.done += share
 
 
-def meta_program(prog: QuickstartProgram, run: Path) -> MetaTrainProgram:
-    return MetaTrainProgram(run_dir=str(run / "meta"), model=prog.model, rater=prog.rater, corpus=prog.corpus,
-                            data=prog.data, train=prog.inner, meta=prog.meta, mesh=prog.mesh)
+def meta_program(prog: QuickstartProgram, run: Path, samecorpus: bool = False) -> MetaTrainProgram:
+    """The targeted rater (meta.target), or with ``samecorpus`` the paper's (the held-out split)."""
+    meta = copy.deepcopy(prog.meta)
+    if samecorpus:
+        meta.target = TargetConfig()
+    return MetaTrainProgram(run_dir=str(run / ("meta_samecorpus" if samecorpus else "meta")), model=prog.model,
+                            rater=prog.rater, corpus=prog.corpus, data=prog.data, train=prog.inner, meta=meta,
+                            mesh=prog.mesh)
 
 
-def score_program(prog: QuickstartProgram, run: Path) -> ScoreProgram:
-    return ScoreProgram(run_dir=str(run / "scores"), curate=CurateConfig(name="datarater", rater_run=str(run / "meta")),
-                        corpus=prog.corpus, data=prog.data, score=ScoreConfig(unit="sequence", split="train", batch_size=16),
+def score_program(prog: QuickstartProgram, run: Path, samecorpus: bool = False) -> ScoreProgram:
+    meta, out = ("meta_samecorpus", "scores_samecorpus") if samecorpus else ("meta", "scores")
+    return ScoreProgram(run_dir=str(run / out), curate=CurateConfig(name="datarater", rater_run=str(run / meta)),
+                        corpus=prog.corpus, data=prog.data, score=ScoreConfig(unit="sequence", split="train", batch_size=64),
                         mesh=prog.mesh)
 
 
 def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
+    q = prog.quickstart
     curate = CurateConfig(rater_run=str(run / "meta"), scores=str(run / "scores"))
+    ratios, curators = (q.full_ratios, q.full_curators) if q.full else (q.ratios, q.curators)
+    raters = {SAMECORPUS: str(run / "meta_samecorpus")} if SAMECORPUS in curators else {}
+    scores = {SAMECORPUS: str(run / "scores_samecorpus")} if raters else {}
     return SweepProgram(run_dir=str(run / "sweep"), corpus=prog.corpus, data=prog.data, train=prog.train,
-                        mesh=prog.mesh, curate=curate, eval=EvalConfig(),
-                        sweep=SweepConfig(model=prog.model.name, larger=[], ratios=list(prog.quickstart.ratios),
-                                          curators=list(prog.quickstart.curators),
-                                          seeds=prog.quickstart.seeds,
-                                          compute=ModelCompute.of(prog.model)))
+                        mesh=prog.mesh, curate=curate, eval=EvalConfig(), target=copy.deepcopy(prog.meta.target),
+                        sweep=SweepConfig(model=prog.model.name, larger=[], ratios=list(ratios), curators=list(curators),
+                                          seeds=q.seeds, compute=ModelCompute.of(prog.model), raters=raters,
+                                          rater_scores=scores))
 
 
 def run(prog: QuickstartProgram) -> dict:
@@ -73,7 +87,7 @@ def run(prog: QuickstartProgram) -> dict:
     from datarater.data.tokenizer import make_tokenizer
     from datarater.programs import meta_train, report, score, sweep
 
-    run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.seeds",))
+    run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.seeds", "quickstart.full"))
     clock = StageClock()
     timings: dict[str, float] = {}
 
@@ -89,28 +103,44 @@ def run(prog: QuickstartProgram) -> dict:
     say(f"[quickstart] {stats.summary()}")
     clock.end(STAGES[0][1])
 
-    meta = meta_program(prog, run)
-    finished = (run / "meta" / "rater").exists() and (run / "meta" / "summary.json").exists()
-    clock.begin(2, "meta-train", f" {prog.meta.steps} steps" + (" (finished earlier)" if finished else ""))
-    if not finished:
-        timed("meta-train", lambda: meta_train.run(meta))
+    raters = [False] + ([True] if SAMECORPUS in sweep_program(prog, run).sweep.curators else [])
+    clock.begin(2, "meta-train", f" {len(raters)} rater(s), {prog.meta.steps} steps each")
+    for samecorpus in raters:
+        meta = meta_program(prog, run, samecorpus)
+        if not ((Path(meta.run_dir) / "rater").exists() and (Path(meta.run_dir) / "summary.json").exists()):
+            say(f"[quickstart] rater with the outer loss on {meta.meta.target.describe()}")
+            timed("meta-train" + ("_samecorpus" if samecorpus else ""), lambda m=meta: meta_train.run(m))
     clock.end(STAGES[1][1])
 
-    clock.begin(3, "score", " the training split with the rater")
-    timed("score", lambda: score.run(score_program(prog, run)))
+    clock.begin(3, "score", " the training split with each rater")
+    for samecorpus in raters:
+        timed("score" + ("_samecorpus" if samecorpus else ""), lambda sc=samecorpus: score.run(score_program(prog, run, sc)))
     clock.end(STAGES[2][1])
 
-    clock.begin(4, "sweep", f" ratios {list(prog.quickstart.ratios)} x curators {list(prog.quickstart.curators)}")
-    result = timed("sweep", lambda: sweep.run(sweep_program(prog, run)))
+    sw = sweep_program(prog, run)
+    clock.begin(4, "sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, {sw.sweep.seeds} seeds at the best")
+    result = timed("sweep", lambda: sweep.run(sw))
     clock.end(STAGES[3][1])
 
-    clock.begin(5, "report")
+    clock.begin(5, "probe", "" if prog.quickstart.full else " (full=true only)")
+    if prog.quickstart.full:
+        timed("probe", lambda: run_probe(prog, run))
+    clock.end(STAGES[4][1])
+
+    clock.begin(6, "report")
     notes = ["quickstart stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
     path = timed("report", lambda: report.run(ReportProgram(run_dir=str(run), rater_run=str(run / "meta"),
                                                         rows=prog.quickstart.report_rows), notes=notes))
-    clock.end(STAGES[4][1])
+    clock.end(STAGES[5][1])
     total = time.perf_counter() - clock.start
     summary = {"report": str(path), "seconds": total, "stages": timings, **result}
     (run / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))
     say(f"\n[quickstart] done in {format_duration(total)}: open {path}")
     return summary
+
+
+def run_probe(prog: QuickstartProgram, run: Path) -> None:
+    """The probe of what each objective wants (`datarater.meta.probe`), written to RUN/probe/."""
+    from datarater.programs.probe import probe_objective
+
+    probe_objective(prog, run / "probe", ages=list(prog.quickstart.probe_ages))

@@ -245,7 +245,8 @@ def run(prog: SweepProgram) -> dict:
     s = prog.sweep
     if not s.curators:
         raise UserError("config key 'sweep.curators' is empty: name curators, e.g. sweep.curators=[datarater,random]")
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.seeds"))
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.seeds", "sweep.ratios", "sweep.curators", "sweep.raters",
+                                                                "sweep.rater_scores"))
     prog.run_dir = str(run_dir)
     resolve_target(prog)
     stage1 = plan_stage1(prog)

@@ -43,9 +43,9 @@ RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every
                   "mesh.")  # checkpoints restore onto any device layout
 
 
-def evaluate_sets(eval_fn, params, sets: dict, train, mesh, rules) -> dict[str, float]:
-    """Mean token NLL of each named validation set (``train.eval_batches`` batches of each, 0 = all)."""
-    return {name: float(evaluate(eval_fn, params, eval_batches(packed, train.batch_size, train.eval_batches), mesh, rules))
+def evaluate_sets(eval_fn, params, sets: dict, batch_size: int, mesh, rules) -> dict[str, float]:
+    """Mean token NLL of each named validation set, on all its rows."""
+    return {name: float(evaluate(eval_fn, params, eval_batches(packed, batch_size, 0), mesh, rules))
             for name, packed in sets.items()}
 
 
@@ -199,9 +199,9 @@ def run(prog: TrainLMProgram) -> dict:
         raise
 
     sets = validation_sets(resolved, prog.data, tokenizer)
-    if last_val is not None and step % train.eval_every == 0:
+    if last_val is not None and step % train.eval_every == 0 and train.eval_batches == 0:
         sets.pop("validation")  # just evaluated on the same rows
-    final_sets = {"validation": last_val, **evaluate_sets(eval_fn, state.params, sets, train, mesh, rules)}
+    final_sets = {"validation": last_val, **evaluate_sets(eval_fn, state.params, sets, train.batch_size, mesh, rules)}
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
         "run_dir": str(run_dir),

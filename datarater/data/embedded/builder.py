@@ -24,7 +24,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from datarater.data.documents import Document
-from datarater.data.embedded.corrupt import corrupt_documents
+from datarater.data.embedded.corrupt import MIXES, corrupt_documents
 from datarater.data.embedded.harvest import HarvestConfig, HarvestStats, harvest
 from datarater.data.embedded.naming import (
     VERSION,
@@ -41,7 +41,7 @@ FEATURES = ("id", "text", "source", "label")
 def embedded_documents(spec: EmbeddedSpec, stats: HarvestStats | None = None) -> list[Document]:
     """The corpus of ``spec`` in memory: harvested, then a seeded fraction corrupted and labelled."""
     docs = harvest(spec.seed, HarvestConfig(max_documents=spec.max_documents), stats)
-    return corrupt_documents(docs, seed=spec.seed, fraction=spec.corrupt_fraction)
+    return corrupt_documents(docs, seed=spec.seed, fraction=spec.corrupt_fraction, kinds=MIXES[spec.mix])
 
 
 def corpus_metadata(spec: EmbeddedSpec, docs: list[Document], stats: HarvestStats) -> dict[str, Any]:
@@ -50,6 +50,7 @@ def corpus_metadata(spec: EmbeddedSpec, docs: list[Document], stats: HarvestStat
         "seed": spec.seed,
         "corrupt_fraction": spec.corrupt_fraction,
         "max_documents": spec.max_documents,
+        "mix": spec.mix,
         "documents": len(docs),
         "text_bytes": sum(len(d.text.encode("utf-8")) for d in docs),
         "per_source": dict(sorted(Counter(d.source for d in docs).items())),
@@ -69,6 +70,7 @@ class EmbeddedConfig(tfds.core.BuilderConfig):
     seed: int = 0
     corrupt_fraction: float = 0.3
     max_documents: int = 4000
+    mix: str = "paper"
 
     @classmethod
     def of(cls, spec: EmbeddedSpec) -> EmbeddedConfig:
@@ -77,16 +79,17 @@ class EmbeddedConfig(tfds.core.BuilderConfig):
             version=VERSION,
             description=(
                 f"seed {spec.seed}, {spec.corrupt_fraction:.1%} of documents corrupted, "
-                f"at most {spec.max_documents} documents"
+                f"at most {spec.max_documents} documents, corruption mix {spec.mix}"
             ),
             seed=spec.seed,
             corrupt_fraction=spec.corrupt_fraction,
             max_documents=spec.max_documents,
+            mix=spec.mix,
         )
 
     @property
     def spec(self) -> EmbeddedSpec:
-        return EmbeddedSpec(self.seed, self.corrupt_fraction, self.max_documents)
+        return EmbeddedSpec(self.seed, self.corrupt_fraction, self.max_documents, self.mix)
 
 
 class DataraterEmbedded(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -324,9 +324,18 @@ CORRUPTIONS: dict[str, Corruption] = {
     "reversed": reversed_text,
     "foreign": foreign,
 }
-# The paper's categories of junk (the corpus of versions before 1.1 had only these).
+# The paper's categories of junk.
 PAPER_KINDS = ("mojibake", "ocr", "whitespace", "nonprintable", "numbers", "entropy", "allcaps", "shuffled",
                "boilerplate")
+# Corruption mixes of the embedded corpus (`naming.EmbeddedSpec.mix`): the corrupted documents
+# are spread evenly over a mix's entries, so a kind listed k times gets k shares. "wide" keeps the
+# paper's nine kinds and gives the two that teach wrong statistics three shares each (40% of the
+# corrupted documents): the paper's kinds alone cost a 150-step byte-level LM too little for even a
+# perfect curator to show (README, "What it shows").
+MIXES: dict[str, tuple[str, ...]] = {
+    "paper": PAPER_KINDS,
+    "wide": PAPER_KINDS + ("reversed", "foreign") * 3,
+}
 
 
 # ---------------------------------------------------------------------------------------------

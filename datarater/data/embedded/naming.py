@@ -19,7 +19,10 @@ DEFAULT_SEED = 0
 DEFAULT_CORRUPT_FRACTION = 0.3
 DEFAULT_MAX_DOCUMENTS = 4000
 DATA_DIR_ENV = "DATARATER_DATA_DIR"
-_CONFIG = re.compile(r"seed(?P<seed>\d+)_corrupt(?P<pct>\d+(?:p\d+)?)_docs(?P<docs>\d+)")
+_CONFIG = re.compile(r"seed(?P<seed>\d+)_corrupt(?P<pct>\d+(?:p\d+)?)_docs(?P<docs>\d+)(?:_(?P<mix>[a-z]+))?")
+# Which corruption types a build spreads its corrupted documents over (`corrupt.MIXES`); the
+# config name carries the mix unless it is "paper" (the paper's nine categories of junk).
+MIXES = ("paper", "wide")
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,11 @@ class EmbeddedSpec:
     seed: int = DEFAULT_SEED
     corrupt_fraction: float = DEFAULT_CORRUPT_FRACTION
     max_documents: int = DEFAULT_MAX_DOCUMENTS
+    mix: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {', '.join(MIXES)}, got {self.mix!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.corrupt_fraction <= 1.0:
@@ -41,7 +47,8 @@ class EmbeddedSpec:
     @property
     def config_name(self) -> str:
         pct = f"{round(self.corrupt_fraction * 100, 4):g}".replace(".", "p")
-        return f"seed{self.seed}_corrupt{pct}_docs{self.max_documents}"
+        mix = "" if self.mix == "paper" else f"_{self.mix}"
+        return f"seed{self.seed}_corrupt{pct}_docs{self.max_documents}{mix}"
 
     @property
     def tfds_name(self) -> str:
@@ -71,10 +78,14 @@ def parse_embedded_name(tfds_name: str) -> EmbeddedSpec:
     match = _CONFIG.fullmatch(config)
     if not match:
         raise ValueError(
-            f"'{tfds_name}': config must look like seed<S>_corrupt<PERCENT>_docs<N>, e.g. {EmbeddedSpec().tfds_name}"
+            f"'{tfds_name}': config must look like seed<S>_corrupt<PERCENT>_docs<N>[_<mix>], e.g. "
+            f"{EmbeddedSpec().tfds_name}"
         )
     pct = float(match["pct"].replace("p", "."))
-    return EmbeddedSpec(int(match["seed"]), round(pct / 100, 6), int(match["docs"]))
+    mix = match["mix"] or "paper"
+    if mix not in MIXES:
+        raise ValueError(f"'{tfds_name}': unknown corruption mix '{mix}'; available: {', '.join(MIXES)}")
+    return EmbeddedSpec(int(match["seed"]), round(pct / 100, 6), int(match["docs"]), mix)
 
 
 def default_data_dir() -> Path:

@@ -302,7 +302,13 @@ def plot_audit(out_dir: Path, rows, curators: list[str]) -> str:
     pos = np.arange(len(rows))
     for k, c in enumerate(curators):
         vals = [r.auc[c] for r in rows][::-1]
-        ax.barh(pos - (k - (len(curators) - 1) / 2) * height, vals, height=height, color=colors[c], label=c)
+        err = None
+        if getattr(rows[0], "auc_low", None):  # bootstrap 95% intervals
+            err = [[max(0.0, r.auc[c] - r.auc_low[c]) for r in rows][::-1],
+                   [max(0.0, r.auc_high[c] - r.auc[c]) for r in rows][::-1]]
+            err = np.nan_to_num(np.asarray(err))
+        ax.barh(pos - (k - (len(curators) - 1) / 2) * height, vals, height=height, color=colors[c], label=c,
+                xerr=err, error_kw={"elinewidth": 0.7, "capsize": 1.5})
     ax.axvline(0.5, color="black", linestyle=":", linewidth=1, label="chance (0.5)")
     ax.axvline(0.9, color="tab:red", linestyle="--", linewidth=1, label="target (0.9)")
     ax.set_yticks(pos, labels)
@@ -330,3 +336,20 @@ def plot_nll_delta(out_dir: Path, run_names: list[str], groups: list[str], delta
     ax.set_title(f"held-out NLL by {what}: Δ vs the unfiltered LM (nats/token; red = worse)", fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _save(fig, out_dir, f"nll_delta_by_{what}.png")
+
+
+def plot_probe(out_dir: Path, rows: Sequence[Mapping], title: str) -> str:
+    """The objective probe: outer loss with oracle minus uniform weights against inner-LM age, one
+    line per target, with standard-error bars (`datarater.meta.probe`)."""
+    fig = _new_figure(6.4, 4.0)
+    ax = fig.subplots()
+    for target in dict.fromkeys(r["target"] for r in rows):
+        mine = [r for r in rows if r["target"] == target]
+        se = [0.0 if r["delta_se"] is None or np.isnan(r["delta_se"]) else r["delta_se"] for r in mine]
+        ax.errorbar([r["age"] for r in mine], [r["delta"] for r in mine], yerr=se, marker="o", capsize=3, label=target)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("inner LM age (steps)")
+    ax.set_ylabel("outer loss, oracle - uniform (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(title="outer loss on")
+    return _save(fig, out_dir, "probe.png")
