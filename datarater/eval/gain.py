@@ -100,11 +100,11 @@ def _flops_per_step_of_run(run_dir: Path) -> float:
     return lm_flops_per_step(prog.model, prog.train.batch_size, prog.data.seq_len)
 
 
-def read_curve(run_dir: str | Path, with_step: bool = False) -> list[tuple]:
+def read_curve(run_dir: str | Path, with_step: bool = False, key: str = "val_nll") -> list[tuple]:
     """The evaluation curve of a train-lm run from ``RUN/metrics.jsonl``, sorted by step.
 
-    Rows with ``val_nll`` give points ``(train_flops, curate_flops, val_nll)`` (with the step in
-    front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
+    Rows with ``key`` (``val_nll``: the corpus's validation split; ``target_nll``: the target's)
+    give points ``(train_flops, curate_flops, nll)`` (with the step in front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
     config.yaml; ``curate_flops`` missing -> 0. A repeated step keeps its last row; lines that
     are not JSON (a run killed mid-write) are skipped and counted in a warning.
     """
@@ -122,12 +122,12 @@ def read_curve(run_dir: str | Path, with_step: bool = False) -> list[tuple]:
         except json.JSONDecodeError:
             bad += 1
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and isinstance(row.get("val_nll"), (int, float)):
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and isinstance(row.get(key), (int, float)):
             rows[row["step"]] = row
     if bad:
         log.warning("%s: skipped %d lines that are not JSON", metrics, bad)
     if not rows:
-        raise UserError(f"{metrics} has no evaluation rows (val_nll): train the run first")
+        raise UserError(f"{metrics} has no evaluation rows ({key}): train the run first")
     per_step = None
     out = []
     for step in sorted(rows):
@@ -136,6 +136,6 @@ def read_curve(run_dir: str | Path, with_step: bool = False) -> list[tuple]:
         if train is None:
             per_step = _flops_per_step_of_run(path) if per_step is None else per_step
             train = step * per_step
-        point = (float(train), float(row.get("curate_flops") or 0.0), float(row["val_nll"]))
+        point = (float(train), float(row.get("curate_flops") or 0.0), float(row[key]))
         out.append((step, *point) if with_step else point)
     return out

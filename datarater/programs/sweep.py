@@ -213,11 +213,15 @@ def evaluate_run_tasks(program: TrainLMProgram) -> dict:
     return res
 
 
-def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, float | None]]:
-    """RunResults for the report and the net compute gain of each filtered run against its baseline."""
+def run_results(runs: list[PlannedRun], on: str = "validation",
+                count_curation: bool = True) -> tuple[list[RunResult], dict[str, float | None]]:
+    """RunResults for the report and the net compute gain of each filtered run against its baseline,
+    on the evaluation curve of ``on`` (the corpus's validation split, or the target's); without
+    ``count_curation`` the curator's FLOPs are left out (scores computed once, amortised)."""
     results, curves = [], {}
+    key = "target_nll" if on == "target" else "val_nll"
     for r in runs:
-        curve = read_curve(r.program.run_dir, with_step=True)
+        curve = read_curve(r.program.run_dir, with_step=True, key=key)
         curves[r.name] = curve
         tasks_file = Path(r.program.run_dir) / "tasks.json"
         tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else {}
@@ -225,7 +229,7 @@ def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, floa
         steps = max(1, curve[-1][0]) if curve else 1
         results.append(RunResult(
             name=r.name, model=r.model, curator=r.curator, discard=r.discard,
-            flops_per_step=curve[-1][1] / steps if curve else 0.0, curve=curve, final_val_nll=final_nll(r.program.run_dir),
+            flops_per_step=curve[-1][1] / steps if curve else 0.0, curve=curve, final_val_nll=final_nll(r.program.run_dir, on),
             tasks={k: v for k, v in tasks.items() if isinstance(v, dict) and "acc" in v},
             n_params=lm_param_counts(r.program.model).non_embedding,
         ))
@@ -235,7 +239,8 @@ def run_results(runs: list[PlannedRun]) -> tuple[list[RunResult], dict[str, floa
             continue
         base = curves.get(run_name(r.model, "none", 0.0))
         if base and curves[r.name]:
-            gains[r.name] = net_compute_gain([p[1:] for p in base], [p[1:] for p in curves[r.name]])
+            mine = [p[1:] if count_curation else (p[1], 0.0, p[3]) for p in curves[r.name]]
+            gains[r.name] = net_compute_gain([p[1:] for p in base], mine)
     return results, gains
 
 
@@ -262,11 +267,17 @@ def run(prog: SweepProgram) -> dict:
     spread = baseline_spread(prog, stage1, seed_runs)
     (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
     comparison = compare_curators(seed_nlls(prog, stage1 + seed_runs, select_set(prog)), best)
-    (run_dir / "comparison.json").write_text(json.dumps(
-        {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
-    results, gains = run_results(stage1 + stage2)
+    on = "target" if select_set(prog) == "target" else "validation"
+    results, gains = run_results(stage1 + stage2, on)
+    amortised = run_results(stage1 + stage2, on, count_curation=False)[1]
+    for c in comparison:
+        name = run_name(s.model, c.curator, c.ratio)
+        if c.ratio > 0 and name in gains:
+            c.gain, c.gain_amortised = gains[name], amortised.get(name)
+    (run_dir / "comparison.json").write_text(json.dumps(
+        {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
     write_results_csv(run_dir / "results.csv", results, gains)
     md = results_markdown(results, gains, best, spread)
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog))

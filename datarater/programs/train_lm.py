@@ -114,6 +114,10 @@ def run(prog: TrainLMProgram) -> dict:
     step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
     eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
+    target_val = None  # the target's validation set along the curve too (net compute gain on it)
+    if resolved.target_validation:
+        target_val = eval_batches(pack_split(resolved.target_validation, prog.data, tokenizer, "validation"),
+                                  train.batch_size, train.eval_batches)
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
@@ -122,8 +126,11 @@ def run(prog: TrainLMProgram) -> dict:
     curate_flops_per_step = curation.flops_per_sequence * draw * jax.process_count() if curation else 0.0
 
     def eval_row(step: int, nll: float) -> dict:
-        return {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
-                "curate_flops": step * curate_flops_per_step}
+        row = {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
+               "curate_flops": step * curate_flops_per_step}
+        if target_val:
+            row["target_nll"] = evaluate(eval_fn, state.params, target_val, mesh, rules)
+        return row
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 
     start = restored.step
