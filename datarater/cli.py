@@ -208,6 +208,22 @@ def _quiet_libraries() -> None:
         pass
 
 
+CACHE_ENV = "DATARATER_COMPILATION_CACHE"
+
+
+def _compilation_cache() -> None:
+    """JAX's persistent compilation cache in ``$DATARATER_COMPILATION_CACHE`` (default
+    ``~/.cache/datarater/jax``; ``off`` disables it): a sweep's LMs and a rerun compile each program
+    once (a nano LM run on 2 CPU cores: 22.6 -> 13.8 s for 20 steps, most of it compilation)."""
+    import jax
+
+    where = os.environ.get(CACHE_ENV, "~/.cache/datarater/jax")
+    if where.lower() in ("off", "0", "none", ""):
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -227,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         from datarater.parallel.distributed import maybe_initialize_distributed
 
         maybe_initialize_distributed()  # multi-host: connect the processes before any device use
+        _compilation_cache()
         module, func = sub.runner.split(":")
         getattr(importlib.import_module(module), func)(program)
         return 0

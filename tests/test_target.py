@@ -10,7 +10,7 @@ import pytest
 from datarater.config import CorpusConfig, DataConfig, MetaConfig, TargetConfig
 from datarater.data.corpus import pack_split
 from datarater.data.split import assign_split
-from datarater.data.target import pack_target, read_with_target, target_texts, validation_sets
+from datarater.data.target import pack_target, read_with_target, target_texts, validation_groups
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.meta.data import MetaData
@@ -61,9 +61,10 @@ def test_selection_comes_from_heldout_and_validation_only_and_meta_training_neve
         seen_held.update(held.row_doc_ids(i))
     assert seen_train and not seen_train & ids
     assert seen_held == {d.id for d, _ in r.target_heldout}
-    sets = validation_sets(r, data, tok)
-    assert {"validation", "target", "source:web", "source:wiki", "label:clean", "label:junk"} == set(sets)
-    assert set(sets["target"].doc_ids) == {d.id for d, _ in r.target_validation}
+    groups = validation_groups(r, target)
+    assert {"validation", "target", "source:web", "source:wiki", "label:clean", "label:junk"} == set(groups)
+    docs = [d.id for d, _ in r.splits["validation"]]
+    assert {i for i, m in zip(docs, groups["target"], strict=True) if m} == {d.id for d, _ in r.target_validation}
     assert len(target_texts(corpus, target)) == len(r.target_heldout)
 
 
@@ -105,3 +106,33 @@ def test_target_files_that_overlap_the_corpus_are_refused(labelled, tmp_path):
     assert len(r.target_heldout) + len(r.target_validation) == 50 and r.target_validation and r.target_heldout
     assert not {d.id for d, _ in r.target_validation} & {d.id for d, _ in r.target_heldout}
     assert len(target_texts(corpus, TargetConfig(paths=[str(fresh)], validation_fraction=0.3))) == len(r.target_heldout)
+
+
+def test_document_nll_adds_up_to_the_validation_loss(labelled):
+    """Per-document sums over one pass give the same mean as the batch evaluation, and each
+    document's share is its own tokens' NLL."""
+    import jax
+    from flax import nnx
+
+    from datarater.config import MeshConfig, ModelConfig
+    from datarater.data.pipeline import eval_batches
+    from datarater.models.transformer import CausalLM
+    from datarater.parallel.mesh import make_mesh
+    from datarater.train.step import document_nll, evaluate, make_eval_step, make_token_nll_step
+
+    corpus, tok, data = _corpus(labelled), make_tokenizer(DataConfig()), DataConfig(seq_len=32)
+    r = read_with_target(corpus, tok, TargetConfig(), ("validation",))
+    packed = pack_split(r.splits["validation"], data, tok, "validation")
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64)
+    graphdef, params = nnx.split(CausalLM(cfg, rngs=nnx.Rngs(0)))
+    mesh, rules = make_mesh(MeshConfig()), MeshConfig().rules
+    nll, count = document_nll(jax.jit(make_token_nll_step(graphdef)), params, packed, 8, mesh, rules)
+    want = evaluate(jax.jit(make_eval_step(graphdef)), params, eval_batches(packed, 8, 0), mesh, rules)
+    assert nll.sum() / count.sum() == pytest.approx(want, rel=1e-5)
+    # every document gets the tokens it has after its first (bos predicts nothing of another piece)
+    pieces = np.zeros(len(packed.doc_ids))
+    for i in range(len(packed)):
+        seg = packed.segment_ids[i]
+        for k, j in enumerate(packed.row_doc_indices(i)):
+            pieces[j] += max(int((seg == k + 1).sum()) - 1, 0)
+    np.testing.assert_array_equal(count, pieces)

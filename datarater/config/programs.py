@@ -162,7 +162,7 @@ class QuickstartConfig:
 
     # What fits in 15 minutes on 2 cores: the rater meta-trained toward meta.target against
     # unfiltered, random (the floor) and the oracle (the ceiling), 3 seeds each.
-    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.25])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random", "oracle"])
     seeds: int = 3  # seeds of the unfiltered LM and of each curator at its best ratio (sweep.seeds)
     report_rows: int = 2000

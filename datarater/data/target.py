@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from datarater.config import CorpusConfig, DataConfig
 from datarater.config.groups import TargetConfig
 from datarater.data.corpus import Tokenized, pack_split, read_split_documents
@@ -164,22 +166,21 @@ def pack_target(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> t
     return held, val
 
 
-def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> dict[str, PackedSequences]:
-    """What an LM is evaluated on: ``validation`` (the corpus's split), ``target`` (when set), and the
-    validation split per ``source:<s>`` and per ``label:<l>`` (where the corpus has labels)."""
-    docs = resolved.splits["validation"]
-    sets = {"validation": pack_split(docs, data, tokenizer, "validation")}
-    if resolved.target_validation:
-        sets["target"] = pack_split(resolved.target_validation, data, tokenizer, "validation")
+def validation_groups(resolved: Resolved, target: TargetConfig) -> dict[str, np.ndarray]:
+    """Named groups of the corpus's validation documents (bool per document, in the order of
+    ``resolved.splits["validation"]``): ``validation`` (all), ``target`` (a selection's documents),
+    and ``source:<s>`` / ``label:<l>`` where the split holds more than one source / label. An LM's
+    NLL on a group is over the tokens of its documents (`datarater.train.step.document_nll`)."""
+    docs = [d for d, _ in resolved.splits["validation"]]
+    groups = {"validation": np.ones(len(docs), dtype=bool)}
+    if target.mode == "selection":
+        groups["target"] = np.asarray([_matches(d, target) for d in docs], dtype=bool)
     for key, of in (("source", lambda d: d.source), ("label", lambda d: d.label)):
-        groups: dict[str, Tokenized] = {}
-        for d, ids in docs:
-            if of(d):
-                groups.setdefault(of(d), []).append((d, ids))
-        if len(groups) > 1:
-            for name in sorted(groups):
-                sets[f"{key}:{name}"] = pack_split(groups[name], data, tokenizer, "validation")
-    return sets
+        values = sorted({of(d) for d in docs if of(d)})
+        if len(values) > 1:
+            for v in values:
+                groups[f"{key}:{v}"] = np.asarray([of(d) == v for d in docs], dtype=bool)
+    return groups
 
 
 def target_texts(corpus: CorpusConfig, target: TargetConfig, max_documents: int = 0,

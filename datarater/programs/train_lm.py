@@ -20,7 +20,7 @@ from datarater.curate.online import make_online_curation
 from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
-from datarater.data.target import read_with_target, validation_sets
+from datarater.data.target import read_with_target, validation_groups
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
@@ -33,7 +33,7 @@ from datarater.train.metrics import MetricsFile, peak_flops_per_device
 from datarater.train.microbatch import check_batch
 from datarater.train.optimizer import lr_schedule, make_optimizer
 from datarater.train.state import initial_lm_state
-from datarater.train.step import evaluate, make_eval_step, make_train_step
+from datarater.train.step import document_nll, evaluate, make_eval_step, make_token_nll_step, make_train_step
 
 # Keys that may differ when a run directory is started again (the run then resumes). Not
 # train.steps: the cosine schedule's length depends on it, so extending a run would change its
@@ -43,10 +43,16 @@ RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every
                   "mesh.")  # checkpoints restore onto any device layout
 
 
-def evaluate_sets(eval_fn, params, sets: dict, batch_size: int, mesh, rules) -> dict[str, float]:
-    """Mean token NLL of each named validation set, on all its rows."""
-    return {name: float(evaluate(eval_fn, params, eval_batches(packed, batch_size, 0), mesh, rules))
-            for name, packed in sets.items()}
+def final_nll_sets(graphdef, params, resolved, target, splits, target_packed, batch_size, mesh, rules) -> dict:
+    """Mean token NLL on every validation set (`validation_groups`, and a files target's own
+    validation documents), from one pass over the rows of each split."""
+    token_fn = jax.jit(batch_split(make_token_nll_step(graphdef), mesh, rules))
+    nll, count = document_nll(token_fn, params, splits["validation"], batch_size, mesh, rules)
+    out = {name: float(nll[m].sum() / max(count[m].sum(), 1.0)) for name, m in validation_groups(resolved, target).items()}
+    if target_packed is not None and "target" not in out:
+        t_nll, t_count = document_nll(token_fn, params, target_packed, batch_size, mesh, rules)
+        out["target"] = float(t_nll.sum() / max(t_count.sum(), 1.0))
+    return {k: out[k] for k in sorted(out, key=lambda k: (k != "validation", k != "target", k))}
 
 
 def run(prog: TrainLMProgram) -> dict:
@@ -114,10 +120,10 @@ def run(prog: TrainLMProgram) -> dict:
     step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
     eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
-    target_val = None  # the target's validation set along the curve too (net compute gain on it)
+    target_val = target_packed = None  # the target's validation set along the curve too (net compute gain on it)
     if resolved.target_validation:
-        target_val = eval_batches(pack_split(resolved.target_validation, prog.data, tokenizer, "validation"),
-                                  train.batch_size, train.eval_batches)
+        target_packed = pack_split(resolved.target_validation, prog.data, tokenizer, "validation")
+        target_val = eval_batches(target_packed, train.batch_size, train.eval_batches)
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
@@ -205,10 +211,8 @@ def run(prog: TrainLMProgram) -> dict:
                                          f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
 
-    sets = validation_sets(resolved, prog.data, tokenizer)
-    if last_val is not None and step % train.eval_every == 0 and train.eval_batches == 0:
-        sets.pop("validation")  # just evaluated on the same rows
-    final_sets = {"validation": last_val, **evaluate_sets(eval_fn, state.params, sets, train.batch_size, mesh, rules)}
+    final_sets = final_nll_sets(state.graphdef, state.params, resolved, prog.target, splits, target_packed,
+                                train.batch_size, mesh, rules)
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
         "run_dir": str(run_dir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import functools
 import math
 import time
 from pathlib import Path
@@ -40,8 +41,9 @@ def measure_matmul_peak(n: int = 2048, reps: int = 5, dtype: str = "float32") ->
     return 2.0 * n**3 / best
 
 
+@functools.cache
 def peak_flops_per_device() -> tuple[float, str]:
-    """Peak FLOP/s of one device and where the figure comes from."""
+    """Peak FLOP/s of one device and where the figure comes from (measured once per process)."""
     dev = jax.devices()[0]
     kind = getattr(dev, "device_kind", "")
     for prefix, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():

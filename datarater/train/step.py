@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from datarater.models.transformer import summed_nll
+from datarater.models.transformer import next_token_targets, summed_nll
 from datarater.parallel.mesh import put_batch
 from datarater.train.microbatch import map_microbatches
 
@@ -66,3 +66,47 @@ def evaluate(eval_fn: Callable, params, batches: list[dict], mesh, rules) -> flo
         total += float(nll)
         count += float(n)
     return total / max(count, 1.0)
+
+
+def make_token_nll_step(graphdef: nnx.GraphDef) -> Callable:
+    """``(params, batch) -> [B, L-1]``: each predicted token's NLL (0 where nothing is predicted)."""
+
+    def token_nll(params, batch):
+        model = nnx.merge(graphdef, params)
+        logits = model(batch["tokens"], batch["segment_ids"], batch["positions"])[:, :-1]
+        targets, mask = next_token_targets(batch["tokens"], batch["segment_ids"])
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
+        return nll * mask.astype(nll.dtype)
+
+    return token_nll
+
+
+def document_nll(token_fn: Callable, params, packed, batch_size: int, mesh, rules) -> tuple:
+    """Summed NLL and predicted-token count per document of ``packed`` (a `PackedSequences`):
+    ``(nll [n_docs], count [n_docs])``, float64. ``token_fn`` is a jitted `make_token_nll_step`;
+    every row is evaluated once (the last batch padded); each process feeds its slice of a batch."""
+    import numpy as np
+
+    from datarater.data.pipeline import eval_batches
+
+    pi, pc = jax.process_index(), jax.process_count()
+    nll_doc = np.zeros(len(packed.doc_ids))
+    count_doc = np.zeros(len(packed.doc_ids))
+    for batch in eval_batches(packed, batch_size, 0):
+        rows = len(batch["tokens"]) // pc
+        local = {k: v[pi * rows : (pi + 1) * rows] for k, v in batch.items() if k != "index"}
+        out = token_fn(params, put_batch(local, mesh, rules))
+        if pc > 1:
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
+        nll = np.asarray(out, dtype=np.float64)
+        index, seg = batch["index"], batch["segment_ids"][:, 1:]
+        real = index >= 0
+        seg, nll, index = seg[real], nll[real], index[real]
+        mask = (seg > 0) & (seg == batch["segment_ids"][real][:, :-1])  # as `next_token_targets`
+        row = np.repeat(index[:, None], seg.shape[1], axis=1)
+        doc = packed.row_docs[np.minimum(packed.row_doc_start[row] + np.maximum(seg, 1) - 1, len(packed.row_docs) - 1)]
+        np.add.at(nll_doc, doc[mask], nll[mask])
+        np.add.at(count_doc, doc[mask], 1.0)
+    return nll_doc, count_doc
