@@ -88,7 +88,7 @@ def _prepare_embedded(cfg: CorpusConfig, on_build: Callable[[str], None]) -> Cor
 
         start = time.perf_counter()
         try:
-            build_embedded(data_dir, spec.seed, spec.corrupt_fraction, spec.max_documents)
+            build_embedded(data_dir, spec.seed, spec.corrupt_fraction, spec.max_documents, spec.mix)
         except OSError as e:
             raise UserError(
                 f"cannot build the embedded corpus in {data_dir} ({e}); set corpus.tfds_data_dir or "

@@ -144,6 +144,7 @@ def build_embedded(
     seed: int = 0,
     corrupt_fraction: float = 0.3,
     max_documents: int = 4000,
+    mix: str = "paper",
 ) -> tuple[str, str]:
     """Build the embedded corpus in ``data_dir`` unless it is already there; return ``(name,
     data_dir)`` for ``tfds.data_source(name, split="train", data_dir=data_dir)``.
@@ -151,7 +152,7 @@ def build_embedded(
     ``data_dir`` defaults to `default_data_dir` (``$DATARATER_DATA_DIR`` or
     ``~/.cache/datarater/tfds``). Needs no network and no TensorFlow.
     """
-    spec = EmbeddedSpec(seed, corrupt_fraction, max_documents)
+    spec = EmbeddedSpec(seed, corrupt_fraction, max_documents, mix)
     root = Path(os.path.expanduser(data_dir)) if data_dir else default_data_dir()
     if not is_built(root, spec):
         root.mkdir(parents=True, exist_ok=True)
