@@ -112,3 +112,15 @@ def test_every_key_listed_by_help_can_be_set(capsys):
                                              "corpus.max_documents=7", "corpus.split_salt=s"])
     assert prog.model.remat and prog.model.dtype == "bfloat16"
     assert prog.corpus.max_documents == 7 and prog.corpus.split_salt == "s"
+
+
+def test_bad_targets_are_refused_before_any_compute(capsys, doc_corpus, tmp_path):
+    code, _, err = run(capsys, "meta-train", f"corpus.paths=[{doc_corpus}]", "meta.target.sources=[wikipedia]",
+                       f"run_dir={tmp_path / 'm'}")
+    assert code == 2 and "meta.target.sources" in err and "['wikipedia'] not in the corpus" in err and "more" in err
+    assert not (tmp_path / "m" / "checkpoints").exists()
+    code, _, err = run(capsys, "train-lm", f"corpus.paths=[{doc_corpus}]", f"target.paths=[{doc_corpus}]",
+                       f"run_dir={tmp_path / 't'}")
+    assert code == 2 and "'target'" in err and "overlaps the training corpus" in err
+    code, _, err = run(capsys, "meta-train", "corpus.paths=[x.jsonl]", "meta.target.sources=[a]", "meta.target.paths=[b]")
+    assert code == 2 and "meta.target" in err and "one or the other" in err

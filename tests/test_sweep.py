@@ -83,3 +83,30 @@ def test_quickstart_sweep_trains_the_quickstart_model_settings(tmp_path):
     sweep_prog = sweep_program(prog, tmp_path)
     for curator, rho in [("none", 0.0), ("random", 0.5)]:
         assert lm_program(sweep_prog, sweep_prog.sweep.model, curator, rho).model == prog.model
+
+
+def test_sweep_selects_on_the_target_and_names_extra_raters(tmp_path):
+    """Without training: the best ratio is chosen on the target's set when there is one (given, or
+    the rater's meta.target), and a rater of sweep.raters runs as a datarater under its own name."""
+    import yaml
+
+    from datarater.programs.sweep import lm_program, resolve_target, select_set
+
+    prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
+                                          "sweep.curators=[datarater,other]", "+sweep.raters.other=/r/other",
+                                          "+sweep.rater_scores.other=/s/other"])
+    assert select_set(prog) == "validation"
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "config.yaml").write_text(yaml.safe_dump({"meta": {"target": {"labels": ["clean"]}}}))
+    prog.curate.rater_run = str(meta)
+    resolve_target(prog)
+    assert prog.target.labels == ["clean"] and select_set(prog) == "target"
+    prog.sweep.select_on = "label:clean"
+    assert select_set(prog) == "label:clean"
+    other = lm_program(prog, "nano", "other", 0.5)
+    assert (other.curate.name, other.curate.rater_run, other.curate.scores) == ("datarater", "/r/other", "/s/other")
+    assert other.run_dir.endswith("lm/nano-other-0.5") and other.target.labels == ["clean"]
+    assert lm_program(prog, "nano", "other", 0.0).curate.name == "none"
+    with pytest.raises(UserError, match="sweep.curators.*unknown curator 'nope'"):
+        compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", "sweep.curators=[nope]"])

@@ -52,8 +52,9 @@ def _matches(doc: Document, t: TargetConfig) -> bool:
     return (not t.sources or doc.source in t.sources) and (not t.labels or doc.label in t.labels)
 
 
-def _count_line(counts: Counter) -> str:
-    return ", ".join(f"{k or '(none)'} {v}" for k, v in counts.most_common()) or "none"
+def _count_line(counts: Counter, shown: int = 15) -> str:
+    top = ", ".join(f"{k or '(none)'} {v}" for k, v in counts.most_common(shown)) or "none"
+    return top + (f", ... and {len(counts) - shown} more" if len(counts) > shown else "")
 
 
 def _check_selection(t: TargetConfig, prefix: str, sources: Counter, labels: Counter) -> None:
