@@ -409,7 +409,7 @@ def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
     assert noise_threshold([2.5]) is None and noise_threshold([2.5, float("nan")]) is None
     md = write_report(tmp_path, ReportInputs(runs=runs, baseline_spread={"nano": spread})).read_text()
     part = section(md, "## 1.")
-    assert "beyond noise" in part and f"{thr:.4f}" in part
+    assert "outside seed spread" in part and f"{thr:.4f}" in part
     for row in table_rows(part):
         model, curator, nll, beyond = row[0], row[1], float(row[3]), row[5]
         base = 2.50 if model == "nano" else 2.2
@@ -420,4 +420,4 @@ def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
     assert {r[5] for r in table_rows(part) if r[0] == "nano" and r[1] != "none"} == {"yes", "no"}
     # without a spread the table keeps its columns
     plain = section(write_report(tmp_path / "p", ReportInputs(runs=runs)).read_text(), "## 1.")
-    assert "beyond noise" not in plain and "Run-to-run noise" not in plain
+    assert "outside seed spread" not in plain and "Run-to-run noise" not in plain

@@ -30,7 +30,7 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
                     "in it or in its sweep/): run `datarater sweep` first")
 
 
-def finished_runs(sweep_dir: Path):
+def finished_runs(sweep_dir: Path, on: str = "validation"):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.seeds`)."""
     from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
@@ -42,7 +42,7 @@ def finished_runs(sweep_dir: Path):
             skipped.append(d.name)
             continue
         if m := SEED_RUN.match(d.name):
-            replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d))))
+            replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d), on)))
             continue
         p = read_program(d)
         # the curator as the sweep named it (a rater of sweep.raters runs as curate.name=datarater)
@@ -52,7 +52,7 @@ def finished_runs(sweep_dir: Path):
         say(f"[report] {len(skipped)} unfinished runs left out: {', '.join(skipped)}")
     if not runs:
         raise UserError(f"{sweep_dir / 'lm'} holds no finished run")
-    spread = {r.model: [final_nll(r.program.run_dir)] + [v for _, v in sorted(replicas[r.name])]
+    spread = {r.model: [final_nll(r.program.run_dir, on)] + [v for _, v in sorted(replicas[r.name])]
               for r in runs if r.name in replicas and r.curator == "none"}
     return runs, spread
 
@@ -180,11 +180,11 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
     run_dir = Path(prog.run_dir).expanduser().absolute()
     sweep_dir, sweep = read_sweep(run_dir)
-    runs, spread = finished_runs(sweep_dir)
     from datarater.programs.sweep import resolve_target, select_set
 
     resolve_target(sweep)
     on = "target" if select_set(sweep) == "target" else "validation"
+    runs, spread = finished_runs(sweep_dir, select_set(sweep))
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains)
     rater_run = prog.rater_run or sweep.curate.rater_run

@@ -115,7 +115,7 @@ def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: lis
     """model -> final NLLs of its unfiltered run and of its seed replicas (the baseline's first)."""
     base = next(r for r in stage1 if r.curator == "none" and r.model == prog.sweep.model)
     replicas = [r for r in seed_runs if r.curator == "none"]
-    return {base.model: [final_nll(r.program.run_dir) for r in [base, *replicas]]}
+    return {base.model: [final_nll(r.program.run_dir, select_set(prog)) for r in [base, *replicas]]}
 
 
 def select_set(prog: SweepProgram) -> str:

@@ -78,7 +78,7 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
     md += results_table(runs, gains, spread)
     md += [
         "",
-        "NLL in nats per token on the held-out split; Δ < 0 is better than the unfiltered run of the same size. "
+        "NLL in nats per token on the validation set named in the notes above; Δ < 0 is better than the unfiltered run of the same size. "
         "Net compute gain = 1 − (FLOPs the filtered run needs to reach the baseline's final NLL, curation included) "
         '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8.',
         "",
@@ -120,7 +120,7 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
         r = run_at(runs, order[0], curator, rho)
         rows.append([md_escape(curator), pct(rho, 0), fmt(r.final_val_nll)])
     md += [
-        f"Best discard ratio per curator, chosen by final held-out NLL on the smallest model ({md_escape(order[0])}):",
+        f"Best discard ratio per curator, chosen by final NLL (on the set of section 1) on the smallest model ({md_escape(order[0])}):",
         "",
     ]
     md += md_table(["curator", "best discard", f"final NLL on {md_escape(order[0])}"], rows) + [""]

@@ -106,8 +106,9 @@ def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> 
         md.append(
             f"Run-to-run noise: the unfiltered {md_escape(model)} LM trained with {len(values)} seeds (initialisation "
             f"and data order) ends at {', '.join(f'{v:.4f}' for v in values)}: mean {np.mean(values):.4f}, "
-            f"std {np.std(values, ddof=1):.4f}. A difference between two runs is beyond that noise when "
-            f"|Δ| > 2·√2·std = {thr:.4f} (with few seeds the std itself is rough)."
+            f"std {np.std(values, ddof=1):.4f}. \"Outside seed spread\" marks single runs with "
+            f"|Δ| > 2·√2·std = {thr:.4f}, a rule of thumb; which curators beat unfiltered and random beyond "
+            "noise is tested over seeds (Welch's t-test) in the sweep's comparison, where a sweep ran one."
         )
     return md + ([""] if md else [])
 
@@ -144,7 +145,7 @@ def results_table(
     head = ["model", "curator", "discard", "final val NLL", "Δ NLL vs baseline", "net compute gain",
             "FLOPs (train+curate)", "mean acc", "mean acc_norm"]
     if show_noise:
-        head.insert(5, "beyond noise")
+        head.insert(5, "outside seed spread")
     return md_table(head, rows)
 
 
