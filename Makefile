@@ -1,4 +1,4 @@
-# make quickstart : set up on first use, then the whole method on the embedded corpus (~10 min)
+# make quickstart : set up on first use, then the whole method on the embedded corpus (~11.5 min)
 # make run   : set up on first use, then train a first LM on a sample corpus
 # make test  : set up on first use, then run the test suite
 # make bench : LM step throughput and fraction of the measured matmul peak
