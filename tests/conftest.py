@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,13 @@ import pytest
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite trains many small LMs of the same shapes, each in a fresh jitted closure: JAX's
+# persistent compilation cache (one directory per session, so no state carries between sessions)
+# compiles each program once. `datarater.cli` uses the same directory when tests call `main`.
+_CACHE = tempfile.mkdtemp(prefix="datarater-test-jit-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+os.environ.setdefault("DATARATER_COMPILATION_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 from datarater.data.sample import docstring_documents, write_jsonl  # noqa: E402
 
