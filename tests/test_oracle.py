@@ -48,6 +48,11 @@ def test_oracle_needs_labels_or_a_target_by_source():
     with pytest.raises(UserError, match="no labels and meta.target names no sources"):
         OracleCurator(packed)
     assert good_documents(packed, TargetConfig(sources=["a"])).tolist() == [True, False] * 3
+    from datarater.config import CurateConfig
+    from datarater.curate.curators import make_curator
+
+    with pytest.raises(UserError, match="score` and `filter` cannot use it"):  # no packed rows to look up
+        make_curator(CurateConfig(name="oracle"), DataConfig(), make_tokenizer(DataConfig()), 16)
 
 
 def test_comparison_over_seeds_on_known_samples():

@@ -299,7 +299,8 @@ def make_curator(
         from datarater.curate.oracle import OracleCurator
 
         if packed is None:
-            raise ValueError("the oracle curator needs the packed rows it scores (their documents' labels)")
+            raise UserError("config key 'curate.name': the oracle scores the rows of an LM's training split by their "
+                            "documents' labels, inside train-lm and sweep; `datarater score` and `filter` cannot use it")
         curator = OracleCurator(packed, target)
     elif cfg.name == "classifier":
         from datarater.curate.classifier import ClassifierCurator

@@ -93,7 +93,7 @@ def document_scores(prog: FilterProgram, tokenizer, stats, on_build=None) -> tup
             raise UserError(f"config key 'curate.scores': {c.scores} scored the '{meta.get('split')}' split, "
                             f"score.split is '{split}'")
     else:
-        curator = make_curator(c, prog.data, tokenizer, prog.data.seq_len)  # bad inputs stop here
+        curator = make_curator(c, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     packed = load_splits(prog.corpus, prog.data, tokenizer, splits=(split,), stats=stats, on_build=on_build)[split]
     docs = unpack(packed)
     if curator is None:

@@ -72,7 +72,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
     s = prog.score
     run_dir, _ = prepare_run_dir(prog.run_dir, prog)
     tokenizer = make_tokenizer(prog.data)
-    curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len)  # bad inputs stop here
+    curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     assert curator is not None
 
     say(f"[data] reading {prog.corpus.name} ({s.split} split) ...")
