@@ -122,5 +122,10 @@ def test_bad_targets_are_refused_before_any_compute(capsys, doc_corpus, tmp_path
     code, _, err = run(capsys, "train-lm", f"corpus.paths=[{doc_corpus}]", f"target.paths=[{doc_corpus}]",
                        f"run_dir={tmp_path / 't'}")
     assert code == 2 and "'target'" in err and "overlaps the training corpus" in err
+    code, _, err = run(capsys, "sweep", f"corpus.paths=[{doc_corpus}]", "sweep.curators=[dsir]", f"run_dir={tmp_path / 's'}")
+    assert code == 2 and "sweep.curators" in err and "dsir models a target set" in err
+    assert not (tmp_path / "s" / "lm").exists()
+    code, _, err = run(capsys, "sweep", "corpus.paths=[x.jsonl]", "sweep.curators=[random]", "+sweep.raters.random=/r")
+    assert code == 2 and "sweep.raters.random" in err
     code, _, err = run(capsys, "meta-train", "corpus.paths=[x.jsonl]", "meta.target.sources=[a]", "meta.target.paths=[b]")
     assert code == 2 and "meta.target" in err and "one or the other" in err

@@ -126,7 +126,7 @@ class TargetConfig:
       the validation split are the target's validation set, so no target document is ever in
       the training split (the split is by document id);
     - other files (``paths``, the corpus's readers) or a TFDS dataset (``tfds_name``), split by
-      id into outer-loss and validation documents; a target document whose id or text is also in
+      id into outer-loss and validation documents; a target document whose text is also in
       the corpus is an error.
     """
 

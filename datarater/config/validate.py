@@ -133,6 +133,9 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
     for c in s.curators:
         _check((c in CURATORS and c != "none") or c in s.raters, f"{prefix}.curators",
                f"unknown curator '{c}'; choose from {CURATORS[1:]} or a name of sweep.raters")
+    for name in s.raters:
+        _check(name not in CURATORS and name.replace("_", "").isalnum(), f"{prefix}.raters.{name}",
+               f"a rater's name must be letters, digits and _ and not a curator's ({', '.join(CURATORS)})")
     for name in s.rater_scores:
         _check(name in s.raters, f"{prefix}.rater_scores.{name}", "names no rater of sweep.raters")
     _check(s.seeds >= 1, f"{prefix}.seeds", f"must be >= 1 (1 = one run each), got {s.seeds}")

@@ -6,8 +6,8 @@ validation documents whose source / label it names; files are read with the corp
 and split by id. Every check of what a target selects (nothing selected, a source or label the
 corpus does not have, target documents that are also in the corpus) raises `UserError` naming
 the key before any compute. The training split never holds a target document: selections come
-from the held-out and validation splits only, and target files that share an id or a text with
-the corpus are refused.
+from the held-out and validation splits only, and target files that share a text with the
+corpus are refused.
 """
 
 from __future__ import annotations
@@ -73,33 +73,32 @@ def read_with_target(
     stats: ReadStats | None = None,
     on_build: Callable[[str], None] | None = None,
     prefix: str = "meta.target",
+    outer: bool = True,
 ) -> Resolved:
-    """The corpus's ``splits`` and the target of ``target`` (see the module's docstring)."""
+    """The corpus's ``splits`` and the target of ``target`` (see the module's docstring); without
+    ``outer`` (an LM that only evaluates on the target) the outer-loss documents are not read."""
     mode = target.mode
-    wanted = list(dict.fromkeys([*splits, *(("heldout", "validation") if mode == "selection" else ())]))
-    if mode == "heldout" and "heldout" not in wanted:
-        wanted.append("heldout")
+    extra = {"selection": ("heldout", "validation") if outer else ("validation",), "heldout": ("heldout",) if outer else ()}
+    wanted = list(dict.fromkeys([*splits, *extra.get(mode, ())]))
     sources: Counter = Counter()
     labels: Counter = Counter()
-    corpus_ids: set[str] = set()
     corpus_texts: set[bytes] = set()
 
     def seen(doc: Document) -> None:
         sources[doc.source] += 1
         labels[doc.label] += 1
         if mode == "files":
-            corpus_ids.add(doc.id)
             corpus_texts.add(_text_key(doc.text))
 
     buckets = read_split_documents(corpus, tokenizer, wanted, stats, on_build, seen=seen)
     desc: dict = {"mode": mode, "what": target.describe()}
     if mode == "heldout":
-        out = Resolved(buckets, buckets["heldout"], [], desc)
+        out = Resolved(buckets, buckets.get("heldout", []), [], desc)
     elif mode == "selection":
         _check_selection(target, prefix, sources, labels)
-        held = [(d, ids) for d, ids in buckets["heldout"] if _matches(d, target)]
+        held = [(d, ids) for d, ids in buckets.get("heldout", []) if _matches(d, target)]
         val = [(d, ids) for d, ids in buckets["validation"] if _matches(d, target)]
-        if not held or not val:
+        if (outer and not held) or not val:
             empty = "held-out" if not held else "validation"
             n = len(buckets["heldout" if not held else "validation"])
             raise UserError(f"config key '{prefix}': {target.describe()} selects no document of the corpus's {empty} "
@@ -108,7 +107,7 @@ def read_with_target(
         desc.update(sources=list(target.sources), labels=list(target.labels))
         out = Resolved(buckets, held, val, desc)
     else:
-        held, val = _read_target_files(corpus, tokenizer, target, prefix, corpus_ids, corpus_texts)
+        held, val = _read_target_files(corpus, tokenizer, target, prefix, corpus_texts)
         desc.update(paths=list(target.paths), tfds_name=target.tfds_name, validation_fraction=target.validation_fraction)
         out = Resolved(buckets, held, val, desc)
     desc["documents"] = {"outer_loss": len(out.target_heldout), "validation": len(out.target_validation)}
@@ -118,7 +117,7 @@ def read_with_target(
 
 
 def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConfig, prefix: str,
-                       corpus_ids: set[str], corpus_texts: set[bytes]) -> tuple[Tokenized, Tokenized]:
+                       corpus_texts: set[bytes]) -> tuple[Tokenized, Tokenized]:
     from datarater.data.sources import iter_documents
 
     cfg = replace(corpus, name=f"{prefix}", kind="tfds" if t.tfds_name else "files", paths=list(t.paths),
@@ -126,14 +125,10 @@ def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConf
     stats = ReadStats()
     held: Tokenized = []
     val: Tokenized = []
-    same_id: list[str] = []
     same_text: list[str] = []
     try:
         for doc in iter_documents(cfg, stats):
-            if doc.id in corpus_ids:
-                same_id.append(doc.id)
-                continue
-            if _text_key(doc.text) in corpus_texts:
+            if _text_key(doc.text) in corpus_texts:  # an id of the same name is no leak: ids of files are "<name>:<line>"
                 same_text.append(doc.id)
                 continue
             ids = tokenizer.encode(doc.text)
@@ -145,14 +140,10 @@ def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConf
             (val if split == "validation" else held).append((Document(doc.id, "", doc.source, doc.label), ids))
     except UserError as e:
         raise UserError(f"config key '{prefix}': {e}") from None
-    if same_id or same_text:
-        parts = []
-        if same_id:
-            parts.append(f"{len(same_id)} with an id also in the corpus (e.g. {same_id[0]!r})")
-        if same_text:
-            parts.append(f"{len(same_text)} with the same text as a corpus document (e.g. {same_text[0]!r})")
-        raise UserError(f"config key '{prefix}': the target overlaps the training corpus: {'; '.join(parts)} "
-                        f"of {stats.read} target documents read; remove them from the target (or the corpus)")
+    if same_text:
+        raise UserError(f"config key '{prefix}': the target overlaps the training corpus: {len(same_text)} of "
+                        f"{stats.read} target documents have the same text as a corpus document (e.g. {same_text[0]!r}); "
+                        "remove them from the target (or the corpus)")
     if not held or not val:
         raise UserError(f"config key '{prefix}': {t.describe()} gives {len(held)} outer-loss and {len(val)} validation "
                         f"documents ({stats.summary()}); both need at least one: add documents or change "

@@ -183,8 +183,8 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.programs.sweep import resolve_target, select_set
 
     resolve_target(sweep)
-    on = "target" if select_set(sweep) == "target" else "validation"
-    runs, spread = finished_runs(sweep_dir, select_set(sweep))
+    on = select_set(sweep)
+    runs, spread = finished_runs(sweep_dir, on)
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains)
     rater_run = prog.rater_run or sweep.curate.rater_run
@@ -196,8 +196,9 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         row_nll = lm_row_nll(sweep_dir, runs, sample[3])
     sections = extra_sections(run_dir, sweep_dir, sweep, runs)
     extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
-             f"final NLLs, curves and net compute gain below are on the {'target' if on == 'target' else 'corpus'}'s "
-             f"validation set ('{on}'); the corpus's own is in the table of every validation set",
+             f"final NLLs and the best ratio below are on the validation set '{on}' (the curves and net compute gain "
+             f"on {'the target' if on == 'target' else 'the corpus'}'s validation split); every set is in the table "
+             "of final NLL per validation set",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread,

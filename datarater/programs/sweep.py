@@ -219,7 +219,7 @@ def run_results(runs: list[PlannedRun], on: str = "validation",
     on the evaluation curve of ``on`` (the corpus's validation split, or the target's); without
     ``count_curation`` the curator's FLOPs are left out (scores computed once, amortised)."""
     results, curves = [], {}
-    key = "target_nll" if on == "target" else "val_nll"
+    key = "target_nll" if on == "target" else "val_nll"  # the curve has these two; source/label sets only at the end
     for r in runs:
         curve = read_curve(r.program.run_dir, with_step=True, key=key)
         curves[r.name] = curve
@@ -254,6 +254,7 @@ def run(prog: SweepProgram) -> dict:
                                                                 "sweep.rater_scores"))
     prog.run_dir = str(run_dir)
     resolve_target(prog)
+    check_targets(prog)
     stage1 = plan_stage1(prog)
     for r in stage1:  # bad curator settings stop the sweep before any training
         validate_curate(r.program.curate) if r.curator != "perplexity" else None
@@ -269,9 +270,8 @@ def run(prog: SweepProgram) -> dict:
     comparison = compare_curators(seed_nlls(prog, stage1 + seed_runs, select_set(prog)), best)
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
-    on = "target" if select_set(prog) == "target" else "validation"
-    results, gains = run_results(stage1 + stage2, on)
-    amortised = run_results(stage1 + stage2, on, count_curation=False)[1]
+    results, gains = run_results(stage1 + stage2, select_set(prog))
+    amortised = run_results(stage1 + stage2, select_set(prog), count_curation=False)[1]
     for c in comparison:
         name = run_name(s.model, c.curator, c.ratio)
         if c.ratio > 0 and name in gains:
@@ -287,6 +287,18 @@ def run(prog: SweepProgram) -> dict:
     return {"run_dir": str(run_dir), "best": best, "gains": gains, "select_on": select_set(prog),
             "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread,
             "comparison": [c.as_dict() for c in comparison]}
+
+
+def check_targets(prog: SweepProgram) -> None:
+    """What needs a target has one, before any LM trains."""
+    none = prog.target.mode == "heldout"
+    if prog.sweep.select_on == "target" and none:
+        raise UserError("config key 'sweep.select_on': 'target' but no target is set (target.* or the rater's "
+                        "meta.target): set one or use sweep.select_on=auto")
+    for c in prog.sweep.curators:
+        if c in ("dsir", "classifier") and none and not prog.curate.target_paths:
+            raise UserError(f"config key 'sweep.curators': {c} models a target set: give curate.target_paths=[...] or "
+                            "a target (target.labels / target.sources / target.paths)")
 
 
 def resolve_target(prog: SweepProgram) -> None:

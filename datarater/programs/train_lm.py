@@ -72,7 +72,7 @@ def run(prog: TrainLMProgram) -> dict:
     say(f"[data] reading {prog.corpus.name} ...")
     stats = ReadStats()
     resolved = read_with_target(prog.corpus, tokenizer, prog.target, ("train", "validation"), stats, on_build=say,
-                                prefix="target")
+                                prefix="target", outer=False)
     splits = {name: pack_split(docs, prog.data, tokenizer, name) for name, docs in resolved.splits.items()}
     say(f"[data] {stats.summary()}")
     if prog.target.mode != "heldout":
@@ -212,7 +212,7 @@ def run(prog: TrainLMProgram) -> dict:
         raise
 
     final_sets = final_nll_sets(state.graphdef, state.params, resolved, prog.target, splits, target_packed,
-                                train.batch_size, mesh, rules)
+                                train.batch_size // micro, mesh, rules)  # a microbatch's rows at a time
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
         "run_dir": str(run_dir),
