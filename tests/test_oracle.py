@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from datarater.config import DataConfig, TargetConfig
-from datarater.curate.oracle import OracleCurator, good_documents
+from datarater.curate.curators import OracleCurator
+from datarater.curate.oracle import good_documents
 from datarater.data.documents import Document
 from datarater.data.packing import pack_documents
 from datarater.data.tokenizer import make_tokenizer

@@ -241,6 +241,19 @@ class PrecomputedCurator:
         return self.scores[np.asarray(batch["index"], dtype=np.int64)]
 
 
+class OracleCurator(PrecomputedCurator):
+    """The oracle (`datarater.curate.oracle`): each row's share of tokens from good documents,
+    looked up by the batch's ``index``; the labels are free here, which no real curator's are."""
+
+    name = "oracle"
+
+    def __init__(self, packed: PackedSequences, target: TargetConfig | None = None):
+        from datarater.curate.oracle import good_documents
+
+        self.good = good_documents(packed, target)
+        super().__init__(packed.token_share(self.good), 0.0, "oracle")
+
+
 def load_precomputed(score_dir: str, packed: PackedSequences) -> PrecomputedCurator:
     """Side-file scores of ``packed``'s rows; refuses scores of another corpus, split or unit."""
     from datarater.curate.sidefiles import read_metadata, resolve_score_dir, scores_for_rows
@@ -296,8 +309,6 @@ def make_curator(
 
         curator = DsirCurator(_target_texts(cfg, corpus, target), tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
     elif cfg.name == "oracle":
-        from datarater.curate.oracle import OracleCurator
-
         if packed is None:
             raise UserError("config key 'curate.name': the oracle scores the rows of an LM's training split by their "
                             "documents' labels, inside train-lm and sweep; `datarater score` and `filter` cannot use it")

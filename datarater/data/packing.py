@@ -68,6 +68,19 @@ class PackedSequences:
         """The document label with most tokens in row ``i`` ("" when documents carry none)."""
         return self._majority(self.labels, i) if self.labels else ""
 
+    def token_share(self, docs: np.ndarray) -> np.ndarray:
+        """``float [n]``: per row, the share of its non-padding tokens from the documents marked in
+        ``docs`` (bool per document); 0 for a row without tokens."""
+        seg = self.segment_ids.astype(np.int64)
+        valid = seg > 0
+        # the k-th document of row i is segment k + 1
+        index = np.where(valid, self.row_doc_start[:-1, None] + seg - 1, 0)
+        if not self.row_docs.size:
+            return np.zeros(len(self))
+        marked = valid & np.asarray(docs, dtype=bool)[self.row_docs[index]]
+        count = valid.sum(axis=1)
+        return np.where(count > 0, marked.sum(axis=1) / np.maximum(count, 1), 0.0)
+
     def _majority(self, per_doc: list[str], i: int) -> str:
         values = [per_doc[j] for j in self.row_doc_indices(i)]
         per_segment = np.bincount(self.segment_ids[i], minlength=len(values) + 1)[1:]

@@ -32,16 +32,8 @@ def row_clean_fraction(packed: PackedSequences, is_good: IsGood) -> np.ndarray:
     """``float [n]``: per row, the share of its non-padding tokens from documents that pass
     ``is_good(label, source)`` (label ``""`` where the corpus has none); 0 for a row without tokens."""
     labels = packed.labels or [""] * len(packed.doc_ids)
-    good = np.array([bool(is_good(lab, src)) for lab, src in zip(labels, packed.sources, strict=True)], dtype=bool)
-    seg = packed.segment_ids.astype(np.int64)
-    valid = seg > 0
-    if not valid.any():
-        return np.zeros(len(packed))
-    # the k-th document of row i is segment k + 1 (PackedSequences' docstring)
-    index = np.where(valid, packed.row_doc_start[:-1, None] + seg - 1, 0)
-    good_tokens = valid & good[packed.row_docs[index]]
-    count = valid.sum(axis=1)
-    return np.where(count > 0, good_tokens.sum(axis=1) / np.maximum(count, 1), 0.0)
+    return packed.token_share(np.array([bool(is_good(lab, src)) for lab, src in zip(labels, packed.sources, strict=True)],
+                                       dtype=bool))
 
 
 def normalised_weights(weights: jax.Array, batches: Batch) -> jax.Array:
