@@ -307,7 +307,7 @@ def make_curator(
     elif cfg.name == "dsir":
         from datarater.curate.dsir import DsirCurator
 
-        curator = DsirCurator(_target_texts(cfg, corpus, target), tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
+        curator = DsirCurator(_target_texts(cfg, corpus, target)[0], tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
     elif cfg.name == "oracle":
         if packed is None:
             raise UserError("config key 'curate.name': the oracle scores the rows of an LM's training split by their "
@@ -315,12 +315,10 @@ def make_curator(
         curator = OracleCurator(packed, target)
     elif cfg.name == "classifier":
         from datarater.curate.classifier import ClassifierCurator
-        from datarater.data.target import training_texts
 
-        texts = _target_texts(cfg, corpus, target)
         # the pool: whole training documents; without the corpus, the calibration sample's pieces (fit)
-        pool = training_texts(corpus, cfg.classifier_pool_docs, cfg.seed) if corpus is not None else None
-        curator = ClassifierCurator(texts, pool, tokenizer, seed=cfg.seed)
+        texts, pool = _target_texts(cfg, corpus, target, cfg.classifier_pool_docs if corpus is not None else 0)
+        curator = ClassifierCurator(texts, pool if corpus is not None else None, tokenizer, seed=cfg.seed)
     else:
         raise UserError(f"config key 'curate.name': unknown curator '{cfg.name}'")
     if sample is not None and curator.needs_fit:
@@ -328,19 +326,22 @@ def make_curator(
     return curator
 
 
-def _target_texts(cfg: CurateConfig, corpus: CorpusConfig | None, target: TargetConfig | None) -> list[str]:
-    """The texts a target-modelling curator (dsir, classifier) fits: ``curate.target_paths`` when
-    given, else the outer-loss documents of the run's target set."""
+def _target_texts(cfg: CurateConfig, corpus: CorpusConfig | None, target: TargetConfig | None,
+                  pool_docs: int = 0) -> tuple[list[str], list[str]]:
+    """``(target texts, pool texts)`` for a target-modelling curator (dsir, classifier): the target is
+    ``curate.target_paths`` when given, else the outer-loss documents of the run's target set; the
+    pool, up to ``pool_docs`` training documents (`curator_texts`: one pass over the corpus)."""
+    from datarater.data.target import curator_texts
+
     if cfg.target_paths:
         from datarater.curate.dsir import read_target_texts
 
-        return read_target_texts(cfg.target_paths)[0]
+        texts = read_target_texts(cfg.target_paths)[0]
+        return texts, (curator_texts(corpus, None, pool_docs, cfg.seed)[1] if pool_docs else [])
     if corpus is None or target is None or target.mode == "heldout":
         raise UserError(f"config key 'curate.target_paths': curate={cfg.name} models a target set: give "
                         "curate.target_paths=[...] or a target (target.labels / target.sources / target.paths)")
-    from datarater.data.target import target_texts
-
-    return target_texts(corpus, target, prefix="target")
+    return curator_texts(corpus, target, pool_docs, cfg.seed, prefix="target")
 
 
 def calibration_sample(packed: PackedSequences, rows: int, seed: int) -> dict[str, np.ndarray]:

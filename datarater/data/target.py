@@ -175,43 +175,40 @@ def validation_groups(resolved: Resolved, target: TargetConfig) -> dict[str, np.
     return groups
 
 
-def target_texts(corpus: CorpusConfig, target: TargetConfig, max_documents: int = 0,
-                 prefix: str = "meta.target") -> list[str]:
-    """Texts of the target's outer-loss documents (never its validation ones), for curators that
-    model the target (DSIR, the classifier); heldout mode: the corpus's held-out split."""
-    from datarater.data.sources import iter_documents
-
-    out: list[str] = []
-    if target.mode == "files":
-        cfg = replace(corpus, name=prefix, kind="tfds" if target.tfds_name else "files", paths=list(target.paths),
-                      tfds_name=target.tfds_name, tfds_data_dir=target.tfds_data_dir, tfds_split=target.tfds_split,
-                      max_documents=0)
-        for doc in iter_documents(cfg, ReadStats()):
-            if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
-                            TARGET_SPLIT_SALT) != "validation":
-                out.append(doc.text)
-            if max_documents and len(out) >= max_documents:
-                break
-    else:
-        for doc in iter_documents(corpus, ReadStats()):
-            split = assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt)
-            if split == "heldout" and (target.mode == "heldout" or _matches(doc, target)):
-                out.append(doc.text)
-            if max_documents and len(out) >= max_documents:
-                break
-    if not out:
-        raise UserError(f"config key '{prefix}': {target.describe()} has no outer-loss documents")
-    return out
-
-
-def training_texts(corpus: CorpusConfig, max_documents: int, seed: int) -> list[str]:
-    """A seeded sample of up to ``max_documents`` texts of the corpus's training split (the pool)."""
+def curator_texts(corpus: CorpusConfig, target: TargetConfig | None, pool_docs: int = 0, seed: int = 0,
+                  prefix: str = "meta.target") -> tuple[list[str], list[str]]:
+    """``(target texts, pool texts)`` for curators that model a target (DSIR, the classifier), with
+    one pass over the corpus: the target's outer-loss documents (never its validation ones; heldout
+    mode: the corpus's held-out split; none when ``target`` is None) and a seeded sample of up to
+    ``pool_docs`` texts of the training split (none when ``pool_docs`` is 0)."""
     import random
 
     from datarater.data.sources import iter_documents
 
-    texts = [doc.text for doc in iter_documents(corpus, ReadStats())
-             if assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt) == "train"]
-    if max_documents and len(texts) > max_documents:
-        texts = random.Random(seed).sample(texts, max_documents)
-    return texts
+    wanted: list[str] = []
+    pool: list[str] = []
+    in_corpus = target is not None and target.mode != "files"
+    if in_corpus or pool_docs:
+        for doc in iter_documents(corpus, ReadStats()):
+            split = assign_split(doc.id, corpus.heldout_fraction, corpus.validation_fraction, corpus.split_salt)
+            if pool_docs and split == "train":
+                pool.append(doc.text)
+            elif in_corpus and split == "heldout" and (target.mode == "heldout" or _matches(doc, target)):
+                wanted.append(doc.text)
+    if target is not None and target.mode == "files":
+        cfg = replace(corpus, name=prefix, kind="tfds" if target.tfds_name else "files", paths=list(target.paths),
+                      tfds_name=target.tfds_name, tfds_data_dir=target.tfds_data_dir, tfds_split=target.tfds_split,
+                      max_documents=0)
+        wanted = [doc.text for doc in iter_documents(cfg, ReadStats())
+                  if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
+                                  TARGET_SPLIT_SALT) != "validation"]
+    if target is not None and not wanted:
+        raise UserError(f"config key '{prefix}': {target.describe()} has no outer-loss documents")
+    if len(pool) > pool_docs:
+        pool = random.Random(seed).sample(pool, pool_docs)
+    return wanted, pool
+
+
+def target_texts(corpus: CorpusConfig, target: TargetConfig, prefix: str = "meta.target") -> list[str]:
+    """Texts of the target's outer-loss documents (`curator_texts`)."""
+    return curator_texts(corpus, target, prefix=prefix)[0]
