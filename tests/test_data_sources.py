@@ -146,16 +146,37 @@ def test_max_documents_stops_early(tmp_path):
 # --- gzip ---------------------------------------------------------------------------------------
 
 
-def test_truncated_gzip_keeps_earlier_documents(tmp_path):
-    raw = b"".join(json.dumps(d).encode() + b"\n" for d in _good(3000))
-    data = gzip.compress(raw)
-    path = tmp_path / "cut.jsonl.gz"
-    path.write_bytes(data[: len(data) // 2])
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_truncated_compressed_file_keeps_earlier_documents(tmp_path, suffix):
+    import zstandard
+
+    lines = [json.dumps(d).encode() + b"\n" for d in _good(3000)]
+    if suffix == ".gz":
+        data = gzip.compress(b"".join(lines))
+        data = data[: len(data) // 2]
+    else:  # zstd emits whole blocks (128 KiB): cut inside the second of two frames
+        c = zstandard.ZstdCompressor()
+        first = c.compress(b"".join(lines[:1000]))
+        second = c.compress(b"".join(lines[1000:]))
+        data = first + second[: len(second) // 2]
+    path = tmp_path / f"cut.jsonl{suffix}"
+    path.write_bytes(data)
     docs, stats = _read(_cfg(path))
     assert 0 < len(docs) < 3000
     assert [d.id for d in docs] == [f"d{i}" for i in range(len(docs))]
-    assert stats.skipped == {"truncated_gzip": 1}
+    assert stats.skipped == {"truncated_stream": 1}  # the partial last line is not read as a bad line
     assert any(str(path) in w and f"line {len(docs)}" in w for w in stats.warnings)
+
+
+def test_zstd_of_several_frames_reads_every_line(tmp_path):
+    import zstandard
+
+    c = zstandard.ZstdCompressor()
+    lines = [json.dumps(d).encode() + b"\n" for d in _good(50)]
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(c.compress(b"".join(lines[:20])) + c.compress(b"".join(lines[20:])))
+    docs, stats = _read(_cfg(path))
+    assert [d.id for d in docs] == [f"d{i}" for i in range(50)] and not stats.skipped
 
 
 def test_file_named_gz_that_is_not_gzip_is_a_user_error(tmp_path):

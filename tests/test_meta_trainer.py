@@ -16,7 +16,7 @@ from datarater.cli import SUBCOMMANDS, compose
 from datarater.data.corpus import load_splits
 from datarater.data.tokenizer import make_tokenizer
 from datarater.meta.core import outer_optimizer
-from datarater.meta.data import MetaData
+from datarater.meta.data import MetaData, in_memory
 from datarater.meta.state import first_lifetimes, init_meta_state, make_reset, member_key
 from datarater.models.rater import load_rater
 from datarater.train.metrics import read_metrics
@@ -39,7 +39,8 @@ def program(*a: str):
 def test_members_see_different_data(doc_corpus, tmp_path):
     prog = program(*args(doc_corpus, tmp_path / "r", 1, "meta.unroll=2"))
     splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout"))
-    inner, held, index = MetaData(splits["train"], splits["heldout"], prog.meta).next()
+    inner, held, rows = MetaData(in_memory(splits), prog.meta).next()
+    index = rows["index"]
     assert inner["tokens"].shape == (2, 2, 4, 32) and held["tokens"].shape == (2, 4, 32)
     assert not np.array_equal(index[0], index[1])  # each member its own stream
     for p in range(2):
@@ -118,7 +119,8 @@ def test_plain_inner_steps_age_members_and_read_their_batches(doc_corpus, tmp_pa
     extra = ("meta.unroll=1", "meta.plain_inner_steps=1", "meta.lifetime=4")
     prog = program(*args(doc_corpus, tmp_path / "r", 6, *extra))
     splits = load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("train", "heldout"))
-    inner, _, index = MetaData(splits["train"], splits["heldout"], prog.meta).next()
+    inner, _, rows = MetaData(in_memory(splits), prog.meta).next()
+    index = rows["index"]
     assert inner["tokens"].shape == (2, 2, 4, 32) and index.shape == (2, 2, 4)  # K + T batches per member
     meta_train(prog)
     resets = {r["step"]: r.get("reset_members") for r in read_metrics(tmp_path / "r" / "metrics.jsonl")}

@@ -12,6 +12,7 @@ from datarater.cli import SUBCOMMANDS, compose
 from datarater.curate.online import OnlineCuration
 from datarater.data.documents import Document
 from datarater.data.packing import pack_documents
+from datarater.data.pipeline import gather_rows, with_keys
 from datarater.data.tokenizer import ByteTokenizer
 from datarater.programs.train_lm import run as train_lm
 from datarater.train.metrics import read_metrics
@@ -31,9 +32,7 @@ def test_select_keeps_exactly_the_best_rows_and_counts_sources():
     drawn, kept = Counter(), Counter()
     for _ in range(20):
         index = rng.choice(len(packed), size=10, replace=False)
-        batch = {"tokens": packed.tokens[index], "segment_ids": packed.segment_ids[index],
-                 "positions": packed.positions[index], "index": index}
-        out = cur.select(batch, packed)
+        out = cur.select(with_keys(packed, gather_rows(packed, index)))
         best = index[np.argsort(-table[index], kind="stable")[:5]]
         assert sorted(out["index"].tolist()) == sorted(best.tolist())
         assert np.array_equal(out["tokens"], packed.tokens[out["index"]])

@@ -9,9 +9,9 @@ import pytest
 
 from datarater.config import DataConfig, TargetConfig
 from datarater.curate.curators import OracleCurator
-from datarater.curate.oracle import good_documents
 from datarater.data.documents import Document
 from datarater.data.packing import pack_documents
+from datarater.data.pipeline import gather_rows, with_keys
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators
@@ -32,23 +32,28 @@ def test_oracle_scores_each_row_by_its_share_of_good_tokens():
     for target, good in ((None, lambda j: labels[j] == "clean"),
                          (TargetConfig(sources=["wiki"]), lambda j: labels[j] == "clean" and sources[j] == "wiki"),
                          (TargetConfig(labels=["clean", "ocr"]), lambda j: labels[j] in ("clean", "ocr"))):
-        oracle = OracleCurator(packed, target)
+        oracle = OracleCurator(target, packed)
+        scores = oracle.score_batch(with_keys(packed, gather_rows(packed, np.arange(len(packed)))))
         for i in range(len(packed)):  # the definition, one token at a time
             docs = packed.row_doc_indices(i)
             seg = packed.segment_ids[i]
             tokens = [int(docs[s - 1]) for s in seg if s > 0]
             want = sum(good(j) for j in tokens) / len(tokens)
-            assert oracle.scores[i] == pytest.approx(want)
-        got = oracle.score_batch({"index": np.array([2, 0, 1])})
-        np.testing.assert_array_equal(got, oracle.scores[[2, 0, 1]])
-    assert 0 < oracle.scores.min() < 1 or oracle.scores.min() == 0  # rows mix documents
+            assert scores[i] == pytest.approx(want)
+        got = oracle.score_batch(with_keys(packed, gather_rows(packed, np.array([2, 0, 1]))))
+        np.testing.assert_array_equal(got, scores[[2, 0, 1]])
+    assert ((scores > 0) & (scores < 1)).any()  # rows mix documents
 
 
 def test_oracle_needs_labels_or_a_target_by_source():
     packed = _packed([""] * 6, ["a", "b"] * 3)
     with pytest.raises(UserError, match="no labels and meta.target names no sources"):
-        OracleCurator(packed)
-    assert good_documents(packed, TargetConfig(sources=["a"])).tolist() == [True, False] * 3
+        OracleCurator(None, packed)
+    with pytest.raises(UserError, match="no labels and meta.target names no sources"):  # streamed: no packed split
+        OracleCurator().score_batch(with_keys(packed, gather_rows(packed, np.arange(len(packed)))))
+    by_source = OracleCurator(TargetConfig(sources=["a"]), packed)
+    scores = by_source.score_batch(with_keys(packed, gather_rows(packed, np.arange(len(packed)))))
+    np.testing.assert_allclose(scores, packed.token_share(np.array([True, False] * 3)), rtol=1e-6)
     from datarater.config import CurateConfig
     from datarater.curate.curators import make_curator
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from datarater.data import keys
 from datarater.data.documents import Document
 from datarater.data.packing import PackedSequences, pack_documents
 from datarater.data.pipeline import (
@@ -45,11 +46,17 @@ def test_batches_have_the_right_content_and_same_seed_same_order():
     b = _take(make_iterator(train_batches(p, 4, seed=7)), 12)
     assert _indices(a) == _indices(b)
     for batch in a:
-        assert set(batch) == {"tokens", "segment_ids", "positions", "index"}
+        assert set(batch) == {"tokens", "segment_ids", "positions", "index", "doc_key", "source_key", "label_key"}
         assert batch["tokens"].shape == (4, SEQ) and batch["tokens"].dtype == np.int32
         assert batch["index"].dtype == np.int64
         np.testing.assert_array_equal(batch["tokens"], p.tokens[batch["index"]])
         np.testing.assert_array_equal(batch["positions"], p.positions[batch["index"]])
+        for i, row in enumerate(batch["index"]):  # each token's keys name its document
+            docs = p.row_doc_indices(int(row))
+            seg = p.segment_ids[row]
+            want = [keys.key(p.doc_ids[docs[s - 1]]) if s else 0 for s in seg]
+            assert batch["doc_key"][i].tolist() == want
+            assert {keys.name_of(k) for k in batch["source_key"][i] if k} == {p.sources[j] for j in docs}
     c = _take(make_iterator(train_batches(p, 4, seed=8)), 12)
     assert _indices(a) != _indices(c)
 

@@ -13,7 +13,7 @@ from datarater.data.split import assign_split
 from datarater.data.target import pack_target, read_with_target, target_texts, validation_groups
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
-from datarater.meta.data import MetaData
+from datarater.meta.data import MetaData, in_memory
 
 WORDS = "the river runs past old stone walls while birds sing over quiet fields of grain".split()
 
@@ -50,11 +50,11 @@ def test_selection_comes_from_heldout_and_validation_only_and_meta_training_neve
     # every batch the inner LMs train on in meta-training, and the outer loss's batches
     train = pack_split(r.splits["train"], data, tok, "train")
     held, val = pack_target(r, data, tok)
-    md = MetaData(train, held, MetaConfig(population=2, unroll=2, inner_batch_size=8, outer_batch_size=8))
+    md = MetaData(in_memory({"train": train, "heldout": held}), MetaConfig(population=2, unroll=2, inner_batch_size=8, outer_batch_size=8))
     seen_train, seen_held = set(), set()
     for _ in range(30):
-        _, hb, index = md.next()
-        for i in index.ravel():
+        _, hb, rows = md.next()
+        for i in rows["index"].ravel():
             seen_train.update(train.row_doc_ids(int(i)))
         assert hb["tokens"].shape == (2, 8, 32)
     for i in range(len(held)):

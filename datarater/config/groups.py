@@ -56,7 +56,15 @@ class CorpusConfig:
     validation_fraction: float = 0.05
     split_salt: str = "datarater-split-v1"
     max_bad_fraction: float = 0.1  # a file with more unreadable lines than this is an error
-    max_documents: int = 0  # 0 = all
+    max_documents: int = 0  # 0 = all (the in-memory reader only)
+    # memory: read, tokenize and pack the whole split before step 0 (small corpora; exact global
+    # shuffle each epoch). stream: a Grain pipeline per process that reads only its own shards
+    # (datarater.data.stream). auto: stream when the input is larger than stream_above_mb, or remote.
+    reader: str = "auto"
+    stream_above_mb: int = 256
+    shuffle_window: int = 4096  # stream: packed rows shuffled together
+    cycle_length: int = 8  # stream: input shards read interleaved
+    eval_documents: int = 2000  # stream: validation / held-out documents read into memory for evaluation
 
 
 @dataclass

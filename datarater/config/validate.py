@@ -50,6 +50,11 @@ def validate_corpus(c: CorpusConfig, prefix: str = "corpus") -> None:
     )
     _check(0.0 <= c.max_bad_fraction <= 1.0, f"{prefix}.max_bad_fraction", "must be in [0, 1]")
     _check(c.max_documents >= 0, f"{prefix}.max_documents", "must be >= 0 (0 = all)")
+    _check(c.reader in ("auto", "memory", "stream"), f"{prefix}.reader",
+           f"must be 'auto', 'memory' or 'stream', got '{c.reader}'")
+    for k in ("stream_above_mb", "shuffle_window", "cycle_length", "eval_documents"):
+        _check(getattr(c, k) >= (0 if k == "stream_above_mb" else 1), f"{prefix}.{k}",
+               f"must be a positive integer, got {getattr(c, k)}")
 
 
 def validate_data(d: DataConfig, prefix: str = "data") -> None:

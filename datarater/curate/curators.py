@@ -241,17 +241,27 @@ class PrecomputedCurator:
         return self.scores[np.asarray(batch["index"], dtype=np.int64)]
 
 
-class OracleCurator(PrecomputedCurator):
-    """The oracle (`datarater.curate.oracle`): each row's share of tokens from good documents,
-    looked up by the batch's ``index``; the labels are free here, which no real curator's are."""
+class OracleCurator:
+    """The oracle (`datarater.curate.oracle`): each row's share of tokens from good documents, read
+    from the batch's per-token source and label keys (training batches carry them, in memory and
+    streamed); the labels are free here, which no real curator's are."""
 
     name = "oracle"
+    needs_fit = False
+    flops_per_sequence = 0.0
 
-    def __init__(self, packed: PackedSequences, target: TargetConfig | None = None):
-        from datarater.curate.oracle import good_documents
+    def __init__(self, target: TargetConfig | None = None, packed: PackedSequences | None = None):
+        from datarater.curate.oracle import GoodKeys
 
-        self.good = good_documents(packed, target)
-        super().__init__(packed.token_share(self.good), 0.0, "oracle")
+        self.good = GoodKeys(target, packed)
+
+    def fit(self, sample: dict[str, np.ndarray]) -> None:
+        del sample
+
+    def score_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if "label_key" not in batch:
+            raise ValueError("the oracle needs the batch's per-token keys (datarater.data.pipeline.with_keys)")
+        return self.good.share(batch["source_key"], batch["label_key"], batch["segment_ids"])
 
 
 def load_precomputed(score_dir: str, packed: PackedSequences) -> PrecomputedCurator:
@@ -276,6 +286,7 @@ def make_curator(
     packed: PackedSequences | None = None,
     corpus: CorpusConfig | None = None,
     target: TargetConfig | None = None,
+    online: bool = False,
 ) -> Curator | None:
     """The curator named by ``cfg.name`` (None for ``none``), with its inputs checked.
 
@@ -283,8 +294,8 @@ def make_curator(
     ``needs_fit``; without it the caller calls ``fit`` itself before scoring. With
     ``cfg.scores`` set (whatever the name), scores come from those side files for the rows of
     ``packed`` and are looked up by the batch's ``index``. ``corpus`` and ``target`` (the run's
-    target set) feed the curators that need them: ``oracle`` (labels and target sources of
-    ``packed``'s documents), ``dsir`` and ``classifier`` (the target's outer-loss texts, when
+    target set) feed the curators that need them: ``oracle`` (only ``online``, on training batches
+    with their per-token keys; ``packed``, when given, is checked for labels), ``dsir`` and ``classifier`` (the target's outer-loss texts, when
     ``curate.target_paths`` is empty).
     """
     curator: Curator
@@ -309,10 +320,10 @@ def make_curator(
 
         curator = DsirCurator(_target_texts(cfg, corpus, target)[0], tokenizer, cfg.dsir_buckets, cfg.dsir_ngrams)
     elif cfg.name == "oracle":
-        if packed is None:
+        if not online:
             raise UserError("config key 'curate.name': the oracle scores the rows of an LM's training split by their "
                             "documents' labels, inside train-lm and sweep; `datarater score` and `filter` cannot use it")
-        curator = OracleCurator(packed, target)
+        curator = OracleCurator(target, packed)
     elif cfg.name == "classifier":
         from datarater.curate.classifier import ClassifierCurator
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from datarater.config.curate import CurateConfig
 from datarater.curate.rules import oversampled_size, top_k_keep
+from datarater.data import keys
 from datarater.data.packing import PackedSequences
 
 
@@ -30,16 +31,17 @@ class OnlineCuration:
     kept_per_source: Counter = field(default_factory=Counter)
     drawn_per_source: Counter = field(default_factory=Counter)
 
-    def select(self, batch: dict[str, np.ndarray], packed: PackedSequences) -> dict[str, np.ndarray]:
-        """The ``keep`` best rows of an oversampled ``batch`` (counts kept rows per source)."""
+    def select(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``keep`` best rows of an oversampled ``batch`` (counts kept rows per source, the source
+        with most tokens in a row, from the batch's per-token keys)."""
         scores = np.asarray(self.score(batch), dtype=np.float32)
         if scores.shape != (len(batch["tokens"]),):
             raise RuntimeError(f"curator {self.name} returned scores of shape {scores.shape} for {len(batch['tokens'])} rows")
         keep = np.asarray(top_k_keep(scores, self.keep))
         kept = np.zeros(len(scores), dtype=bool)
         kept[keep] = True
-        for row, is_kept in zip(batch["index"], kept, strict=True):
-            src = packed.source_of_row(int(row))
+        for key, is_kept in zip(keys.majority(batch["source_key"], batch["segment_ids"]), kept, strict=True):
+            src = keys.name_of(key)
             self.drawn_per_source[src] += 1
             self.kept_per_source[src] += int(is_kept)
         return {k: v[keep] for k, v in batch.items()}
@@ -56,21 +58,22 @@ class OnlineCuration:
         return {s: self.kept_per_source[s] / n for s, n in sorted(self.drawn_per_source.items()) if n}
 
 
-def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSequences, local_batch: int,
-                         corpus=None, target=None) -> OnlineCuration | None:
+def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSequences | None, local_batch: int,
+                         corpus=None, target=None, sample: Callable[[], dict] | None = None) -> OnlineCuration | None:
     """The curation of a train-lm run, or None when nothing is discarded (``curate.discard=0``).
 
-    With ``curate.scores`` the scores come from `datarater score` side files, checked against
-    these rows by fingerprint and looked up by row; their scoring FLOPs are still counted.
-    ``corpus`` and ``target`` go to `make_curator` (oracle, dsir, classifier).
+    ``packed`` is the in-memory training split (None when streamed; then ``sample()`` gives the
+    calibration rows). With ``curate.scores`` the scores come from `datarater score` side files,
+    checked against these rows by fingerprint and looked up by row; their scoring FLOPs are still
+    counted. ``corpus`` and ``target`` go to `make_curator` (oracle, dsir, classifier).
     """
     if curate.discard == 0.0:
         return None
     from datarater.curate.curators import calibration_sample, make_curator
 
-    sample = calibration_sample(packed, curate.calibration_rows, curate.seed)
-    curator = make_curator(curate, data, tokenizer, packed.seq_len, sample=sample, packed=packed, corpus=corpus,
-                           target=target)
+    rows = calibration_sample(packed, curate.calibration_rows, curate.seed) if packed is not None else sample()
+    curator = make_curator(curate, data, tokenizer, data.seq_len, sample=rows, packed=packed, corpus=corpus,
+                           target=target, online=True)
     if curator is None:
         return None
     draw = oversampled_size(local_batch, curate.discard)

@@ -5,8 +5,9 @@ when the target names labels) and, with a target by source, from one of the targ
 A row's score is the fraction of its non-padding tokens that come from good documents, so a
 row of good text scores 1, a row of junk 0, and a row holding both falls between. It is the
 ceiling of a comparison (``random`` is the floor): what a curator that knew the labels would do.
-It needs labels (the embedded corpus has them) or a target by source. `OracleCurator`
-(in `curators`, beside the precomputed scores it is a kind of) scores with `good_documents`.
+It needs labels (the embedded corpus has them) or a target by source. `OracleCurator` (in
+`curators`) scores a batch with `GoodKeys`, from the per-token source and label keys that every
+training batch carries (`datarater.data.keys`).
 """
 
 from __future__ import annotations
@@ -20,19 +21,33 @@ from datarater.errors import UserError
 CLEAN = "clean"
 
 
-def good_documents(packed: PackedSequences, target: TargetConfig | None) -> np.ndarray:
-    """bool per document of ``packed``: clean (or of the target's labels) and on the target's sources."""
-    target = target or TargetConfig()
-    n = len(packed.doc_ids)
-    has_labels = bool(packed.labels) and any(packed.labels)
-    if not has_labels and not target.sources:
-        raise UserError("curate=oracle: the corpus's documents carry no labels and meta.target names no sources, "
-                        "so nothing tells good from bad; use a labelled corpus (corpus=embedded) or set "
-                        "meta.target.sources=[...]")
-    good = np.ones(n, dtype=bool)
-    if has_labels:
-        wanted = set(target.labels) if target.labels else {CLEAN}
-        good &= np.asarray([label in wanted for label in packed.labels], dtype=bool)
-    if target.sources:
-        good &= np.asarray([s in set(target.sources) for s in packed.sources], dtype=bool)
-    return good
+_NO_LABELS = ("curate=oracle: the corpus's documents carry no labels and meta.target names no sources, "
+              "so nothing tells good from bad; use a labelled corpus (corpus=embedded) or set "
+              "meta.target.sources=[...]")
+
+
+class GoodKeys:
+    """The good documents' rule on keys: a token is good when its label key is one of the wanted
+    labels' (when the corpus has labels) and its source key one of the target's sources (when set)."""
+
+    def __init__(self, target: TargetConfig | None, packed: PackedSequences | None = None):
+        from datarater.data import keys
+
+        target = target or TargetConfig()
+        if packed is not None and not any(packed.labels) and not target.sources:
+            raise UserError(_NO_LABELS)
+        self.labels = keys.keys(list(target.labels) if target.labels else [CLEAN])
+        self.sources = keys.keys(list(target.sources)) if target.sources else None
+
+    def share(self, source_key: np.ndarray, label_key: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+        """``float32 [B]``: each row's share of non-padding tokens that are good (0 for an empty row)."""
+        valid = np.asarray(segment_ids) > 0
+        if not (np.asarray(label_key)[valid] != 0).any() and self.sources is None:
+            raise UserError(_NO_LABELS)
+        good = np.ones(valid.shape, dtype=bool)
+        if (np.asarray(label_key)[valid] != 0).any():
+            good &= np.isin(label_key, self.labels)
+        if self.sources is not None:
+            good &= np.isin(source_key, self.sources)
+        count = valid.sum(axis=1)
+        return np.where(count > 0, (good & valid).sum(axis=1) / np.maximum(count, 1), 0.0).astype(np.float32)

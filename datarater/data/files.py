@@ -1,7 +1,9 @@
-"""Find the files a corpus's ``paths`` name and read each with the reader for its format.
+"""Find the files a corpus's ``paths`` name (local globs or fsspec URLs) and read each with the reader for its format.
 
 Globs (``~`` expanded) give files sorted and deduplicated; every file's type is checked before
 any is read, and a pattern that names nothing, a directory or an unknown type is a `UserError`.
+Each file is an `InputFile` with the path it is read from and its path relative to the glob's
+base directory, which names its attribute files (``RUN/attributes/<curator>/<relative>.parquet``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import glob
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from datarater.config import CorpusConfig
 from datarater.data.documents import ReadStats
-from datarater.data.readers import iter_jsonl, iter_parquet, iter_txt
+from datarater.data.openers import is_url
+from datarater.data.readers import Positioned, iter_jsonl, iter_parquet, iter_txt
 from datarater.data.records import Item
 from datarater.errors import UserError
 
@@ -23,7 +25,11 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".jsonl.gz", "jsonl"),
     (".ndjson.gz", "jsonl"),
     (".json.gz", "jsonl"),
+    (".jsonl.zst", "jsonl"),
+    (".ndjson.zst", "jsonl"),
+    (".json.zst", "jsonl"),
     (".txt.gz", "txt"),
+    (".txt.zst", "txt"),
     (".jsonl", "jsonl"),
     (".ndjson", "jsonl"),
     (".json", "jsonl"),
@@ -34,49 +40,62 @@ SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
 
 
 @dataclass(frozen=True)
-class _File:
-    path: Path  # absolute
-    base: Path  # directory that ids of .txt documents are relative to
+class InputFile:
+    """One input file: where it is read from, its path relative to its glob's base, its reader kind
+    and its name without the suffix (the default source of its documents)."""
+
+    path: str  # absolute local path or URL
+    rel: str
+    kind: str
+    stem: str
+
+    def read(self, cfg: CorpusConfig, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
+        """``(position, item)`` of every document after raw record ``start``."""
+        if self.kind == "jsonl":
+            return iter_jsonl(self.path, self.stem, cfg, stats, start)
+        if self.kind == "parquet":
+            return iter_parquet(self.path, self.stem, cfg, stats, start)
+        return iter_txt(self.path, self.rel, self.stem, stats, start)
+
+
+def list_files(patterns: Iterable[str]) -> list[InputFile]:
+    """Every file the patterns match, sorted by path, each type checked (`UserError` otherwise)."""
+    found: dict[str, tuple[str, str]] = {}
+    for pattern in patterns:
+        for path, rel in _expand_one(pattern):
+            found.setdefault(path, (path, rel))
+    files = []
+    for path in sorted(found):
+        kind, stem = kind_and_stem(path)
+        files.append(InputFile(path, found[path][1], kind, stem))
+    return files
 
 
 def iter_files(cfg: CorpusConfig, stats: ReadStats) -> Iterator[Item]:
     """The documents of every file matched by ``cfg.paths``, file by file in sorted order."""
-    files = _expand(cfg.paths)
-    for f in files:  # check every extension before reading anything
-        _kind_and_stem(f.path)
-    for f in files:
-        kind, stem = _kind_and_stem(f.path)
-        if kind == "jsonl":
-            yield from iter_jsonl(f.path, stem, cfg, stats)
-        elif kind == "parquet":
-            yield from iter_parquet(f.path, stem, cfg, stats)
-        else:
-            yield from iter_txt(f.path, f.base, stem, stats)
+    for f in list_files(cfg.paths):
+        for _, item in f.read(cfg, stats):
+            yield item
 
 
-def _expand(patterns: Iterable[str]) -> list[_File]:
-    found: dict[Path, _File] = {}
-    for pattern in patterns:
-        for f in _expand_one(pattern):
-            found.setdefault(f.path, f)
-    return [found[p] for p in sorted(found)]
-
-
-def _expand_one(pattern: str) -> list[_File]:
+def _expand_one(pattern: str) -> list[tuple[str, str]]:
+    """``(path, path relative to the pattern's base)`` of each file ``pattern`` matches."""
+    if is_url(pattern):
+        return _expand_url(pattern)
     expanded = os.path.expanduser(pattern)
     if not glob.has_magic(expanded):
-        path = Path(os.path.abspath(expanded))
-        if not path.exists():
+        path = os.path.abspath(expanded)
+        if not os.path.exists(path):
             raise UserError(f"corpus.paths: file '{pattern}' does not exist (looked for {path})")
-        if path.is_dir():
+        if os.path.isdir(path):
             raise UserError(
                 f"corpus.paths: '{pattern}' is a directory; give files or a glob such as "
                 f"'{os.path.join(pattern, '*.jsonl')}'"
             )
-        return [_File(path, path.parent)]
-    base = Path(os.path.abspath(_glob_base(expanded)))
-    matches = [Path(os.path.abspath(m)) for m in glob.glob(expanded, recursive=True)]
-    files = [_File(m, base) for m in matches if m.is_file()]
+        return [(path, os.path.basename(path))]
+    base = os.path.abspath(_glob_base(expanded))
+    matches = [os.path.abspath(m) for m in glob.glob(expanded, recursive=True)]
+    files = [(m, os.path.relpath(m, base)) for m in matches if os.path.isfile(m)]
     if not files:
         raise UserError(
             f"corpus.paths: '{pattern}' matches no file (relative paths are taken from the "
@@ -85,19 +104,46 @@ def _expand_one(pattern: str) -> list[_File]:
     return files
 
 
+def _expand_url(pattern: str) -> list[tuple[str, str]]:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(pattern)
+    except (ImportError, ValueError) as e:
+        raise UserError(f"corpus.paths: '{pattern}': no filesystem for this URL ({e})") from None
+    try:
+        if glob.has_magic(root):
+            base = _glob_base(root)
+            matches = [p for p in sorted(fs.glob(root)) if fs.isfile(p)]
+        else:
+            if not fs.exists(root):
+                raise UserError(f"corpus.paths: '{pattern}' does not exist (or is not reachable)")
+            if fs.isdir(root):
+                raise UserError(f"corpus.paths: '{pattern}' is a directory; give files or a glob such as "
+                                f"'{pattern.rstrip('/')}/*.jsonl'")
+            base, matches = os.path.dirname(root), [root]
+    except OSError as e:
+        raise UserError(f"corpus.paths: '{pattern}' cannot be listed: {e}") from None
+    if not matches:
+        raise UserError(f"corpus.paths: '{pattern}' matches no file")
+    return [(fs.unstrip_protocol(m), os.path.relpath(m, base) if base else m) for m in matches]
+
+
 def _glob_base(pattern: str) -> str:
     """The leading directories of ``pattern`` that contain no glob magic."""
-    parts = Path(pattern).parts
+    parts = pattern.split("/")
     fixed: list[str] = []
     for part in parts[:-1]:
         if glob.has_magic(part):
             break
         fixed.append(part)
-    return os.path.join(*fixed) if fixed else "."
+    if not fixed:
+        return "."
+    return "/".join(fixed) or "/"
 
 
-def _kind_and_stem(path: Path) -> tuple[str, str]:
-    name = path.name
+def kind_and_stem(path: str) -> tuple[str, str]:
+    name = os.path.basename(path)
     for suffix, kind in _SUFFIXES:
         if name.lower().endswith(suffix):
             return kind, name[: -len(suffix)] or name

@@ -37,6 +37,7 @@ class PackedSequences:
     ids: np.ndarray  # str [n]
     pad_id: int = 0
     labels: list[str] = field(default_factory=list)  # per document: corruption label, "" if unknown
+    _doc_keys: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -80,6 +81,22 @@ class PackedSequences:
         marked = valid & np.asarray(docs, dtype=bool)[self.row_docs[index]]
         count = valid.sum(axis=1)
         return np.where(count > 0, marked.sum(axis=1) / np.maximum(count, 1), 0.0)
+
+    def token_keys(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """``int64 [len(index), seq_len]`` per token of rows ``index``: the key (`datarater.data.keys`)
+        of its document, source and label; 0 on padding. A streamed row carries the same fields."""
+        if self._doc_keys is None:
+            from datarater.data import keys
+
+            self._doc_keys = (keys.keys(self.doc_ids), keys.keys(self.sources, remember=True),
+                              keys.keys(self.labels, remember=True) if self.labels else np.zeros(len(self.doc_ids), np.int64))
+            self._doc_keys[2][[not lab for lab in self.labels]] = 0
+        index = np.asarray(index, dtype=np.int64)
+        seg = self.segment_ids[index].astype(np.int64)
+        valid = seg > 0
+        doc = self.row_docs[np.where(valid, self.row_doc_start[index][:, None] + seg - 1, 0)] if self.row_docs.size else seg
+        names = ("doc_key", "source_key", "label_key")
+        return {n: np.where(valid, k[doc], 0).astype(np.int64) for n, k in zip(names, self._doc_keys, strict=True)}
 
     def _majority(self, per_doc: list[str], i: int) -> str:
         values = [per_doc[j] for j in self.row_doc_indices(i)]

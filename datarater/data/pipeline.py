@@ -1,12 +1,18 @@
 """Grain pipelines over packed rows: shuffled, sharded, resumable training batches; eval batches.
 
 A training batch is a dict ``{"tokens", "segment_ids", "positions": int32 [B, L],
-"index": int64 [B]}`` where ``index`` is the row index into the `PackedSequences`.
+"index": int64 [B]}`` where ``index`` is the row index into the `PackedSequences`, plus each
+token's document, source and label key (``doc_key``, ``source_key``, ``label_key``: int64
+[B, L]), the fields a streamed batch (`datarater.data.stream`) carries too. Only `MODEL_FIELDS`
+go to the devices (`model_inputs`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import gc
 import json
 from typing import Any
 
@@ -17,6 +23,7 @@ from datarater.data.packing import PackedSequences
 from datarater.errors import UserError
 
 _FIELDS = ("tokens", "segment_ids", "positions")
+MODEL_FIELDS = _FIELDS
 # Rows are in memory: one reader thread and a short buffer are enough, and keep memory small.
 _READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
@@ -27,6 +34,16 @@ def gather_rows(packed: PackedSequences, index: np.ndarray) -> dict[str, np.ndar
     batch = {name: getattr(packed, name)[index] for name in _FIELDS}
     batch["index"] = index
     return batch
+
+
+def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fields of a batch the model reads."""
+    return {k: batch[k] for k in MODEL_FIELDS}
+
+
+def with_keys(packed: PackedSequences, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``batch`` (rows of ``packed``, with ``index``) and each token's keys (`PackedSequences.token_keys`)."""
+    return {**batch, **packed.token_keys(batch["index"])}
 
 
 def shard_rows(num_rows: int, process_index: int, process_count: int) -> np.ndarray:
@@ -65,6 +82,7 @@ def train_batches(
         .batch(batch_size, drop_remainder=True, batch_fn=np.asarray)
         .repeat()
         .map(functools.partial(gather_rows, packed))
+        .map(functools.partial(with_keys, packed))
     )
     return ds.to_iter_dataset(read_options=_READ_OPTIONS)
 
@@ -74,14 +92,53 @@ def make_iterator(ds: grain.IterDataset) -> grain.DatasetIterator:
     return iter(ds)
 
 
+def _noop() -> None:
+    return None
+
+
+@atexit.register
+def _close_iterators() -> None:
+    """Stop Grain's reader threads while the interpreter can still run their cleanup: otherwise
+    each prefetching iterator's ``__del__`` fails during teardown and prints a traceback."""
+    for obj in gc.get_objects():
+        if isinstance(obj, grain.DatasetIterator):
+            with contextlib.suppress(Exception):
+                obj.close()
+            obj.close = _noop  # its __del__ calls close() again, after the modules are gone
+
+
+_TUPLE = "__tuple__"
+
+
+def _encode(obj: Any) -> Any:
+    """JSON-ready form of an iterator state; tuples are marked (Grain's packing compares them with tuples)."""
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_encode(x) for x in obj]}
+    if isinstance(obj, list):
+        return [_encode(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {_TUPLE}:
+            return tuple(_decode(x) for x in obj[_TUPLE])
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(x) for x in obj]
+    return obj
+
+
 def iterator_state(it: grain.DatasetIterator) -> dict[str, Any]:
     """The iterator's position as a JSON-serialisable dict (raises if it is not)."""
-    return json.loads(json.dumps(it.get_state()))
+    return json.loads(json.dumps(_encode(it.get_state())))
 
 
 def restore_iterator(it: grain.DatasetIterator, state: dict[str, Any]) -> None:
     """Move ``it`` to a position saved by `iterator_state` (on an iterator of the same pipeline)."""
-    it.set_state(state)
+    it.set_state(_decode(state))
 
 
 def eval_batches(packed: PackedSequences, batch_size: int, max_batches: int) -> list[dict[str, np.ndarray]]:

@@ -1,28 +1,28 @@
-"""Read one local file of a known format (JSON Lines, Parquet, plain text) into documents.
+"""Read one file of a known format (JSON Lines, Parquet, plain text) into documents, from any position.
 
-JSON Lines may be gzipped; a file that is mostly not JSON Lines, or has the text field in no
-record, is a `UserError`; single bad lines are counted skips in `ReadStats`.
+Files are local paths or fsspec URLs; JSON Lines and text may be gzipped or zstandard-compressed
+(`datarater.data.openers`). A file that is mostly not JSON Lines, or has the text field in no
+record, is a `UserError`; single bad lines are counted skips in `ReadStats`. Every reader yields
+``(position, item)``: the position is the count of raw records (lines, rows) consumed up to and
+including the item, and ``start=position`` resumes right after it without parsing what came before.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
+from datarater.data.openers import TruncatedStream, iter_lines, open_raw, read_all
 from datarater.data.records import LABEL_FIELD, Item, decode_utf8, record_to_document, use_record
 from datarater.errors import UserError
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-_GZIP_MAGIC = b"\x1f\x8b"
-_GZIP_READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 _PARQUET_BATCH_ROWS = 1024
+Positioned = tuple[int, Item]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,35 +43,23 @@ class _FileTally:
     used: int = 0
 
 
-def _open_lines(path: Path) -> Iterator[bytes]:
-    if path.name.lower().endswith(".gz"):
-        with open(path, "rb") as raw:
-            head = raw.read(2)
-        if head and head != _GZIP_MAGIC:
-            raise UserError(f"{path}: is not a gzip file (its name ends in .gz but it has no gzip header)")
-        with gzip.open(path, "rb") as f:
-            yield from f
-    else:
-        with open(path, "rb") as f:
-            yield from f
-
-
-def iter_jsonl(path: Path, stem: str, cfg: CorpusConfig, stats: ReadStats) -> Iterator[Item]:
-    """The documents of a JSON Lines file (gzipped when its name ends in .gz), one per line."""
+def iter_jsonl(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
+    """The documents of a JSON Lines file (gzip or zstandard when its name ends in .gz / .zst), one per
+    line, each with its line number; the first ``start`` lines are skipped unread."""
     tally = _FileTally()
     line_no = 0
-    lines = _open_lines(path)
+    lines = iter_lines(path)
     while True:
         try:
             raw = next(lines, None)
-        except _GZIP_READ_ERRORS as e:
-            _truncated_gzip(path, line_no, e, stats)
+        except TruncatedStream as e:
+            _truncated(path, line_no, str(e), stats)
             break
-        except OSError as e:
-            raise UserError(f"{path}: cannot be read after line {line_no}: {e}") from None
         if raw is None:
             break
         line_no += 1
+        if line_no <= start:
+            continue
         if line_no == 1 and raw.startswith(_UTF8_BOM):
             raw = raw[len(_UTF8_BOM) :]
         if not raw.strip():
@@ -79,12 +67,12 @@ def iter_jsonl(path: Path, stem: str, cfg: CorpusConfig, stats: ReadStats) -> It
         item = _parse_line(raw, path, line_no, stem, cfg, stats, tally)
         if item is not None:
             tally.used += 1
-            yield item
+            yield line_no, item
     _check_file(path, cfg, tally)
 
 
 def _parse_line(
-    raw: bytes, path: Path, line_no: int, stem: str, cfg: CorpusConfig, stats: ReadStats, tally: _FileTally
+    raw: bytes, path: str, line_no: int, stem: str, cfg: CorpusConfig, stats: ReadStats, tally: _FileTally
 ) -> Item | None:
     tally.lines += 1
     stats.read += 1
@@ -99,7 +87,7 @@ def _parse_line(
             tally, stats, "not_an_object", where, line_no, f"a JSON {type(record).__name__}, not an object"
         )
     tally.objects += 1
-    result = record_to_document(record, cfg, f"{path.name}:{line_no}", stem)
+    result = record_to_document(record, cfg, f"{os.path.basename(path)}:{line_no}", stem)
     if isinstance(result, str):
         if result == "missing_text_field":
             tally.missing_text += 1
@@ -119,7 +107,7 @@ def _bad_line(tally: _FileTally, stats: ReadStats, reason: str, where: str, line
     return None
 
 
-def _check_file(path: Path, cfg: CorpusConfig, tally: _FileTally) -> None:
+def _check_file(path: str, cfg: CorpusConfig, tally: _FileTally) -> None:
     """Raise if the file as a whole is unusable: mostly not JSON Lines, or no text field anywhere."""
     too_many = tally.bad > cfg.max_bad_fraction * tally.lines
     if tally.bad and too_many and (tally.bad >= 3 or tally.bad == tally.lines):
@@ -135,12 +123,13 @@ def _check_file(path: Path, cfg: CorpusConfig, tally: _FileTally) -> None:
         )
 
 
-def _truncated_gzip(path: Path, line_no: int, error: Exception, stats: ReadStats) -> None:
+def _truncated(path: str, line_no: int, detail: str, stats: ReadStats) -> None:
+    """A compressed file that ends mid-stream: one skip ("truncated_stream") and a warning naming the line."""
     stats.read += 1
-    stats.skipped["truncated_gzip"] += 1
+    stats.skipped["truncated_stream"] += 1
     stats.warn(
-        "truncated_gzip",
-        f"{path}: gzip stream broken after line {line_no} ({error}); "
+        "truncated_stream",
+        f"{path}: {detail} after line {line_no}; "
         f"kept the documents up to line {line_no}, the rest of the file is lost",
     )
 
@@ -149,49 +138,57 @@ def _truncated_gzip(path: Path, line_no: int, error: Exception, stats: ReadStats
 # Parquet
 
 
-def iter_parquet(path: Path, stem: str, cfg: CorpusConfig, stats: ReadStats) -> Iterator[Item]:
-    """The documents of a Parquet file, one per row; only the columns used are read."""
+def iter_parquet(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
+    """The documents of a Parquet file, one per row (numbered from 1); only the columns used are
+    read, and the row groups before row ``start`` are not read at all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path}: cannot be read as Parquet: {e}") from None
-    columns = pf.schema_arrow.names
-    if cfg.text_field not in columns:
-        raise UserError(
-            f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; set corpus.text_field=<one of them>"
-        )
-    wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
-    row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
-            values = {name: batch.column(name).to_pylist() for name in wanted}
-            for i in range(batch.num_rows):
-                row += 1
-                record = {name: values[name][i] for name in wanted}
-                item = use_record(record, cfg, stats, f"{path}:{row}", f"{path.name}:{row}", stem)
-                if item is not None:
-                    yield item
-    except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path}: Parquet read failed after row {row}: {e}") from None
+    name = os.path.basename(path)
+    with open_raw(path) as raw:
+        try:
+            pf = pq.ParquetFile(raw)
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: cannot be read as Parquet: {e}") from None
+        columns = pf.schema_arrow.names
+        if cfg.text_field not in columns:
+            raise UserError(
+                f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; set corpus.text_field=<one of them>"
+            )
+        wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
+        row = 0
+        try:
+            for group in range(pf.num_row_groups):
+                size = pf.metadata.row_group(group).num_rows
+                if row + size <= start:
+                    row += size
+                    continue
+                for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted, row_groups=[group]):
+                    values = {c: batch.column(c).to_pylist() for c in wanted}
+                    for i in range(batch.num_rows):
+                        row += 1
+                        if row <= start:
+                            continue
+                        record = {c: values[c][i] for c in wanted}
+                        item = use_record(record, cfg, stats, f"{path}:{row}", f"{name}:{row}", stem)
+                        if item is not None:
+                            yield row, item
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: Parquet read failed after row {row}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Plain text
 
 
-def iter_txt(path: Path, base: Path, stem: str, stats: ReadStats) -> Iterator[Item]:
-    """A .txt file is one document; its id is its path relative to ``base`` (the glob's base directory)."""
+def iter_txt(path: str, doc_id: str, stem: str, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
+    """A .txt file (perhaps .gz / .zst) is one document, with id ``doc_id``."""
+    if start >= 1:
+        return
     try:
-        data = path.read_bytes()
-        if path.name.lower().endswith(".gz"):
-            data = gzip.decompress(data)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise UserError(f"{path}: is not a readable gzip file: {e}") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read: {e}") from None
+        data = read_all(path)
+    except TruncatedStream as e:
+        raise UserError(f"{path}: is not a readable compressed file: {e}") from None
     stats.read += 1
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM) :]
@@ -199,4 +196,4 @@ def iter_txt(path: Path, base: Path, stem: str, stats: ReadStats) -> Iterator[It
     if not text or text.isspace():
         stats.skip("empty", str(path))
         return
-    yield Document(id=os.path.relpath(path, base), text=text, source=stem), replaced
+    yield 1, (Document(id=doc_id, text=text, source=stem), replaced)

@@ -116,18 +116,27 @@ def read_with_target(
     return out
 
 
+def target_corpus(corpus: CorpusConfig, t: TargetConfig, prefix: str) -> CorpusConfig:
+    """The corpus config that reads a target's own files or TFDS dataset (with the corpus's fields)."""
+    return replace(corpus, name=prefix, kind="tfds" if t.tfds_name else "files", paths=list(t.paths),
+                   tfds_name=t.tfds_name, tfds_data_dir=t.tfds_data_dir, tfds_split=t.tfds_split, max_documents=0,
+                   reader="memory")
+
+
 def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConfig, prefix: str,
-                       corpus_texts: set[bytes]) -> tuple[Tokenized, Tokenized]:
+                       corpus_texts: set[bytes], texts: set[bytes] | None = None) -> tuple[Tokenized, Tokenized]:
+    """The target files' outer-loss and validation documents; ``texts`` collects their text keys."""
     from datarater.data.sources import iter_documents
 
-    cfg = replace(corpus, name=f"{prefix}", kind="tfds" if t.tfds_name else "files", paths=list(t.paths),
-                  tfds_name=t.tfds_name, tfds_data_dir=t.tfds_data_dir, tfds_split=t.tfds_split, max_documents=0)
+    cfg = target_corpus(corpus, t, prefix)
     stats = ReadStats()
     held: Tokenized = []
     val: Tokenized = []
     same_text: list[str] = []
     try:
         for doc in iter_documents(cfg, stats):
+            if texts is not None:
+                texts.add(_text_key(doc.text))
             if _text_key(doc.text) in corpus_texts:  # an id of the same name is no leak: ids of files are "<name>:<line>"
                 same_text.append(doc.id)
                 continue
@@ -196,9 +205,7 @@ def curator_texts(corpus: CorpusConfig, target: TargetConfig | None, pool_docs: 
             elif in_corpus and split == "heldout" and (target.mode == "heldout" or _matches(doc, target)):
                 wanted.append(doc.text)
     if target is not None and target.mode == "files":
-        cfg = replace(corpus, name=prefix, kind="tfds" if target.tfds_name else "files", paths=list(target.paths),
-                      tfds_name=target.tfds_name, tfds_data_dir=target.tfds_data_dir, tfds_split=target.tfds_split,
-                      max_documents=0)
+        cfg = target_corpus(corpus, target, prefix)
         wanted = [doc.text for doc in iter_documents(cfg, ReadStats())
                   if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
                                   TARGET_SPLIT_SALT) != "validation"]

@@ -37,6 +37,14 @@ def iter_tfds(cfg: CorpusConfig, stats: ReadStats, on_build: Callable[[str], Non
     An embedded corpus name (``datarater_embedded/...``) not built yet is built first, and
     ``on_build`` (default: the logger) gets one line saying what was built, where, in how long.
     """
+    cfg, source = open_tfds(cfg, on_build)
+    for _, item in iter_tfds_range(source, cfg, stats, 0, len(source)):
+        yield item
+
+
+def open_tfds(cfg: CorpusConfig, on_build: Callable[[str], None] | None = None) -> tuple[CorpusConfig, Any]:
+    """``(config to read it with, random-access data source)`` of the corpus's TFDS split,
+    building a named embedded corpus first; `UserError` if it cannot be read or lacks the text field."""
     if is_embedded_name(cfg.tfds_name):
         cfg = _prepare_embedded(cfg, on_build or logger.info)
     source = _open_tfds(cfg)
@@ -46,14 +54,19 @@ def iter_tfds(cfg: CorpusConfig, stats: ReadStats, on_build: Callable[[str], Non
             f"TFDS dataset '{cfg.tfds_name}' has no feature '{cfg.text_field}'; features: {features}; "
             "set corpus.text_field=<one of them>"
         )
+    return cfg, source
+
+
+def iter_tfds_range(source: Any, cfg: CorpusConfig, stats: ReadStats, start: int, stop: int) -> Iterator[tuple[int, Item]]:
+    """``(index + 1, item)`` of the records ``[start, stop)`` of an opened source (random access)."""
     name = cfg.tfds_name
-    for start in range(0, len(source), _TFDS_BATCH_ROWS):
-        indices = list(range(start, min(start + _TFDS_BATCH_ROWS, len(source))))
+    for a in range(start, stop, _TFDS_BATCH_ROWS):
+        indices = list(range(a, min(a + _TFDS_BATCH_ROWS, stop)))
         for index, record in zip(indices, source.__getitems__(indices), strict=True):
             where = f"tfds:{name}:{cfg.tfds_split}:{index}"
             item = use_record(record, cfg, stats, where, f"{name}:{cfg.tfds_split}:{index}", name)
             if item is not None:
-                yield item
+                yield index + 1, item
 
 
 def _open_tfds(cfg: CorpusConfig) -> Any:

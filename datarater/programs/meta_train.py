@@ -22,14 +22,17 @@ from flax import nnx
 from datarater.artifacts import RATER_DIR, TARGET_FILE, save_rater
 from datarater.config import MetaTrainProgram
 from datarater.console import Progress, is_main_process, say
+from datarater.data import keys
 from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.packing import PackedSequences
+from datarater.data.stream import list_shards, train_stream, wants_stream
+from datarater.data.streamed import resolve_streamed
 from datarater.data.target import pack_target, read_with_target
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.meta.core import MetaProblem, outer_optimizer
-from datarater.meta.data import MetaData
+from datarater.meta.data import MetaData, in_memory
 from datarater.meta.state import (
     host_copy,
     initial_meta_state,
@@ -65,17 +68,36 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     layout = PopulationLayout(mesh, prog.mesh.rules, m.population)
     micro, held_micro = meta_microbatches(m, mesh, prog.mesh.rules)  # bad settings stop before the corpus is read
     stats = ReadStats()
+    streamed = None
     if splits is None:
         say(f"[data] reading {prog.corpus.name} ...")
-        resolved = read_with_target(prog.corpus, tokenizer, m.target, ("train",), stats, on_build=say)
-        heldout, _ = pack_target(resolved, prog.data, tokenizer)
-        splits = {"train": pack_split(resolved.splits["train"], prog.data, tokenizer, "train"), "heldout": heldout}
-        say(f"[data] {stats.summary()}")
-        say(f"[meta] outer loss on {m.target.describe()}: {len(resolved.target_heldout)} documents")
+        shards = list_shards(prog.corpus, on_build=say)
+        if wants_stream(prog.corpus, shards):
+            streamed = resolve_streamed(prog.corpus, tokenizer, m.target, shards, stats)
+            resolved = streamed.resolved
+            splits = {}
+            if streamed.outer is None:
+                splits["heldout"] = pack_target(resolved, prog.data, tokenizer)[0]
+            say(f"[data] streaming: every process reads all {len(shards)} input shards (members' batches are global), "
+                f"{prog.corpus.cycle_length} interleaved, rows shuffled in windows of {prog.corpus.shuffle_window}")
+            say(f"[meta] outer loss on {m.target.describe()}: "
+                + ("streamed" if streamed.outer else f"{len(resolved.target_heldout)} documents"))
+        else:
+            resolved = read_with_target(prog.corpus, tokenizer, m.target, ("train",), stats, on_build=say)
+            heldout, _ = pack_target(resolved, prog.data, tokenizer)
+            splits = {"train": pack_split(resolved.splits["train"], prog.data, tokenizer, "train"), "heldout": heldout}
+            say(f"[data] {stats.summary()}")
+            say(f"[meta] outer loss on {m.target.describe()}: {len(resolved.target_heldout)} documents")
         if is_main_process():
             (run_dir / TARGET_FILE).write_text(json.dumps(resolved.description, indent=2))
-    for name in ("train", "heldout"):
-        say(f"[data] {name}: {len(splits[name])} sequences of {prog.data.seq_len} tokens")
+    for name, packed in splits.items():
+        say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens")
+
+    def batches(seed: int, batch_size: int, role: str):
+        if role in splits:
+            return in_memory(splits)(seed, batch_size, role)
+        select = streamed.train if role == "train" else streamed.outer
+        return train_stream(prog.corpus, prog.data, tokenizer, select, batch_size, seed, stats, shards=streamed.shards)
 
     inner_tx = make_optimizer(dataclasses.replace(prog.train, steps=m.lifetime), eps_root=m.inner_eps_root)
     outer_tx = outer_optimizer(m.outer_lr, m.outer_warmup_steps, m.outer_weight_decay, m.outer_clip_norm)
@@ -89,7 +111,7 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
         say(f"[meta] inner batches in {micro} microbatches, held-out batches in {held_micro} "
             f"({m.microbatch_rows} rows per device each)")
 
-    data = MetaData(splits["train"], splits["heldout"], m)
+    data = MetaData(batches, m)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict()}))
@@ -106,14 +128,14 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     clock = {"t": time.perf_counter(), "since": 0}
 
     def meta_step(step: int) -> dict:
-        inner, held, index = data.next()
+        inner, held, rows = data.next()
         state.arrays, out = step_fn(state.arrays, layout.put(inner, 2), layout.put(held, 1))
         clock["since"] += 1
         out = jax.device_get(out)
         state.members.skipped += int(out["skipped"])
         scores = out.pop("scores")  # [P, T, B]: the unrolled steps' batches, after the plain ones
-        for s, i in zip(scores.ravel(), index[:, m.plain_inner_steps:].ravel(), strict=True):
-            by_source[data.train.source_of_row(int(i))].append(float(s))
+        for s, k in zip(scores.ravel(), rows["source"][:, m.plain_inner_steps:].ravel(), strict=True):
+            by_source[keys.name_of(k)].append(float(s))
         return {"step": step, **{k: float(v) for k, v in out.items() if k != "skipped"},
                 "skipped_total": state.members.skipped, "resets_total": state.members.resets}
 

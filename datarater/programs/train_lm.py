@@ -19,7 +19,16 @@ from datarater.console import Progress, is_main_process, say
 from datarater.curate.online import make_online_curation
 from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
-from datarater.data.pipeline import eval_batches, iterator_state, make_iterator, restore_iterator, train_batches
+from datarater.data.pipeline import (
+    eval_batches,
+    iterator_state,
+    make_iterator,
+    model_inputs,
+    restore_iterator,
+    train_batches,
+)
+from datarater.data.stream import list_shards, process_shards, sample_rows, train_stream, wants_stream
+from datarater.data.streamed import resolve_streamed
 from datarater.data.target import read_with_target, validation_groups
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
@@ -71,10 +80,21 @@ def run(prog: TrainLMProgram) -> dict:
 
     say(f"[data] reading {prog.corpus.name} ...")
     stats = ReadStats()
-    resolved = read_with_target(prog.corpus, tokenizer, prog.target, ("train", "validation"), stats, on_build=say,
-                                prefix="target", outer=False)
-    splits = {name: pack_split(docs, prog.data, tokenizer, name) for name, docs in resolved.splits.items()}
-    say(f"[data] {stats.summary()}")
+    shards = list_shards(prog.corpus, on_build=say)
+    streamed = None
+    if wants_stream(prog.corpus, shards):
+        streamed = resolve_streamed(prog.corpus, tokenizer, prog.target, shards, stats, prefix="target", outer=False)
+        resolved = streamed.resolved
+        splits = {"validation": pack_split(resolved.splits["validation"], prog.data, tokenizer, "validation")}
+        mine = process_shards(shards, jax.process_index(), jax.process_count())[0]
+        say(f"[data] streaming: {len(mine)} of {len(shards)} input shards on this process, {prog.corpus.cycle_length} "
+            f"read interleaved, rows shuffled in windows of {prog.corpus.shuffle_window}; evaluation on "
+            f"{resolved.description['evaluation_sample']}")
+    else:
+        resolved = read_with_target(prog.corpus, tokenizer, prog.target, ("train", "validation"), stats, on_build=say,
+                                    prefix="target", outer=False)
+        splits = {name: pack_split(docs, prog.data, tokenizer, name) for name, docs in resolved.splits.items()}
+        say(f"[data] {stats.summary()}")
     if prog.target.mode != "heldout":
         say(f"[data] target: {prog.target.describe()} ({len(resolved.target_validation)} validation documents)")
     for name, packed in splits.items():
@@ -94,18 +114,25 @@ def run(prog: TrainLMProgram) -> dict:
 
     loop = Loop(ckpt, metrics, train.steps, train.checkpoint_every, snapshot)
     state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop, fresh_start=resuming)
-    curation = make_online_curation(prog.curate, prog.data, tokenizer, splits["train"], local_batch,
-                                    corpus=prog.corpus, target=prog.target)
+    pi, pc = jax.process_index(), jax.process_count()
+    curation = make_online_curation(
+        prog.curate, prog.data, tokenizer, splits.get("train"), local_batch, corpus=prog.corpus, target=prog.target,
+        sample=lambda: sample_rows(prog.corpus, prog.data, tokenizer, streamed.train, prog.curate.calibration_rows,
+                                   prog.curate.seed, shards))
     draw = curation.draw if curation else local_batch
     if curation:
         say(f"[curate] {curation.name}: discard {curation.discard:g}, keep the best {curation.keep} of {draw} rows "
             f"per step and process ({curation.flops_per_sequence:.3g} scoring FLOPs per row)")
-    iterator = make_iterator(train_batches(splits["train"], draw, train.seed, jax.process_index(), jax.process_count()))
+    if streamed is not None:
+        batches = train_stream(prog.corpus, prog.data, tokenizer, streamed.train, draw, train.seed, stats, pi, pc, shards)
+    else:
+        batches = train_batches(splits["train"], draw, train.seed, pi, pc)
+    iterator = make_iterator(batches)
     if restored.found:
         restore_iterator(iterator, restored.extra["data"])
-        saved_by, pc = restored.extra.get("processes"), jax.process_count()  # absent in checkpoints of older versions
+        saved_by = restored.extra.get("processes")  # absent in checkpoints of older versions
         if saved_by is not None and int(saved_by) != pc:
-            say(f"[ckpt] saved by {saved_by} process(es), resumed on {pc}: each process reads rows p::{pc} of the "
+            say(f"[ckpt] saved by {saved_by} process(es), resumed on {pc}: each process reads its own share of the "
                 "training split, so the batches from here on differ from an uninterrupted run's (the model and "
                 "optimiser state are restored as saved)")
         if curation and "curation" in restored.extra:
@@ -175,8 +202,8 @@ def run(prog: TrainLMProgram) -> dict:
     def train_step(step: int) -> None:
         rows = next(iterator)
         if curation:
-            rows = curation.select(rows, splits["train"])
-        batch = put_batch({k: v for k, v in rows.items() if k != "index"}, mesh, rules)
+            rows = curation.select(rows)
+        batch = put_batch(model_inputs(rows), mesh, rules)
         state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
         timer["steps"] += 1
         pending.append((step, m))
@@ -221,6 +248,7 @@ def run(prog: TrainLMProgram) -> dict:
         "final_nll_sets": final_sets,
         "documents": stats.as_dict(),
         "sequences": {k: len(v) for k, v in splits.items()},
+        "reader": "stream" if streamed is not None else "memory",
         "flops_per_token": flops_per_token,
         "train_flops": step * train_flops_per_step,
         "curate_flops": step * curate_flops_per_step,

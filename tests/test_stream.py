@@ -1,0 +1,157 @@
+"""The streaming data path: Grain's packing against ours, exact resume, process shards, bad input, URLs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from datarater.config import CorpusConfig, DataConfig
+from datarater.data import keys
+from datarater.data.corpus import load_splits
+from datarater.data.documents import ReadStats
+from datarater.data.pipeline import iterator_state, make_iterator, restore_iterator
+from datarater.data.stream import (
+    Selection,
+    document_stream,
+    list_shards,
+    packed_rows,
+    process_shards,
+    stack,
+    train_stream,
+    wants_stream,
+)
+from datarater.data.tokenizer import ByteTokenizer
+from datarater.errors import UserError
+from datarater.train.metrics import read_metrics
+
+TOK = ByteTokenizer()
+DATA = DataConfig(seq_len=32)
+
+
+def _write(path, n, start=0, source=None):
+    with open(path, "w") as f:
+        for i in range(start, start + n):
+            rec = {"id": f"d{i}", "text": f"document {i} " + "abcdefghij"[i % 10] * (5 + i % 37)}
+            if source:
+                rec["source"] = source
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    return [str(_write(tmp_path / "a.jsonl", 300, 0, "a")), str(_write(tmp_path / "b.jsonl", 200, 300, "b"))]
+
+
+def test_grain_packing_gives_the_rows_of_the_in_memory_packing(two_files):
+    corpus = CorpusConfig(paths=two_files)
+    stream = stack(list(packed_rows(document_stream(corpus, list_shards(corpus), Selection("train"), ReadStats(),
+                                                    cycle_length=1), DATA, TOK)))
+    mem = load_splits(corpus, DATA, TOK, splits=("train",))["train"]
+    for name in ("tokens", "segment_ids", "positions"):
+        np.testing.assert_array_equal(stream[name], getattr(mem, name))
+    np.testing.assert_array_equal(stream["doc_key"], mem.token_keys(np.arange(len(mem)))["doc_key"])
+    assert {keys.name_of(k) for k in np.unique(stream["source_key"]) if k} == {"a", "b"}
+
+
+def test_stream_resumes_exactly_from_a_json_state_mid_window(two_files):
+    corpus = CorpusConfig(paths=two_files, shuffle_window=50, cycle_length=2)
+
+    def make():
+        return make_iterator(train_stream(corpus, DATA, TOK, Selection("train"), 8, 3, ReadStats()))
+
+    it = make()
+    for _ in range(7):  # 56 rows: inside the second window of 50
+        next(it)
+    state = json.loads(json.dumps(iterator_state(it)))  # as a checkpoint stores it
+    want = [next(it)["tokens"] for _ in range(30)]  # through epochs: the shard order is reshuffled
+    again = make()
+    restore_iterator(again, state)
+    got = [next(again)["tokens"] for _ in range(30)]
+    assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
+    other = make_iterator(train_stream(corpus, DATA, TOK, Selection("train"), 8, 4, ReadStats()))
+    assert not np.array_equal(next(other)["tokens"], next(make())["tokens"])  # the seed shuffles
+
+
+@pytest.mark.parametrize("files", [4, 1])
+def test_processes_read_disjoint_shares_that_cover_the_split(tmp_path, files):
+    paths = [str(_write(tmp_path / f"f{k}.jsonl", 50, 50 * k)) for k in range(files)]
+    corpus = CorpusConfig(paths=paths, validation_fraction=0.0, heldout_fraction=0.0)
+    shards = list_shards(corpus)
+    seen = []
+    for p in range(2):
+        mine, stride = process_shards(shards, p, 2)
+        assert (len(mine) < len(shards)) == (files >= 2)  # whole files per process, or every file strided
+        ids = [d.id for d in document_stream(corpus, mine, Selection("train"), ReadStats(), stride=stride)]
+        seen.append(set(ids))
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {f"d{i}" for i in range(50 * files)}
+
+
+def test_bad_input_on_the_stream_is_counted_or_named(tmp_path):
+    import zstandard
+
+    good = [json.dumps({"id": f"g{i}", "text": "fine text " * 5}) for i in range(40)]
+    lines = [g.encode() for g in good[:10]] + [b"{not json", json.dumps({"id": "x", "body": "no text"}).encode(),
+                                                 b'{"id": "u", "text": "invalid \xff UTF-8"}'] + [g.encode() for g in good[10:]]
+    (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    c = zstandard.ZstdCompressor()
+    body = "".join(g + "\n" for g in good).encode()
+    (tmp_path / "cut.jsonl.zst").write_bytes(c.compress(body[:400]) + c.compress(body[400:])[:30])
+    stats = ReadStats()
+    corpus = CorpusConfig(paths=[str(tmp_path / "*.json*")], validation_fraction=0.0, heldout_fraction=0.0)
+    docs = list(document_stream(corpus, list_shards(corpus), Selection("train"), stats))
+    assert stats.skipped["invalid_json"] == 1 and stats.skipped["missing_text_field"] == 1
+    assert stats.skipped["truncated_stream"] == 1 and stats.utf8_replaced == 1
+    assert any("cut.jsonl.zst" in w and "after line" in w for w in stats.warnings)
+    assert stats.read == stats.used + sum(stats.skipped.values()) and len(docs) == stats.used
+    (tmp_path / "junk.jsonl.gz").write_bytes(gzip.compress(b"\n".join([b"nope"] * 20)))
+    bad = CorpusConfig(paths=[str(tmp_path / "junk.jsonl.gz")])
+    with pytest.raises(UserError, match=r"junk\.jsonl\.gz: is not JSON Lines"):  # raised in a reader thread
+        list(document_stream(bad, list_shards(bad), Selection(""), ReadStats()))
+    with pytest.raises(UserError, match="does not exist"):
+        list_shards(CorpusConfig(paths=["memory://nowhere/x.jsonl"]))
+
+
+def test_fsspec_urls_stream_like_local_files(tmp_path):
+    import fsspec
+
+    local = _write(tmp_path / "c.jsonl", 120)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/corpus/c.jsonl.gz", gzip.compress(local.read_bytes()))
+    url = CorpusConfig(paths=["memory://corpus/*.jsonl.gz"])
+    assert wants_stream(url)  # remote input streams under reader=auto
+    (shard,) = list_shards(url)
+    assert shard.key == "c.jsonl.gz" and shard.file.path == "memory:///corpus/c.jsonl.gz"
+    from_url = [d.id for d in document_stream(url, [shard], Selection(""), ReadStats())]
+    plain = CorpusConfig(paths=[str(local)])
+    assert from_url == [d.id for d in document_stream(plain, list_shards(plain), Selection(""), ReadStats())]
+    assert not wants_stream(plain)  # a small local file is read into memory
+
+
+def _train_cli(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "datarater.cli", "train-lm", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_streamed_train_lm_resumes_after_sigkill_as_if_uninterrupted(doc_corpus, tmp_path):
+    args = ["model=nano", f"corpus.paths=[{doc_corpus}]", "corpus.reader=stream", "corpus.shuffle_window=64",
+            "data.seq_len=64", "train.batch_size=8", "train.steps=12", "train.log_every=3", "train.eval_every=6",
+            "train.eval_batches=2", "train.checkpoint_every=6"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _train_cli([*args, f"run_dir={straight}"]).returncode == 0
+    r = _train_cli([*args, f"run_dir={killed}"], {"DATARATER_SIGKILL_AFTER_CHECKPOINT": "6"})
+    assert r.returncode == -9, r.stderr[-2000:]
+    r = _train_cli([*args, f"run_dir={killed}"])
+    assert r.returncode == 0 and "resumed from step 6" in r.stderr and "streaming:" in r.stderr, r.stderr[-2000:]
+    rows = [read_metrics(d / "metrics.jsonl") for d in (straight, killed)]
+    losses = [{r["step"]: r["loss"] for r in rs if "loss" in r} for rs in rows]
+    assert sorted(losses[0]) == list(range(1, 13)) and losses[0] == losses[1]
+    assert [r["val_nll"] for r in rows[0] if "val_nll" in r] == [r["val_nll"] for r in rows[1] if "val_nll" in r]
