@@ -155,3 +155,55 @@ def test_streamed_train_lm_resumes_after_sigkill_as_if_uninterrupted(doc_corpus,
     losses = [{r["step"]: r["loss"] for r in rs if "loss" in r} for rs in rows]
     assert sorted(losses[0]) == list(range(1, 13)) and losses[0] == losses[1]
     assert [r["val_nll"] for r in rows[0] if "val_nll" in r] == [r["val_nll"] for r in rows[1] if "val_nll" in r]
+
+
+def test_streamed_training_never_sees_a_target_document(tmp_path):
+    from datarater.config import TargetConfig
+    from datarater.data.streamed import resolve_streamed
+
+    corpus_path = _write(tmp_path / "corpus.jsonl", 400)
+    target_path = tmp_path / "target.jsonl"
+    copied = [json.loads(line) for line in corpus_path.read_text().splitlines()[:30]]  # same texts, other ids
+    target_path.write_text("".join(json.dumps({"id": f"t{i}", "text": r["text"]}) + "\n" for i, r in enumerate(copied)))
+    corpus = CorpusConfig(paths=[str(corpus_path)], validation_fraction=0.1, heldout_fraction=0.1)
+    stats = ReadStats()
+    for target in (TargetConfig(paths=[str(target_path)]), TargetConfig(sources=["corpus"])):
+        st = resolve_streamed(corpus, TOK, target, list_shards(corpus), stats)
+        banned = {keys.key(r["id"]) for r in copied} if target.paths else set()
+        seen = set()
+        it = make_iterator(train_stream(corpus, DATA, TOK, st.train, 16, 0, stats, shards=st.shards))
+        for _ in range(60):  # more than one epoch of the training split
+            seen.update(np.unique(next(it)["doc_key"]).tolist())
+        from datarater.data.split import assign_split
+
+        not_train = {keys.key(f"d{i}") for i in range(400) if assign_split(f"d{i}", 0.1, 0.1, corpus.split_salt) != "train"}
+        assert seen and not seen & (banned | not_train)
+        if target.paths:
+            assert st.outer is None and st.resolved.target_heldout  # the target's files are in memory
+            assert stats.skipped["same_text_as_target"] > 0
+        else:
+            assert st.outer.split == "heldout"
+    with pytest.raises(UserError, match="'meta.target.sources'"):
+        resolve_streamed(corpus, TOK, TargetConfig(sources=["nope"]), list_shards(corpus), ReadStats())
+
+
+def _meta_cli(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "datarater.cli", "meta-train", *args], env=env, capture_output=True,
+                          text=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_streamed_meta_training_resumes_exactly_after_sigkill(doc_corpus, tmp_path):
+    args = [f"corpus.paths=[{doc_corpus}]", "corpus.reader=stream", "corpus.shuffle_window=32", "corpus.heldout_fraction=0.2",
+            "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head=16", "model.d_ff=64",
+            "rater=pico", "data.seq_len=32", "meta.inner_batch_size=4", "meta.outer_batch_size=4", "meta.population=2",
+            "meta.steps=6", "meta.log_every=2", "meta.checkpoint_every=3", "meta.lifetime=4", "meta.unroll=1"]
+    assert _meta_cli([*args, f"run_dir={tmp_path / 'a'}"]).returncode == 0
+    r = _meta_cli([*args, f"run_dir={tmp_path / 'b'}"], {"DATARATER_SIGKILL_AFTER_CHECKPOINT": "3"})
+    assert r.returncode == -9, r.stderr[-2000:]
+    r = _meta_cli([*args, f"run_dir={tmp_path / 'b'}"])
+    assert r.returncode == 0 and "resumed meta-training from step 3" in r.stderr, r.stderr[-2000:]
+    fields = ("step", "outer_loss", "inner_loss", "meta_grad_norm", "score_mean", "effective_batch")
+    a, b = ([{k: row[k] for k in fields} for row in read_metrics(tmp_path / d / "metrics.jsonl")] for d in "ab")
+    assert [r["step"] for r in a] == list(range(1, 7)) and a == b

@@ -188,8 +188,10 @@ def document_stream(corpus: CorpusConfig, shards: list[Shard], select: Selection
         ds = ds.repeat(epochs)
     ds = ds.map(lambda i: ShardDocuments(shards[i], corpus, stats, stride))
     cycle = max(1, min(cycle_length or corpus.cycle_length, len(shards)))
-    docs = grain.experimental.InterleaveIterDataset(ds, cycle_length=cycle)
-    return docs.filter(lambda d: select(d, corpus))
+    docs = grain.experimental.InterleaveIterDataset(ds, cycle_length=cycle).filter(lambda d: select(d, corpus))
+    # a split or target keeps a small share of the documents by design: no warning about it
+    quiet = grain.experimental.DatasetOptions(filter_warn_threshold_ratio=None)
+    return grain.experimental.WithOptionsIterDataset(docs, quiet)
 
 
 def tokenized(doc: Document, tokenizer: Tokenizer, add_bos: bool, add_eos: bool) -> dict[str, np.ndarray]:
