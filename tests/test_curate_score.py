@@ -13,9 +13,9 @@ import pytest
 from datarater.config import CorpusConfig, DataConfig, FilterProgram, ScoreProgram
 from datarater.config.curate import CurateConfig, FilterConfig, ScoreConfig
 from datarater.curate.curators import RandomCurator
-from datarater.curate.filter import coin
 from datarater.curate.heuristic import HeuristicCurator
-from datarater.curate.rules import accept_probability, empirical_cdf, oversampled_size
+from datarater.curate.jobs import coin
+from datarater.curate.rules import ScoreSketch, accept_probability, empirical_cdf, oversampled_size
 from datarater.curate.score import average_by_owner, document_chunks
 from datarater.curate.sidefiles import (
     combined_fingerprint,
@@ -27,7 +27,6 @@ from datarater.curate.sidefiles import (
     write_shard,
 )
 from datarater.data.corpus import load_splits
-from datarater.data.packing import unpack
 from datarater.data.split import assign_split
 from datarater.data.tokenizer import ByteTokenizer
 from datarater.errors import UserError
@@ -178,16 +177,30 @@ def test_document_chunks_cut_each_document_into_sequence_length_pieces():
     assert np.isnan(mean[3]) and chunks.tolist() == [2, 1, 2, 0]
 
 
-def test_score_per_document_averages_its_chunk_scores(doc_corpus, tmp_path):
+def _docs_in_order(corpus: Path, seq_len: int):
+    """Every document of the file in order (all splits), tokenized as attribute scoring does."""
+    from datarater.data.stream import tokenized
+
+    return [(r["id"], tokenized(_Doc(r), TOK, True, True)["tokens"]) for r in
+            (json.loads(line) for line in corpus.read_text().splitlines())]
+
+
+class _Doc:
+    def __init__(self, r):
+        self.id, self.text, self.source, self.label = r["id"], r["text"], r.get("source", ""), ""
+
+
+def test_score_per_document_writes_one_attribute_file_of_chunk_means_per_input_file(doc_corpus, tmp_path):
     seq = 64
     summary = score(program(doc_corpus, tmp_path / "run", curator="random", seq_len=seq, unit="document"))
-    packed = train_split(doc_corpus, seq)
-    docs = unpack(packed)
-    ids, sources, scores = read_scores(tmp_path / "run")
-    assert list(ids) == packed.doc_ids and list(sources) == packed.sources
+    (path,) = (tmp_path / "run" / "attributes" / "random").glob("*.parquet")
+    assert path.name == doc_corpus.name + ".parquet"
+    table = pq.read_table(path)
+    docs = _docs_in_order(doc_corpus, seq)
+    assert table.column("id").to_pylist() == [i for i, _ in docs]  # every document, in the file's order
     curator = RandomCurator(0)
     want = []
-    for d in docs:
+    for _, d in docs:
         chunk_scores = []
         for start in range(0, d.size, seq):
             piece = d[start : start + seq]
@@ -195,11 +208,19 @@ def test_score_per_document_averages_its_chunk_scores(doc_corpus, tmp_path):
             row[: piece.size], seg[: piece.size] = piece, 1
             chunk_scores.append(curator.score_row(row, seg))
         want.append(np.mean(chunk_scores))
-    np.testing.assert_allclose(scores, want, rtol=1e-6)
-    chunks = np.concatenate([pq.read_table(p).column("chunks").to_numpy()
-                             for p in sorted((tmp_path / "run" / "scores").glob("scores-*.parquet"))])
-    np.testing.assert_array_equal(chunks, [-(-d.size // seq) for d in docs])
+    np.testing.assert_allclose(table.column("score").to_numpy(), want, rtol=1e-6)
+    chunks = table.column("chunks").to_numpy()
+    np.testing.assert_array_equal(chunks, [-(-d.size // seq) for _, d in docs])
     assert chunks.max() > 1 and summary["unit"] == "document" and summary["documents"] == len(docs)
+    assert table.column("split").to_pylist() == [assign_split(i, 0.05, 0.05, "datarater-split-v1") for i, _ in docs]
+    # complete files are not scored again; another curator's settings in the same place are refused
+    mtime = path.stat().st_mtime_ns
+    again = score(program(doc_corpus, tmp_path / "run", curator="random", seq_len=seq, unit="document"))
+    assert again["files_skipped"] == 1 and path.stat().st_mtime_ns == mtime
+    other = program(doc_corpus, tmp_path / "run", curator="random", seq_len=seq, unit="document")
+    other.curate.seed = 1
+    with pytest.raises(UserError, match="a different config|holds scores computed from something else"):
+        score(other)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,18 +232,30 @@ def filter_program(corpus: Path, run_dir: Path, **curate_kw) -> FilterProgram:
                          filter=FilterConfig(batch_size=8, seed=3))
 
 
+def _output(run_dir: Path, name: str) -> list[dict]:
+    import zstandard
+
+    data = zstandard.ZstdDecompressor().stream_reader((run_dir / "output" / name).open("rb")).read()
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
 def test_filter_keeps_documents_by_the_per_item_rule_and_never_touches_the_corpus(doc_corpus, tmp_path):
     corpus_hash = hashlib.sha256(doc_corpus.read_bytes()).hexdigest()
     score(program(doc_corpus, tmp_path / "scores", curator="random", unit="document"))
     manifest = filter_corpus(filter_program(doc_corpus, tmp_path / "filter", name="random", discard=0.5,
                                             scores=str(tmp_path / "scores")))
     assert hashlib.sha256(doc_corpus.read_bytes()).hexdigest() == corpus_hash
-    # the rule, recomputed from the side file: p = CDF among the split's scores, coin from id and seed
-    ids, _, scores = read_scores(tmp_path / "scores")
+    # the rule, recomputed from the attribute file: p = CDF among the split's scores, coin from id and seed
+    table = pq.read_table(tmp_path / "scores" / "attributes" / "random" / (doc_corpus.name + ".parquet"))
+    ids, scores = table.column("id").to_pylist(), table.column("score").to_numpy().astype(np.float64)
+    in_split = np.array([assign_split(i, 0.05, 0.05, "datarater-split-v1") == "train" for i in ids])
+    sketch = ScoreSketch.of(scores[in_split])
     n, b = 8, oversampled_size(8, 0.5)
-    prob = accept_probability(empirical_cdf(scores)(scores), n, b)
-    want_kept = {i for i, p in zip(ids, prob, strict=True) if coin(i, 0, 3) < p}
-    records = [json.loads(line) for line in (tmp_path / "filter" / "documents.jsonl").read_text().splitlines()]
+    prob = accept_probability(sketch.cdf(scores), n, b)
+    exact = accept_probability(empirical_cdf(scores[in_split])(scores), n, b)
+    assert np.abs(prob - exact).max() <= 2 * sketch.max_error + 1e-12  # the sketch's CDF is the exact one here
+    want_kept = {i for i, p, m in zip(ids, prob, in_split, strict=True) if m and coin(i, 0, 3) < p}
+    records = _output(tmp_path / "filter", doc_corpus.stem + ".jsonl.zst")
     originals = {json.loads(line)["id"]: json.loads(line) for line in doc_corpus.read_text().splitlines()}
     kept = {r["id"] for r in records if r["score"] is not None}
     assert kept == want_kept
@@ -231,10 +264,11 @@ def test_filter_keeps_documents_by_the_per_item_rule_and_never_touches_the_corpu
     assert sorted(r["id"] for r in passed) == sorted(other_splits)
     assert all(r["text"] == originals[r["id"]]["text"] and r["source"] == originals[r["id"]]["source"] for r in records)
     docs = manifest["documents"]
-    assert docs["kept"] == len(kept) and docs["read"] == len(originals) and docs["in_split"] == len(ids)
+    assert docs["kept"] == len(kept) and docs["read"] == len(originals) and docs["in_split"] == int(in_split.sum())
+    assert docs["kept"] + docs["dropped"] + docs["rejected"] == docs["in_split"]
     assert sum(docs["passed_through"].values()) == len(other_splits)
     assert sum(v["kept"] for v in manifest["per_source"].values()) == len(kept)
-    assert abs(docs["kept_fraction"] - n / b) < 4 * np.sqrt(0.25 / len(ids))  # 1 - rho in expectation
+    assert abs(docs["kept_fraction"] - n / b) < 4 * np.sqrt(0.25 / in_split.sum())  # 1 - rho in expectation
     assert json.loads((tmp_path / "filter" / "manifest.json").read_text())["documents"]["kept"] == len(kept)
 
 
@@ -246,9 +280,26 @@ def test_filter_computes_the_same_scores_itself_and_writes_parquet(doc_corpus, t
     prog.filter.format = "parquet"
     computed = filter_corpus(prog)
     assert computed["documents"] == from_side["documents"]
-    table = pq.read_table(tmp_path / "b" / "documents.parquet")
-    jsonl = [json.loads(line) for line in (tmp_path / "a" / "documents.jsonl").read_text().splitlines()]
-    assert table.column("id").to_pylist() == [r["id"] for r in jsonl]
+    table = pq.read_table(tmp_path / "b" / "output" / (doc_corpus.stem + ".parquet"))
+    assert table.column("id").to_pylist() == [r["id"] for r in _output(tmp_path / "a", doc_corpus.stem + ".jsonl.zst")]
+
+
+def test_filter_with_another_tools_attributes_ranks_by_the_named_column(doc_corpus, tmp_path):
+    ids = [json.loads(line)["id"] for line in doc_corpus.read_text().splitlines()]
+    attrs = tmp_path / "external"
+    attrs.mkdir()
+    with (attrs / (doc_corpus.name + ".jsonl")).open("w") as f:  # dolma-style: id and a quality column
+        for k, i in enumerate(ids):
+            f.write(json.dumps({"id": i, "quality": float(k % 2)}) + "\n")
+    m = filter_corpus(filter_program(doc_corpus, tmp_path / "f", name="attributes", discard=0.5,
+                                     attributes=str(attrs), attribute="quality"))
+    kept = {r["id"] for r in _output(tmp_path / "f", doc_corpus.stem + ".jsonl.zst") if r["score"] is not None}
+    odd = {i for k, i in enumerate(ids) if k % 2}
+    assert kept and len(kept & odd) > 0.9 * len(kept)  # the higher attribute is kept
+    assert m["curator"] == "external"
+    with pytest.raises(UserError, match="needs columns 'id' and 'nope'|numeric 'nope'"):
+        filter_corpus(filter_program(doc_corpus, tmp_path / "g", name="attributes", discard=0.5,
+                                     attributes=str(attrs), attribute="nope"))
 
 
 def test_filter_refuses_sequence_scores_and_no_curator(doc_corpus, tmp_path):

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from datarater.errors import UserError
 
-CURATORS = ("none", "datarater", "random", "perplexity", "heuristic", "dsir", "oracle", "classifier")
+CURATORS = ("none", "datarater", "random", "perplexity", "heuristic", "dsir", "oracle", "classifier", "attributes")
 BANDS = ("low", "mid", "high")
 UNITS = ("sequence", "document")
 SCORE_SPLITS = ("train", "heldout", "validation")
-FILTER_FORMATS = ("jsonl", "parquet")
+FILTER_FORMATS = ("jsonl", "parquet")  # jsonl is written zstandard-compressed (.jsonl.zst)
 
 
 @dataclass
@@ -24,7 +24,12 @@ class CurateConfig:
     name: str = "none"  # none | datarater | random | perplexity | heuristic | dsir | oracle | classifier
     discard: float = 0.0  # rho in [0, 1): fraction of the (oversampled) stream thrown away
     rater_run: str = ""  # datarater: a finished meta-train run directory
-    scores: str = ""  # a `datarater score` run directory: read its side files instead of scoring
+    scores: str = ""  # a `datarater score` run directory: read its side files (rows or attributes) instead of scoring
+    # attributes: a directory of attribute files, <relative input path>.parquet / .jsonl[.gz|.zst], written by
+    # `datarater score score.unit=document` or any other tool (a fastText score, an LLM rater's ratings)
+    attributes: str = ""
+    attribute: str = "score"  # attributes: the column to rank by (higher = keep)
+    attribute_id: str = "id"  # attributes: the column holding the document id
     reference_run: str = ""  # perplexity: a train-lm run directory (the reference LM)
     band: str = "low"  # perplexity: keep low | mid | high perplexity
     target_paths: list[str] = field(default_factory=list)  # dsir: target corpus files or globs
@@ -41,7 +46,7 @@ class ScoreConfig:
 
     unit: str = "sequence"  # sequence (packed rows, what the LM trains on) | document
     split: str = "train"  # train | heldout | validation
-    shard_size: int = 4096  # rows (sequences or documents) per parquet shard
+    shard_size: int = 4096  # unit=sequence: rows per parquet shard (unit=document: one attribute file per input file)
     batch_size: int = 64  # sequences per scoring call
 
 
@@ -77,6 +82,9 @@ def validate_curate(c: CurateConfig, prefix: str = "curate") -> None:
     if c.name == "datarater":
         _check(bool(c.rater_run), f"{prefix}.rater_run",
                "is empty: give a finished meta-train run directory (or precomputed scores with curate.scores=...)")
+    elif c.name == "attributes":
+        _check(bool(c.attributes), f"{prefix}.attributes",
+               "is empty: give a directory of attribute files (<relative input path>.parquet with id and a score column)")
     elif c.name == "perplexity":
         _check(bool(c.reference_run), f"{prefix}.reference_run",
                "is empty: give the train-lm run directory of the reference LM")

@@ -66,6 +66,9 @@ class ScoreProgram:
     data: DataConfig = field(default_factory=DataConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    engine: str = "local"  # local | ray: where score.unit=document scores the input files
+    workers: int = 2  # engine=ray: actors (one curator each) / parallel tasks
+    ray_address: str = ""  # engine=ray: empty starts a local cluster of `workers` CPUs; "auto" or ray://... joins one
 
 
 @dataclass
@@ -78,6 +81,9 @@ class FilterProgram:
     data: DataConfig = field(default_factory=DataConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    engine: str = "local"  # local | ray: where the input files are scored (if needed) and filtered
+    workers: int = 2
+    ray_address: str = ""
 
 
 @dataclass

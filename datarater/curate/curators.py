@@ -264,6 +264,62 @@ class OracleCurator:
         return self.good.share(batch["source_key"], batch["label_key"], batch["segment_ids"])
 
 
+class DocumentScoresCurator:
+    """Scores per document (attribute files), turned into a score per packed row: the mean over the
+    row's tokens of their document's score, from the batch's per-token document keys. Tokens of
+    documents without a score do not count; a row with none scores NaN (ranked last)."""
+
+    name = "attributes"
+    needs_fit = False
+
+    def __init__(self, by_key: dict[int, float], flops_per_sequence: float = 0.0, curator: str = "attributes"):
+        self.keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
+        order = np.argsort(self.keys)
+        self.keys = self.keys[order]
+        self.values = np.fromiter(by_key.values(), dtype=np.float64, count=len(by_key))[order]
+        self.flops_per_sequence = float(flops_per_sequence)
+        self.curator = curator
+
+    def fit(self, sample: dict[str, np.ndarray]) -> None:
+        del sample
+
+    def score_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if "doc_key" not in batch:
+            raise ValueError("document scores need the batch's per-token doc_key (datarater.data.pipeline.with_keys)")
+        k = np.asarray(batch["doc_key"], np.int64)
+        at = np.clip(np.searchsorted(self.keys, k), 0, max(len(self.keys) - 1, 0))
+        known = (np.asarray(batch["segment_ids"]) > 0) & (self.keys[at] == k if len(self.keys) else False)
+        values = np.where(known, self.values[at] if len(self.keys) else 0.0, 0.0)
+        count = known.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, values.sum(axis=1) / count, np.nan).astype(np.float32)
+
+
+def load_document_scores(cfg: CurateConfig) -> DocumentScoresCurator:
+    """``curate=attributes`` (any tool's attribute files) or ``curate.scores`` naming a
+    `datarater score score.unit=document` run (its ``attributes/<curator>/``)."""
+    from datarater.curate.attributes import ATTRIBUTES_DIR, read_document_scores
+
+    if not cfg.scores:
+        return DocumentScoresCurator(read_document_scores(cfg.attributes, cfg.attribute, cfg.attribute_id))
+    import json
+    from pathlib import Path
+
+    root = Path(cfg.scores).expanduser() / ATTRIBUTES_DIR
+    (sub,) = [p for p in root.iterdir() if p.is_dir()][:1] or [root]
+    summary = Path(cfg.scores).expanduser() / "summary.json"
+    flops = json.loads(summary.read_text()).get("flops_per_sequence", 0.0) if summary.exists() else 0.0
+    return DocumentScoresCurator(read_document_scores(sub), flops, sub.name)
+
+
+def is_attribute_run(path: str) -> bool:
+    from pathlib import Path
+
+    from datarater.curate.attributes import ATTRIBUTES_DIR
+
+    return (Path(path).expanduser() / ATTRIBUTES_DIR).is_dir()
+
+
 def load_precomputed(score_dir: str, packed: PackedSequences) -> PrecomputedCurator:
     """Side-file scores of ``packed``'s rows; refuses scores of another corpus, split or unit."""
     from datarater.curate.sidefiles import read_metadata, resolve_score_dir, scores_for_rows
@@ -299,9 +355,13 @@ def make_curator(
     ``curate.target_paths`` is empty).
     """
     curator: Curator
+    if cfg.name == "attributes" or (cfg.scores and is_attribute_run(cfg.scores)):
+        return load_document_scores(cfg)
     if cfg.scores:
         if packed is None:
-            raise ValueError("make_curator with curate.scores needs the packed rows the scores belong to")
+            raise UserError(f"config key 'curate.scores': {cfg.scores} holds scores per packed row of an in-memory "
+                            "split, which a streamed corpus does not have: score documents instead "
+                            "(`datarater score score.unit=document`), or set corpus.reader=memory")
         return load_precomputed(cfg.scores, packed)
     if cfg.name == "none":
         return None

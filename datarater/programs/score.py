@@ -1,10 +1,14 @@
-"""`datarater score`: score every packed sequence (or document) of a corpus split into side files.
+"""`datarater score`: score every packed sequence of a corpus split into side files, or every document into attribute files.
 
-Rows are cut into shards of ``score.shard_size``; JAX process ``i`` of ``n`` scores the shards
-``k`` with ``k % n == i``. A shard already on disk with the fingerprint of the same corpus rows
-is not scored again, so an interrupted run is completed by starting it again. With
-``score.unit=document`` each document's token stream (as packed: bos, tokens, eos) is cut into
-``seq_len`` chunks, each scored alone, and the document gets the mean of its chunks' scores.
+``score.unit=sequence``: the split's packed rows (in memory) are cut into shards of
+``score.shard_size``; JAX process ``i`` of ``n`` scores the shards ``k`` with ``k % n == i``. A
+shard already on disk with the fingerprint of the same corpus rows is not scored again.
+``score.unit=document``: every document of every input file is scored (the mean of its
+``seq_len`` chunks, each scored alone) into ``RUN/attributes/<curator>/<relative path>.parquet``,
+one file per input file, streamed (memory does not grow with the corpus), on this process
+(``engine=local``; JAX process ``i`` takes the files ``k % n == i``) or on a Ray cluster
+(``engine=ray``). A finished attribute file is not scored again, so an interrupted run is
+completed by starting it again, whichever engine ran it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from datarater.artifacts import SCORE_DIR
 from datarater.config import ScoreProgram
 from datarater.console import Progress, result, say
 from datarater.curate.curators import calibration_sample, make_curator
-from datarater.curate.score import distribution_by_source, document_rowset, format_table, score_shard, sequence_rowset
+from datarater.curate.engines import ENGINES
+from datarater.curate.score import distribution_by_source, format_table, score_shard, sequence_rowset
 from datarater.curate.sidefiles import (
     combined_fingerprint,
     num_shards,
@@ -69,8 +74,15 @@ def _existing_shards(score_dir: Path, prints: list[str], mine: list[int]) -> set
 def run(prog: ScoreProgram) -> dict[str, Any]:
     """Runs `datarater score`; returns the summary (also in ``RUN_DIR/summary.json``)."""
     _check_program(prog)
+    if prog.engine not in ENGINES:
+        raise UserError(f"config key 'engine': must be one of {', '.join(ENGINES)}, got '{prog.engine}'")
+    if prog.score.unit == "document":
+        return score_documents_run(prog)
+    if prog.engine != "local":
+        raise UserError("config key 'engine': engine=ray scores documents into attribute files (score.unit=document); "
+                        "packed rows (score.unit=sequence) are scored in this process")
     s = prog.score
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog)
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("engine", "workers", "ray_address"))
     tokenizer = make_tokenizer(prog.data)
     curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     assert curator is not None
@@ -79,7 +91,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
     stats = ReadStats()
     packed = load_splits(prog.corpus, prog.data, tokenizer, splits=(s.split,), stats=stats, on_build=say)[s.split]
     say(f"[data] {stats.summary()}")
-    rows = sequence_rowset(packed) if s.unit == "sequence" else document_rowset(packed)
+    rows = sequence_rowset(packed)
     say(f"[data] {s.split}: {len(packed)} sequences of {packed.seq_len} tokens, {len(packed.doc_ids)} documents")
     if curator.needs_fit:
         say(f"[score] fitting {curator.name} on {min(prog.curate.calibration_rows, len(packed))} sampled sequences")
@@ -136,4 +148,70 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
         result(format_table(summary["by_source"]))
         if summary["empty_after_tokenize"]:
             say(f"{summary['empty_after_tokenize']} documents were empty after tokenizing: not scored")
+    return summary
+
+
+def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
+    """``score.unit=document``: attribute files, one per input file, on the chosen engine."""
+    import dataclasses
+
+    from datarater.curate.attributes import ATTRIBUTES_DIR, read_file_scores
+    from datarater.curate.engines import score_shards
+    from datarater.curate.jobs import ScoreJob
+    from datarater.data.stream import Selection, list_shards, sample_rows
+
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("engine", "workers", "ray_address"))
+    tokenizer = make_tokenizer(prog.data)
+    curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
+    shards = list_shards(prog.corpus, on_build=say)
+    sample = None
+    if curator.needs_fit:
+        say(f"[score] fitting {curator.name} on {prog.curate.calibration_rows} sampled sequences")
+        sample = sample_rows(prog.corpus, prog.data, tokenizer, Selection(prog.score.split), prog.curate.calibration_rows,
+                             prog.curate.seed, shards)
+    settings = {"curate": dataclasses.asdict(prog.curate), "data": dataclasses.asdict(prog.data),
+                "fields": [prog.corpus.text_field, prog.corpus.id_field, prog.corpus.source_field]}
+    job = ScoreJob(prog.curate, prog.corpus, prog.data, str(run_dir / ATTRIBUTES_DIR), curator.name, settings,
+                   prog.score.batch_size, sample)
+    pi, pc = jax.process_index(), jax.process_count()
+    if prog.engine == "ray" or pc == 1:
+        mine = shards  # Ray spreads the files over its workers
+    else:  # each JAX process its own files (process 0 all of them when there are fewer files than processes)
+        mine = shards[pi::pc] if len(shards) >= pc else (shards if pi == 0 else [])
+    todo = [sh for sh in mine if not job.done(sh)]
+    say(f"[score] {curator.name} per document: {len(shards)} input files, {len(mine) - len(todo)} already scored, "
+        f"{len(todo)} to score on engine={prog.engine}" + (f" ({prog.workers} workers)" if prog.engine == "ray" else ""))
+    progress = Progress(len(todo), label="score")
+    done = {"n": 0}
+
+    def on_done(r: dict) -> None:
+        done["n"] += 1
+        progress.show(done["n"], file=r["key"], docs=r.get("documents", 0))
+
+    t0 = time.perf_counter()
+    results = score_shards(job, todo, prog.engine, prog.workers, prog.ray_address, on_done) if todo else []
+    seconds = time.perf_counter() - t0
+    if pc > 1 and prog.engine == "local":
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("datarater-score-attributes")
+    summary: dict[str, Any] = {}
+    if pi == 0:
+        import numpy as np
+
+        values, sources_ = [], []
+        for sh in shards:
+            ids, sc = read_file_scores(job.path(sh))
+            values.append(sc)
+            sources_.append(np.full(len(ids), sh.file.stem if sh.file else sh.key.split("/")[0], dtype=object))
+        allv = np.concatenate(values) if values else np.zeros(0)
+        summary = {"curator": curator.name, "unit": "document", "engine": prog.engine, "attributes": str(run_dir / ATTRIBUTES_DIR / curator.name),
+                   "input_files": len(shards), "files_scored": len(results), "files_skipped": len(shards) - len(results),
+                   "documents": int(allv.size), "seconds": seconds, "flops_per_sequence": curator.flops_per_sequence,
+                   "chunks_scored": int(sum(r.get("chunks", 0) for r in results)),
+                   "by_file": distribution_by_source(allv.astype(np.float64), np.concatenate(sources_) if sources_ else allv)}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        say(f"{curator.name} scores per document ({len(shards)} input files, {allv.size} documents) -> "
+            f"{run_dir / ATTRIBUTES_DIR / curator.name}")
+        result(format_table(summary["by_file"]))
     return summary
