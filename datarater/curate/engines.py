@@ -11,7 +11,9 @@ dependency (``pip install 'datarater[ray]'``).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +29,20 @@ def _ray(address: str, workers: int):
     except ImportError:
         raise UserError("engine=ray needs Ray Data: pip install 'datarater[ray]' (or 'ray[data]')") from None
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # workers run this package from the same interpreter; keep JAX off accelerators it cannot see
-            env = {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_", "DATARATER_", "TF_CPP"))}
-            ray.init(num_cpus=workers, runtime_env={"env_vars": env}, **kwargs)
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        with warnings.catch_warnings():  # Ray starts its processes with fork+exec, which is safe beside JAX's threads
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                # the workers see the same XLA / JAX settings as this process
+                env = {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_", "DATARATER_", "TF_CPP"))}
+                ray.init(num_cpus=workers, runtime_env={"env_vars": env}, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return ray
 
 
@@ -62,8 +71,9 @@ def score_shards(job, shards: list[Shard], engine: str, workers: int = 2, addres
         return results
     ray = _ray(address, workers)
     ds = ray.data.from_items([{"i": i} for i in range(len(shards))], override_num_blocks=max(1, len(shards)))
-    rows = ds.map_batches(_Scorer, fn_constructor_kwargs={"job": job, "shards": shards}, batch_size=1,
-                          concurrency=max(1, min(workers, len(shards))), num_cpus=1).take_all()
+    pool = ray.data.ActorPoolStrategy(size=max(1, min(workers, len(shards))))
+    rows = ds.map_batches(_Scorer, fn_constructor_kwargs={"job": job, "shards": shards}, batch_size=1, compute=pool,
+                          num_cpus=1).take_all()
     results = sorted((json.loads(r["result"]) for r in rows), key=lambda r: r["key"])
     if on_done:
         for r in results:
@@ -79,7 +89,8 @@ def map_shards(fn: Callable[[Shard], dict], shards: list[Shard], engine: str, wo
         return [fn(s) for s in shards]
     ray = _ray(address, workers)
     ds = ray.data.from_items([{"i": i} for i in range(len(shards))], override_num_blocks=max(1, len(shards)))
+    tasks = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(shards))))
     rows = ds.map(lambda row: {"i": row["i"], "result": json.dumps(fn(shards[int(row["i"])]))},
-                  num_cpus=1, concurrency=max(1, min(workers, len(shards)))).take_all()
+                  num_cpus=1, compute=tasks).take_all()
     by_index = {int(r["i"]): json.loads(r["result"]) for r in rows}
     return [by_index[i] for i in range(len(shards))]
