@@ -207,6 +207,9 @@ def run(prog: TrainLMProgram) -> dict:
         state.params, state.opt_state, m = step_fn(state.params, state.opt_state, batch)
         timer["steps"] += 1
         pending.append((step, m))
+        if "first_step_at" not in timer:  # wall clock after the first step: start-up time, for benchmarks
+            jax.block_until_ready(m)
+            timer["first_step_at"] = time.time()
 
     def log_rows(step: int, _) -> None:
         shown.clear()
@@ -249,6 +252,7 @@ def run(prog: TrainLMProgram) -> dict:
         "documents": stats.as_dict(),
         "sequences": {k: len(v) for k, v in splits.items()},
         "reader": "stream" if streamed is not None else "memory",
+        "first_step_at": timer.get("first_step_at"),
         "flops_per_token": flops_per_token,
         "train_flops": step * train_flops_per_step,
         "curate_flops": step * curate_flops_per_step,
