@@ -34,7 +34,9 @@ def generate(out: Path, gib: int) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     docs = []
     for f in sorted(SHARED.glob("*.jsonl")):
-        for line in f.read_text().splitlines():
+        for line in f.read_text().split("\n"):
+            if not line.strip():
+                continue
             r = json.loads(line)
             docs.append((r["source"], r["text"]))
     files = []

@@ -309,3 +309,25 @@ def test_filter_refuses_sequence_scores_and_no_curator(doc_corpus, tmp_path):
                                      scores=str(tmp_path / "scores")))
     with pytest.raises(UserError, match="filtering needs scores"):
         filter_corpus(filter_program(doc_corpus, tmp_path / "b", name="none"))
+
+
+def test_document_scores_rank_a_row_by_its_tokens_documents(doc_corpus):
+    from datarater.curate.curators import DocumentScoresCurator
+    from datarater.data import keys
+    from datarater.data.pipeline import gather_rows, with_keys
+
+    packed = train_split(doc_corpus, 64)
+    rng = np.random.default_rng(0)
+    score_of = {d: float(rng.normal()) for d in packed.doc_ids[::2]}  # half the documents have no score
+    cur = DocumentScoresCurator({keys.key(d): s for d, s in score_of.items()})
+    index = np.arange(60)
+    got = cur.score_batch(with_keys(packed, gather_rows(packed, index)))
+    for i, row in enumerate(index):  # the definition: the mean over the row's tokens of known documents
+        docs = packed.row_doc_indices(int(row))
+        vals = [score_of[packed.doc_ids[docs[s - 1]]] for s in packed.segment_ids[row] if s and
+                packed.doc_ids[docs[s - 1]] in score_of]
+        if vals:
+            assert got[i] == pytest.approx(np.mean(vals), rel=1e-5)
+        else:
+            assert np.isnan(got[i])
+    assert np.isnan(got).any() and np.isfinite(got).any()

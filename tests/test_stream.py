@@ -207,3 +207,15 @@ def test_streamed_meta_training_resumes_exactly_after_sigkill(doc_corpus, tmp_pa
     fields = ("step", "outer_loss", "inner_loss", "meta_grad_norm", "score_mean", "effective_batch")
     a, b = ([{k: row[k] for k in fields} for row in read_metrics(tmp_path / d / "metrics.jsonl")] for d in "ab")
     assert [r["step"] for r in a] == list(range(1, 7)) and a == b
+
+
+def test_eval_reads_the_evaluation_sample_train_lm_evaluates_on(two_files):
+    from datarater.config import TargetConfig
+    from datarater.data.streamed import resolve_streamed
+    from datarater.eval.nll import own_validation_split
+
+    corpus = CorpusConfig(paths=two_files, reader="stream", eval_documents=25, validation_fraction=0.2)
+    st = resolve_streamed(corpus, TOK, TargetConfig(), list_shards(corpus), ReadStats(), outer=False)
+    packed, _ = own_validation_split(corpus, DATA, TOK)
+    assert packed.doc_ids == [d.id for d, _ in st.resolved.splits["validation"]] and len(packed.doc_ids) == 25
+    assert {d.source for d, _ in st.resolved.splits["validation"]} == {"a", "b"}  # both files, interleaved

@@ -257,11 +257,12 @@ def train_stream(corpus: CorpusConfig, data: DataConfig, tokenizer: Tokenizer, s
 
 def first_documents(corpus: CorpusConfig, select: Selection, limit: int, stats: ReadStats,
                     tokenizer: Tokenizer, shards: list[Shard] | None = None) -> list[tuple[Document, np.ndarray]]:
-    """The first ``limit`` selected documents in corpus order (tokenized, text dropped), every
-    process the same: a bounded evaluation sample read from the front of the stream."""
+    """The first ``limit`` selected documents (tokenized, text dropped) with ``corpus.cycle_length``
+    shards read interleaved from the front of the corpus, every process the same: the bounded
+    evaluation sample of a streamed corpus (`datarater.data.streamed` reads the same one)."""
     shards = shards if shards is not None else list_shards(corpus)
     out = []
-    for doc in document_stream(corpus, shards, select, stats, cycle_length=1):
+    for doc in document_stream(corpus, shards, select, stats):
         ids = tokenizer.encode(doc.text)
         if ids.size == 0:
             stats.drop_used("empty_after_tokenize", f"document {doc.id}")
