@@ -113,7 +113,7 @@ def main() -> None:
                      "generate_s": round(gen, 1)})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["peak_rss_mib"]
-    print(f"\n| text | on disk | files | peak RSS of train-lm | vs smallest | start-up to step 1 | LM tokens/s "
+    print("\n| text | on disk | files | peak RSS of train-lm | vs smallest | start-up to step 1 | LM tokens/s "
           "| pipeline tokens/s | pipeline / LM |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
