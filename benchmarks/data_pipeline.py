@@ -6,8 +6,8 @@ For each size (GiB of text) it generates, once, a corpus of ``.jsonl.zst`` files
 each in ``--dir`` (documents of ``../shared/data/corpus`` repeated under new ids; never in the
 repository), then measures in one run:
 - ``datarater train-lm model=nano train.steps=N`` on it (the streaming reader): peak resident
-  memory of that process (``wait4``'s ``ru_maxrss``), seconds from launch to the end of step 1,
-  and the LM's own tokens/s;
+  memory of that process (``wait4``'s ``ru_maxrss``), seconds from launch to the end of step 1
+  (with the compilation cache off, so each run compiles as a first run does), and the LM's own tokens/s;
 - the pipeline alone in this process (read, split, tokenize, pack, window-shuffle, batch nano's
   batches): tokens/s over ``--batches`` batches after the first, and its ratio to the LM's.
 Prints a table and one ``RESULT`` JSON line.
@@ -64,7 +64,8 @@ def train_lm(paths: list[Path], run_dir: Path, steps: int) -> dict:
             f"corpus.paths=[{','.join(str(p) for p in paths)}]", "corpus.reader=stream", f"train.eval_every={steps}",
             "train.log_every=10", f"train.checkpoint_every={steps}", f"run_dir={run_dir}"]
     t0 = time.time()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, DATARATER_COMPILATION_CACHE="off")  # every size compiles from scratch, as a first run does
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     err = proc.stderr.read()
     if status != 0:

@@ -168,7 +168,7 @@ def test_streamed_training_never_sees_a_target_document(tmp_path):
     corpus = CorpusConfig(paths=[str(corpus_path)], validation_fraction=0.1, heldout_fraction=0.1)
     stats = ReadStats()
     for target in (TargetConfig(paths=[str(target_path)]), TargetConfig(sources=["corpus"])):
-        st = resolve_streamed(corpus, TOK, target, list_shards(corpus), stats)
+        st = resolve_streamed(corpus, TOK, target, list_shards(corpus), stats, DATA.seq_len)
         banned = {keys.key(r["id"]) for r in copied} if target.paths else set()
         seen = set()
         it = make_iterator(train_stream(corpus, DATA, TOK, st.train, 16, 0, stats, shards=st.shards))
@@ -184,7 +184,7 @@ def test_streamed_training_never_sees_a_target_document(tmp_path):
         else:
             assert st.outer.split == "heldout"
     with pytest.raises(UserError, match="'meta.target.sources'"):
-        resolve_streamed(corpus, TOK, TargetConfig(sources=["nope"]), list_shards(corpus), ReadStats())
+        resolve_streamed(corpus, TOK, TargetConfig(sources=["nope"]), list_shards(corpus), ReadStats(), DATA.seq_len)
 
 
 def _meta_cli(args, env_extra=None):
@@ -214,8 +214,9 @@ def test_eval_reads_the_evaluation_sample_train_lm_evaluates_on(two_files):
     from datarater.data.streamed import resolve_streamed
     from datarater.eval.nll import own_validation_split
 
-    corpus = CorpusConfig(paths=two_files, reader="stream", eval_documents=25, validation_fraction=0.2)
-    st = resolve_streamed(corpus, TOK, TargetConfig(), list_shards(corpus), ReadStats(), outer=False)
+    corpus = CorpusConfig(paths=two_files, reader="stream", eval_sequences=20, validation_fraction=0.2)
+    st = resolve_streamed(corpus, TOK, TargetConfig(), list_shards(corpus), ReadStats(), DATA.seq_len, outer=False)
     packed, _ = own_validation_split(corpus, DATA, TOK)
-    assert packed.doc_ids == [d.id for d, _ in st.resolved.splits["validation"]] and len(packed.doc_ids) == 25
+    assert packed.doc_ids == [d.id for d, _ in st.resolved.splits["validation"]]
+    assert 20 <= len(packed) <= 22  # whole documents until 20 rows are filled
     assert {d.source for d, _ in st.resolved.splits["validation"]} == {"a", "b"}  # both files, interleaved

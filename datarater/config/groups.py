@@ -64,7 +64,7 @@ class CorpusConfig:
     stream_above_mb: int = 256
     shuffle_window: int = 4096  # stream: packed rows shuffled together
     cycle_length: int = 8  # stream: input shards read interleaved
-    eval_documents: int = 2000  # stream: validation / held-out documents read into memory for evaluation
+    eval_sequences: int = 2048  # stream: the evaluation sample, whole validation documents filling this many rows
 
 
 @dataclass

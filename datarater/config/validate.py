@@ -52,7 +52,7 @@ def validate_corpus(c: CorpusConfig, prefix: str = "corpus") -> None:
     _check(c.max_documents >= 0, f"{prefix}.max_documents", "must be >= 0 (0 = all)")
     _check(c.reader in ("auto", "memory", "stream"), f"{prefix}.reader",
            f"must be 'auto', 'memory' or 'stream', got '{c.reader}'")
-    for k in ("stream_above_mb", "shuffle_window", "cycle_length", "eval_documents"):
+    for k in ("stream_above_mb", "shuffle_window", "cycle_length", "eval_sequences"):
         _check(getattr(c, k) >= (0 if k == "stream_above_mb" else 1), f"{prefix}.{k}",
                f"must be a positive integer, got {getattr(c, k)}")
 

@@ -255,9 +255,10 @@ def train_stream(corpus: CorpusConfig, data: DataConfig, tokenizer: Tokenizer, s
     return rows.batch(batch_size, drop_remainder=True, batch_fn=stack)
 
 
-def first_documents(corpus: CorpusConfig, select: Selection, limit: int, stats: ReadStats,
+def first_documents(corpus: CorpusConfig, select: Selection, budget: int, stats: ReadStats,
                     tokenizer: Tokenizer, shards: list[Shard] | None = None) -> list[tuple[Document, np.ndarray]]:
-    """The first ``limit`` selected documents (tokenized, text dropped) with ``corpus.cycle_length``
+    """The first selected documents (tokenized, text dropped) that hold ``budget`` tokens (with
+    bos / eos), with ``corpus.cycle_length``
     shards read interleaved from the front of the corpus, every process the same: the bounded
     evaluation sample of a streamed corpus (`datarater.data.streamed` reads the same one)."""
     shards = shards if shards is not None else list_shards(corpus)
@@ -268,7 +269,8 @@ def first_documents(corpus: CorpusConfig, select: Selection, limit: int, stats: 
             stats.drop_used("empty_after_tokenize", f"document {doc.id}")
             continue
         out.append((Document(doc.id, "", doc.source, doc.label), ids))
-        if len(out) >= limit:
+        budget -= ids.size + 2
+        if budget <= 0:
             break
     return out
 

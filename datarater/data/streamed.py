@@ -3,7 +3,7 @@
 The streaming counterpart of `datarater.data.target.read_with_target`, without reading the whole
 corpus before step 0. Training (and the outer loss, for a target inside the corpus) are streams
 of documents selected by id hash and target (`Selection`); the evaluation sets are the first
-``corpus.eval_documents`` validation documents, read with ``cycle_length`` shards interleaved
+validation documents that fill ``corpus.eval_sequences`` rows, read with ``cycle_length`` shards interleaved
 from the front of the corpus, and a selection target's validation documents among them. A target
 of other files is read whole (target sets are small); since the corpus cannot be searched for
 its texts before training, a training document with the text of a target document is dropped
@@ -47,9 +47,10 @@ def _excluding(texts: set[bytes], stats: ReadStats) -> Callable[[Document], bool
 
 
 def resolve_streamed(corpus: CorpusConfig, tokenizer: Tokenizer, target: TargetConfig, shards: list[Shard],
-                     stats: ReadStats, prefix: str = "meta.target", outer: bool = True) -> Streamed:
+                     stats: ReadStats, seq_len: int, prefix: str = "meta.target", outer: bool = True) -> Streamed:
     """Selections of the streams and the evaluation samples (see the module's docstring)."""
-    limit = corpus.eval_documents
+    budget = corpus.eval_sequences * seq_len  # tokens of the sample (with bos / eos)
+    filled = 0
     sample: list[tuple[Document, object]] = []
     sources: Counter = Counter()
     labels: Counter = Counter()
@@ -63,13 +64,14 @@ def resolve_streamed(corpus: CorpusConfig, tokenizer: Tokenizer, target: TargetC
         ids = tokenizer.encode(doc.text)
         if ids.size:
             sample.append((Document(doc.id, "", doc.source, doc.label), ids))
-        if len(sample) >= limit:
+            filled += ids.size + 2
+        if filled >= budget:
             break
     if not sample:
         raise UserError(f"the corpus's validation split has no documents ({read.summary()}); raise "
                         "corpus.validation_fraction or add documents (corpus.paths)")
     desc: dict = {"mode": target.mode, "what": target.describe(), "streamed": True,
-                  "evaluation_sample": f"the first {len(sample)} validation documents"}
+                  "evaluation_sample": f"the first {len(sample)} validation documents ({filled} tokens)"}
     train = Selection("train")
     held: list = []
     val: list = []
@@ -79,7 +81,7 @@ def resolve_streamed(corpus: CorpusConfig, tokenizer: Tokenizer, target: TargetC
         val = [(d, ids) for d, ids in sample if _matches(d, target)]
         if not val:
             raise UserError(f"config key '{prefix}': {target.describe()} selects none of the first {len(sample)} "
-                            "validation documents; raise corpus.eval_documents or select more")
+                            "validation documents; raise corpus.eval_sequences or select more")
         outer_sel = Selection("heldout", keep=lambda d: _matches(d, target)) if outer else None
         desc.update(sources=list(target.sources), labels=list(target.labels))
     elif target.mode == "files":

@@ -141,14 +141,15 @@ def _first_rows(packed: PackedSequences, n: int) -> PackedSequences:
 def own_validation_split(corpus: CorpusConfig, data: DataConfig, tokenizer: Tokenizer,
                          on_build=None) -> tuple[PackedSequences, ReadStats]:
     """The run's own validation split (the split train-lm evaluates on; for a streamed corpus, the same
-    evaluation sample: its first ``corpus.eval_documents`` validation documents); ``on_build`` as `load_splits`."""
+    evaluation sample: its first validation documents, ``corpus.eval_sequences`` rows); ``on_build`` as `load_splits`."""
     from datarater.data.corpus import pack_split
     from datarater.data.stream import Selection, first_documents, list_shards, wants_stream
 
     stats = ReadStats()
     shards = list_shards(corpus, on_build=on_build)
     if wants_stream(corpus, shards):
-        docs = first_documents(corpus, Selection("validation"), corpus.eval_documents, stats, tokenizer, shards)
+        docs = first_documents(corpus, Selection("validation"), corpus.eval_sequences * data.seq_len, stats,
+                               tokenizer, shards)
         return pack_split(docs, data, tokenizer, "validation"), stats
     packed = load_splits(corpus, data, tokenizer, splits=("validation",), stats=stats, on_build=on_build)
     return packed["validation"], stats

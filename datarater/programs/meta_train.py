@@ -73,7 +73,7 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
         say(f"[data] reading {prog.corpus.name} ...")
         shards = list_shards(prog.corpus, on_build=say)
         if wants_stream(prog.corpus, shards):
-            streamed = resolve_streamed(prog.corpus, tokenizer, m.target, shards, stats)
+            streamed = resolve_streamed(prog.corpus, tokenizer, m.target, shards, stats, prog.data.seq_len)
             resolved = streamed.resolved
             splits = {}
             if streamed.outer is None:

@@ -83,7 +83,8 @@ def run(prog: TrainLMProgram) -> dict:
     shards = list_shards(prog.corpus, on_build=say)
     streamed = None
     if wants_stream(prog.corpus, shards):
-        streamed = resolve_streamed(prog.corpus, tokenizer, prog.target, shards, stats, prefix="target", outer=False)
+        streamed = resolve_streamed(prog.corpus, tokenizer, prog.target, shards, stats, prog.data.seq_len,
+                                    prefix="target", outer=False)
         resolved = streamed.resolved
         splits = {"validation": pack_split(resolved.splits["validation"], prog.data, tokenizer, "validation")}
         mine = process_shards(shards, jax.process_index(), jax.process_count())[0]
