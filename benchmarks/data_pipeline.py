@@ -5,7 +5,8 @@
 For each size (GiB of text) it generates, once, a corpus of ``.jsonl.zst`` files of 1 GiB of text
 each in ``--dir`` (documents of ``../shared/data/corpus`` repeated under new ids; never in the
 repository), then measures in one run:
-- ``datarater train-lm model=nano train.steps=N`` on it (the streaming reader): peak resident
+- ``datarater train-lm model=nano train.steps=N`` on it (the streaming reader), ``--repeats`` times
+  (medians reported): peak resident
   memory of that process (``wait4``'s ``ru_maxrss``), seconds from launch to the end of step 1
   (with the compilation cache off, so each run compiles as a first run does), and the LM's own tokens/s;
 - the pipeline alone in this process (read, split, tokenize, pack, window-shuffle, batch nano's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -65,11 +67,12 @@ def train_lm(paths: list[Path], run_dir: Path, steps: int) -> dict:
             "train.log_every=10", f"train.checkpoint_every={steps}", f"run_dir={run_dir}"]
     t0 = time.time()
     env = dict(os.environ, DATARATER_COMPILATION_CACHE="off")  # every size compiles from scratch, as a first run does
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
-        raise SystemExit(f"train-lm failed:\n{err[-3000:]}")
+        raise SystemExit(f"train-lm failed: see {run_dir.parent / (run_dir.name + '.log')}")
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     tok_s = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]  # after the first (compilation) window
@@ -99,6 +102,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/datarater-bench")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--batches", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3, help="train-lm runs per size (peak RSS varies run to run)")
     a = ap.parse_args()
     root = Path(a.dir)
     rows = []
@@ -107,18 +111,22 @@ def main() -> None:
         paths = generate(root / "corpus", gib)  # the k GiB corpus is the first k files of the largest
         gen = time.perf_counter() - t
         on_disk = sum(p.stat().st_size for p in paths) / GIB
-        lm = train_lm(paths, root / f"run-{gib}gib-{int(time.time())}", a.steps)
+        runs = [train_lm(paths, root / f"run-{gib}gib-{int(time.time())}-{r}", a.steps) for r in range(a.repeats)]
+        rss = sorted(r["peak_rss_mib"] for r in runs)
+        lm = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        lm["peak_rss_range_mib"] = [rss[0], rss[-1]]
         alone = pipeline_alone(paths, a.batches)
         rows.append({"gib_text": gib, "gib_on_disk": round(on_disk, 2), "files": len(paths), **lm,
                      "pipeline_tokens_per_s": alone, "pipeline_over_lm": alone / lm["lm_tokens_per_s"],
                      "generate_s": round(gen, 1)})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["peak_rss_mib"]
-    print("\n| text | on disk | files | peak RSS of train-lm | vs smallest | start-up to step 1 | LM tokens/s "
+    print(f"\n| text | on disk | files | peak RSS of train-lm (median, range of {a.repeats}) | vs smallest | start-up to step 1 | LM tokens/s "
           "| pipeline tokens/s | pipeline / LM |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['gib_text']} GiB | {r['gib_on_disk']} GiB | {r['files']} | {r['peak_rss_mib']:.0f} MiB "
+        lo, hi = r["peak_rss_range_mib"]
+        print(f"| {r['gib_text']} GiB | {r['gib_on_disk']} GiB | {r['files']} | {r['peak_rss_mib']:.0f} ({lo:.0f}–{hi:.0f}) MiB "
               f"| {r['peak_rss_mib'] / base:.2f}x | {r['startup_s']:.1f} s | {r['lm_tokens_per_s']:,.0f} "
               f"| {r['pipeline_tokens_per_s']:,.0f} | {r['pipeline_over_lm']:.1f}x |")
     print("RESULT " + json.dumps(rows))

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from datarater.errors import UserError
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18  # 256 KiB read at a time: a stream's buffers stay small when many files are open
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
