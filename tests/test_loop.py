@@ -26,6 +26,14 @@ class FakeCheckpointer:
     def restore(self, step, abstract):
         return self.saved_state, {"data": "it", "step": step}
 
+    warnings: list = []
+
+    def restore_latest(self, abstract):
+        return None if self.latest is None else (self.latest, *self.restore(self.latest, abstract))
+
+    def check(self):
+        pass
+
     def wait(self):
         pass
 

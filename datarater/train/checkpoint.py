@@ -1,12 +1,18 @@
 """Orbax checkpoints of a training state (arrays) plus JSON side items (data iterator, step).
 
 One ``CheckpointManager`` per run directory, saving asynchronously; a run started again in the
-same directory restores the latest finished checkpoint. Arrays are restored onto the shardings
-of an abstract target, so a run may resume on a different device count.
+same directory restores the latest finished checkpoint that can be read, setting damaged ones
+aside. Arrays are restored onto the shardings of an abstract target, so a run may resume on a
+different device count. The folder is probed for writability at start, and a background save
+that fails stops the run at the next step with the folder named.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +22,172 @@ import orbax.checkpoint as ocp
 from datarater.errors import UserError
 
 
+def probe_writable(directory: Path) -> None:
+    """Creates ``directory`` and writes and removes a file in it; `UserError` naming it if it cannot."""
+    probe = directory / f".write-probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"checkpoint folder {directory} is not writable ({e.strerror or e}): "
+                        "free space or fix its permissions, or use another run_dir") from None
+
+
+def set_aside(path: Path) -> Path:
+    """Renames a bad checkpoint step folder ``N`` to ``N.corrupt`` (``N.corrupt-2``, ...): kept for
+    inspection, and no longer a step orbax lists."""
+    for i in range(1, 1000):
+        dest = path.with_name(f"{path.name}.corrupt" + (f"-{i}" if i > 1 else ""))
+        if not dest.exists():
+            path.rename(dest)
+            return dest
+    raise UserError(f"cannot set aside the bad checkpoint {path}: too many earlier ones beside it")
+
+
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, read_only: bool = False):
         self.directory = Path(directory).absolute()
+        if jax.process_index() == 0 and not read_only:
+            probe_writable(self.directory)
+            for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):  # a save that was killed or failed
+                shutil.rmtree(partial, ignore_errors=True)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             save_interval_steps=1,  # the caller decides when to save
-            create=True,
+            create=not read_only,
             enable_async_checkpointing=True,
+            read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
+        self.warnings: list[str] = []  # checkpoints that could not be restored and were set aside
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, extra: dict) -> None:
-        """Saves arrays ``state`` and a JSON-serialisable ``extra`` dict at ``step`` (async)."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
-        )
-
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-        """Restores onto ``abstract_state`` (ShapeDtypeStructs with shardings)."""
-        try:
-            out = self.manager.restore(
+        """Saves arrays ``state`` and a JSON-serialisable ``extra`` dict at ``step`` (async); an
+        earlier save that failed in the background is raised here (`check`)."""
+        self.check()
+        self._check_space(state)
+        with self._failure("saving"):
+            self.manager.save(
                 step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
-                ),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
             )
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(
-                f"checkpoint {self.directory}/{step} does not match this run's model or optimiser "
-                f"({type(e).__name__}: {str(e)[:300]}); start a new run_dir or restore the config it was saved with"
-            ) from e
+
+    def _check_space(self, state: Any) -> None:
+        """`UserError` before a save that cannot fit: a full disk found by the async writer would
+        stop the run all the same, but with one traceback per array written."""
+        need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state)) + (1 << 20)
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return  # not a local folder: the writer reports failures
+        if free < need:
+            raise UserError(f"checkpoint folder {self.directory} has {free / 2**20:.1f} MiB free, and a checkpoint "
+                            f"takes up to {need / 2**20:.1f} MiB: free space and rerun (the checkpoints finished "
+                            "before are kept, and a rerun resumes from the latest)")
+
+    def check(self) -> None:
+        """`UserError` naming the folder if a background save has failed (cheap: called every step)."""
+        with self._failure("saving"):
+            self.manager.check_for_errors()
+
+    @contextmanager
+    def _failure(self, doing: str):
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds; all mean the same here
+            raise UserError(f"{doing} a checkpoint in {self.directory} failed: {_first_line(e)}; the run stopped "
+                            "(the checkpoints finished before are kept: free space or fix the folder, then rerun "
+                            "to resume)") from None
+
+    def _restore_step(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()),
+        )
         return out["state"], out["extra"]
 
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """One given step, restored onto ``abstract_state``; `UserError` naming the folder if it cannot be."""
+        try:
+            return self._restore_step(step, abstract_state)
+        except Exception as e:  # noqa: BLE001 - any failure here is this folder's
+            raise UserError(f"checkpoint {self.directory / str(step)} cannot be restored ({type(e).__name__}: "
+                            f"{_first_line(e)}): it does not match this run's model, or is damaged") from None
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        """The latest checkpoint that restores onto ``abstract_state`` (ShapeDtypeStructs with
+        shardings), as ``(step, arrays, extra)``; None if there is none.
+
+        A step that fails to restore (a truncated or missing file, unreadable metadata) is set
+        aside as ``N.corrupt`` with a warning (`warnings`) and the previous step is tried. When
+        every step fails, the checkpoints do not belong to this model or optimiser (or are all
+        damaged): `UserError` naming the latest folder and its error, and nothing is moved.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        failed: list[tuple[int, Exception]] = []
+        for step in steps:
+            try:
+                state, extra = self._restore_step(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - see the docstring
+                failed.append((step, e))
+                continue
+            if failed and jax.process_index() == 0:
+                for bad, err in failed:
+                    culprit = _culprit(self.directory / str(bad), err)
+                    dest = set_aside(self.directory / str(bad))
+                    self.warnings.append(f"checkpoint {self.directory / str(bad)} could not be restored "
+                                         f"({culprit}{_first_line(err)}); set aside as {dest.name}, resumed from "
+                                         f"step {step}")
+                self.manager.reload()
+            return step, state, extra
+        if failed:
+            step, e = failed[0]
+            raise UserError(
+                f"checkpoint {self.directory / str(step)} cannot be restored ({_culprit(self.directory / str(step), e)}"
+                f"{type(e).__name__}: {_first_line(e)})"
+                + (f", nor can the {len(failed) - 1} before it" if len(failed) > 1 else "")
+                + ": it does not match this run's model or optimiser, or is damaged; start a new run_dir or restore "
+                "the config it was saved with"
+            )
+        return None
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._failure("saving"):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def _culprit(step_dir: Path, e: BaseException) -> str:
+    """``"file F: "`` naming the damaged file of a step when the error does not (orbax's JSON
+    metadata files that do not parse); ``""`` when the error names it or none is found."""
+    if str(step_dir) in str(e):
+        return ""  # tensorstore names the file it could not read
+    for path in sorted(step_dir.rglob("*")):
+        if not path.is_file() or path.suffix not in ("", ".json") or "d" in path.relative_to(step_dir).parts[:-1]:
+            continue
+        if path.name in ("manifest.ocdbt",) or path.stat().st_size > 1 << 22:
+            continue
+        try:
+            json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return f"file {path}: "
+    return ""
+
+
+def _first_line(e: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def abstract_like(tree: Any) -> Any:

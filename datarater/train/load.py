@@ -39,7 +39,7 @@ def load_lm(run_dir: str | Path, step: int | None = None) -> LoadedLM:
     ckpt_dir = path / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
         raise UserError(f"{path} has no finished checkpoint (no checkpoints/): train it first")
-    ckpt = Checkpointer(ckpt_dir, keep=1_000_000)
+    ckpt = Checkpointer(ckpt_dir, keep=1_000_000, read_only=True)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:

@@ -28,7 +28,10 @@ from typing import Any
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.metrics import MetricsFile
 
-SIGKILL_ENV = "DATARATER_SIGKILL_AFTER_CHECKPOINT"
+# Fault injection (the resume and fault tests): SIGKILL this process, as a preempted VM, ...
+SIGKILL_ENV = "DATARATER_SIGKILL_AFTER_CHECKPOINT"  # ... once the checkpoint of step N is on disk
+SIGKILL_STEP_ENV = "DATARATER_SIGKILL_AT_STEP"  # ... in step N, after its update, before its hooks and save
+SIGKILL_SAVE_ENV = "DATARATER_SIGKILL_DURING_SAVE"  # ... while the checkpoint of step N is being written
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Restored:
     state: Any = None
     extra: dict = field(default_factory=dict)
     dropped_rows: int = 0  # metric rows after the checkpoint, dropped to be written again
+    warnings: list[str] = field(default_factory=list)  # damaged checkpoints set aside (the program says them)
 
     @property
     def found(self) -> bool:
@@ -86,6 +90,15 @@ def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
     return hook
 
 
+def _env_step(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Loop:
     """``total_steps`` steps with hooks; checkpoints through ``ckpt`` every ``checkpoint_every`` steps.
 
@@ -110,13 +123,14 @@ class Loop:
         """The latest finished checkpoint restored onto ``abstract_state`` (ShapeDtypeStructs with
         shardings), metric rows after it dropped; none found: step 0, and when ``fresh_start``
         (a run directory started before without reaching a checkpoint) its metrics file is removed."""
-        latest = self.ckpt.latest_step()
-        if latest is None:
+        found = self.ckpt.restore_latest(abstract_state)
+        if found is None:
             if fresh_start and self.metrics.enabled and self.metrics.path.exists():
                 self.metrics.path.unlink()
-            return Restored()
-        state, extra = self.ckpt.restore(latest, abstract_state)
-        return Restored(step=int(latest), state=state, extra=extra, dropped_rows=self.metrics.truncate_after(latest))
+            return Restored(warnings=list(self.ckpt.warnings))
+        latest, state, extra = found
+        return Restored(step=int(latest), state=state, extra=extra, dropped_rows=self.metrics.truncate_after(latest),
+                        warnings=list(self.ckpt.warnings))
 
     def save(self, step: int) -> None:
         arrays, extra = self.snapshot(step)
@@ -126,17 +140,23 @@ class Loop:
         """Steps ``start + 1 .. total_steps``; ``step_fn(step)`` takes step ``step`` (1-based) and
         returns what the hooks receive. Returns the step reached; the checkpointer is closed."""
         step = self.step = start
+        kill_at, kill_in_save = _env_step(SIGKILL_STEP_ENV), _env_step(SIGKILL_SAVE_ENV)
         with deferred_interrupt() as interrupted:
             try:
                 while step < self.total:
+                    self.ckpt.check()  # a background save that failed stops the run here
                     out = step_fn(step + 1)
                     step = self.step = step + 1
+                    if step == kill_at:
+                        _kill()
                     last = step == self.total
                     for hook in self.hooks:
                         if step % hook.every == 0 or (last and hook.at_last):
                             hook.fn(step, out)
                     if step % self.checkpoint_every == 0 or last:
                         self.save(step)
+                        if step == kill_in_save:
+                            _kill()  # the save was started asynchronously: its files are half-written
                         for fn in self.after_save:
                             fn(step)
                     elif interrupted[0]:

@@ -1,0 +1,80 @@
+"""Checkpoints fail loudly and fall back: a damaged latest step is set aside and the one before it
+restored; checkpoints of another model, an unwritable folder, a failed save: errors naming the folder."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datarater.errors import UserError
+from datarater.train.checkpoint import Checkpointer, abstract_like
+
+
+def _state(v: float) -> dict:
+    return {"w": jnp.full((64, 8), v, jnp.float32), "b": jnp.arange(8, dtype=jnp.float32) * v}
+
+
+def _saved(tmp_path: Path, steps=(1, 2)) -> Path:
+    d = tmp_path / "checkpoints"
+    ckpt = Checkpointer(d, keep=5)
+    for s in steps:
+        ckpt.save(s, _state(float(s)), {"step": s})
+    ckpt.close()
+    return d
+
+
+def _damage(step_dir: Path) -> Path:
+    """Truncates the largest file of a step's arrays to half (a write cut short)."""
+    files = sorted((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim = files[-1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    return victim
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_restored(tmp_path):
+    d = _saved(tmp_path)
+    _damage(d / "2")
+    ckpt = Checkpointer(d, keep=5)
+    step, state, extra = ckpt.restore_latest(abstract_like(_state(0.0)))
+    ckpt.close()
+    assert step == 1 and extra["step"] == 1
+    np.testing.assert_array_equal(state["w"], np.full((64, 8), 1.0, np.float32))
+    assert (d / "2.corrupt").is_dir() and not (d / "2").exists()  # kept for inspection, no longer a step
+    assert len(ckpt.warnings) == 1 and "resumed from step 1" in ckpt.warnings[0]
+    assert str(d / "2" / "state") in ckpt.warnings[0]  # the damaged file is named
+    again = Checkpointer(d, keep=5)  # a later save of step 2 is not blocked by the bad one
+    again.save(2, _state(5.0), {"step": 2})
+    assert again.restore_latest(abstract_like(_state(0.0)))[0] == 2
+    again.close()
+
+
+def test_checkpoints_that_all_fail_are_an_error_naming_the_latest_and_nothing_is_moved(tmp_path):
+    d = _saved(tmp_path)
+    other = {"w": jnp.zeros((32, 8), jnp.float32), "b": jnp.zeros(8, jnp.float32)}  # another model's shapes
+    ckpt = Checkpointer(d, keep=5)
+    with pytest.raises(UserError, match=rf"checkpoint {d / '2'} cannot be restored .*nor can the 1 before it"):
+        ckpt.restore_latest(abstract_like(other))
+    ckpt.close()
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["1", "2"]
+
+
+def _read_only(path: Path):
+    """Makes ``path`` unwritable even for root (the immutable attribute); None where not allowed."""
+    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_an_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    if not _read_only(d):
+        pytest.skip("chattr +i is not permitted here (the read-only case is then only in tests/faults)")
+    try:
+        with pytest.raises(UserError, match=rf"checkpoint folder {d} is not writable"):
+            Checkpointer(d, keep=2)
+    finally:
+        subprocess.run(["chattr", "-i", str(d)])
