@@ -115,23 +115,44 @@ def test_outer_update_average_params_is_the_mean_of_member_adam_steps():
     eta = {"a": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
     grads = {"a": jnp.array([[0.3, -0.1], [-0.2, 0.4]]), "b": jnp.array([0.1, -0.3])}
     states = jax.vmap(lambda _: tx.init(eta))(jnp.arange(2))
-    new, _, skipped = outer_update(tx, eta, states, grads, "average_params")
+    new, _, bad = outer_update(tx, eta, states, grads, "average_params")
     expected = []
     for p in range(2):
         g = jax.tree.map(lambda x, p=p: x[p], grads)
         upd, _ = tx.update(g, tx.init(eta), eta)
         expected.append(optax.apply_updates(eta, upd))
     mean = jax.tree.map(lambda *xs: sum(xs) / 2, *expected)
-    assert not bool(skipped)
+    assert not np.asarray(bad).any()
     for k in eta:
         np.testing.assert_allclose(new[k], mean[k], rtol=1e-6)
-    # a non-finite member gradient skips the update entirely
-    bad = {"a": grads["a"].at[0, 0].set(jnp.nan), "b": grads["b"]}
-    kept, kept_states, skipped = outer_update(tx, eta, states, bad, "average_params")
-    assert bool(skipped)
+    # every member non-finite: the update is skipped, nothing NaN is kept
+    nan = jax.tree.map(lambda g: g.at[0].set(jnp.nan).at[1].set(jnp.nan), grads)
+    kept, kept_states, bad = outer_update(tx, eta, states, nan, "average_params")
+    assert np.asarray(bad).all()
     for k in eta:
         np.testing.assert_array_equal(kept[k], eta[k])
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(kept_states))
+
+
+@pytest.mark.parametrize("mode", ["average_params", "average_grads"])
+def test_a_non_finite_member_is_left_out_and_the_others_update(mode):
+    """One diverged member of three: the update equals the two finite members' update alone, and
+    the diverged member's outer state is kept as it was."""
+    tx = outer_optimizer(lr=0.1, warmup_steps=0, weight_decay=0.1, clip_norm=1.0)
+    eta = {"a": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+    grads = {"a": jnp.array([[0.3, -0.1], [jnp.nan, 0.4], [-0.2, 0.2]]), "b": jnp.array([0.1, -0.3, 0.2])}
+    init = (lambda n: jax.vmap(lambda _: tx.init(eta))(jnp.arange(n))) if mode == "average_params" else (lambda n: tx.init(eta))
+    new, states, bad = outer_update(tx, eta, init(3), grads, mode)
+    two = jax.tree.map(lambda g: g[jnp.array([0, 2])], grads)
+    want, want_states, _ = outer_update(tx, eta, init(2), two, mode)
+    np.testing.assert_array_equal(np.asarray(bad), [False, True, False])
+    for k in eta:
+        np.testing.assert_allclose(new[k], want[k], rtol=1e-6)
+        assert np.isfinite(np.asarray(new[k])).all()
+    if mode == "average_params":  # member 1's Adam state untouched, the others' as in the 2-member update
+        for got, ref, old in zip(jax.tree.leaves(states), jax.tree.leaves(want_states), jax.tree.leaves(init(3)), strict=True):
+            np.testing.assert_allclose(np.asarray(got)[[0, 2]], np.asarray(ref), rtol=1e-6)
+            np.testing.assert_array_equal(np.asarray(got)[1], np.asarray(old)[1])
 
 
 def test_plain_inner_steps_come_first_and_follow_the_raters_weights(setup):

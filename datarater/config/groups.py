@@ -56,6 +56,9 @@ class CorpusConfig:
     validation_fraction: float = 0.05
     split_salt: str = "datarater-split-v1"
     max_bad_fraction: float = 0.1  # a file with more unreadable lines than this is an error
+    # A .gz/.zst file that ends mid-stream is an error naming it; true: keep its lines up to the
+    # cut, with a warning counting what was lost
+    allow_truncated: bool = False
     max_documents: int = 0  # 0 = all (the in-memory reader only)
     # memory: read, tokenize and pack the whole split before step 0 (small corpora; exact global
     # shuffle each epoch). stream: a Grain pipeline per process that reads only its own shards
@@ -197,6 +200,9 @@ class MetaConfig:
     log_every: int = 10
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    # Consecutive meta-steps whose update was skipped (every member's meta-gradient non-finite)
+    # after which the run stops with an error rather than go on with a rater that does not learn.
+    max_skipped: int = 5
     target: TargetConfig = field(default_factory=TargetConfig)  # the outer loss's data (see TargetConfig)
 
 

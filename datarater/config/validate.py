@@ -102,7 +102,7 @@ def validate_mesh(m: MeshConfig, prefix: str = "mesh") -> None:
 
 def validate_meta(m: MetaConfig, prefix: str = "meta") -> None:
     for k in ("steps", "unroll", "population", "lifetime", "inner_batch_size", "outer_batch_size", "log_every",
-              "checkpoint_every", "keep_checkpoints"):
+              "checkpoint_every", "keep_checkpoints", "max_skipped"):
         _check(getattr(m, k) > 0, f"{prefix}.{k}", f"must be a positive integer, got {getattr(m, k)}")
     _check(m.grad_mode in ("autodiff", "remat", "mixed"), f"{prefix}.grad_mode",
            f"must be one of autodiff, remat, mixed; got '{m.grad_mode}'")

@@ -296,6 +296,12 @@ def outer_optimizer(lr: float, warmup_steps: int, weight_decay: float, clip_norm
     return optax.chain(*parts)
 
 
+def member_finite(grads: dict) -> jax.Array:
+    """``[P]`` whether every entry of member p's meta-gradient is finite."""
+    leaves = [jnp.all(jnp.isfinite(g.reshape(g.shape[0], -1)), axis=1) for g in jax.tree.leaves(grads)]
+    return jnp.all(jnp.stack(leaves), axis=0)
+
+
 def outer_update(
     tx: optax.GradientTransformation, eta: dict, outer_states: Any, grads: dict, mode: str
 ) -> tuple[dict, Any, jax.Array]:
@@ -303,26 +309,34 @@ def outer_update(
 
     ``average_params`` (the paper): each member's gradient goes through its own outer Adam state
     and the resulting rater parameters are averaged. ``average_grads``: one Adam step on the mean
-    gradient (``outer_states`` then has no leading axis). A non-finite gradient anywhere skips the
-    update (returned flag ``skipped``) so the rater never becomes NaN.
+    gradient (``outer_states`` then has no leading axis). A member whose gradient is not finite
+    (a diverged inner LM) is left out of the average and its outer state kept; the others update.
+    Returns ``(eta, outer_states, bad)``, ``bad`` ``[P]`` the members left out; when all are, the
+    rater and its states are unchanged (the update is skipped), so the rater never becomes NaN.
     """
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    good = member_finite(grads)
+    n_good = jnp.sum(good)
+    any_good = n_good > 0
+    expand = lambda m, x: m.reshape((-1,) + (1,) * (x.ndim - 1))
+    clean = jax.tree.map(lambda g: jnp.where(expand(good, g), g, 0.0), grads)  # NaN never enters the maths
+    share = good / jnp.maximum(n_good, 1)
     if mode == "average_params":
 
         def one(state, g):
             updates, state = tx.update(g, state, eta)
             return optax.apply_updates(eta, updates), state
 
-        etas, new_states = jax.vmap(one)(outer_states, grads)
-        new_eta = jax.tree.map(lambda x: jnp.mean(x, axis=0), etas)
+        etas, new_states = jax.vmap(one)(outer_states, clean)
+        new_eta = jax.tree.map(lambda x: jnp.tensordot(share.astype(x.dtype), x, axes=1), etas)
+        new_states = jax.tree.map(lambda a, b: jnp.where(expand(good, a), a, b), new_states, outer_states)
     elif mode == "average_grads":
-        mean_g = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+        mean_g = jax.tree.map(lambda g: jnp.tensordot(share.astype(g.dtype), g, axes=1), clean)
         updates, new_states = tx.update(mean_g, outer_states, eta)
         new_eta = optax.apply_updates(eta, updates)
     else:
         raise ValueError(f"unknown outer update mode {mode!r}")
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    return keep(new_eta, eta), keep(new_states, outer_states), jnp.logical_not(finite)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(any_good, a, b), new, old)
+    return keep(new_eta, eta), keep(new_states, outer_states), jnp.logical_not(good)
 
 
 def make_population_meta_step(
@@ -349,16 +363,17 @@ def make_population_meta_step(
             theta, inner = advance(state["eta"], theta, inner, plain)
         per_member = jax.vmap(problem.meta_grad, in_axes=(None, 0, 0, 0, 0), spmd_axis_name=spmd_axis_name)
         (loss, (theta_t, inner_t, aux)), grads = per_member(state["eta"], theta, inner, inner_batches, heldout)
-        eta, outer, skipped = outer_update(outer_tx, state["eta"], state["outer"], grads, outer_mode)
+        eta, outer, bad = outer_update(outer_tx, state["eta"], state["outer"], grads, outer_mode)
         w = aux["weights"]  # [P, T, B]
         metrics = {
             "outer_loss": jnp.mean(loss),
             "inner_loss": jnp.mean(aux["inner_loss"]),
-            "meta_grad_norm": optax.global_norm(jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)),
+            "meta_grad_norm": optax.global_norm(jax.tree.map(
+                lambda g: jnp.mean(jnp.where(bad.reshape((-1,) + (1,) * (g.ndim - 1)), 0.0, g), axis=0), grads)),
             "score_mean": jnp.mean(aux["scores"]),
             "score_std": jnp.std(aux["scores"]),
             "effective_batch": jnp.mean(1.0 / jnp.sum(w * w, axis=-1)),
-            "skipped": skipped,
+            "bad_members": bad,  # [P] members whose meta-gradient was not finite (left out)
             "scores": aux["scores"],
         }
         return {"eta": eta, "outer": outer, "theta": theta_t, "inner": inner_t}, metrics

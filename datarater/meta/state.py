@@ -51,7 +51,10 @@ class Members:
     lives: list[int]  # the length of each member's current life
     generations: list[int]  # lives each member has started (its parameters' seed)
     resets: int = 0  # member re-initialisations so far
-    skipped: int = 0  # meta-updates skipped for non-finite gradients so far
+    skipped: int = 0  # meta-updates skipped (every member's meta-gradient non-finite) so far
+    updates: int = 0  # meta-updates applied to the rater so far
+    consecutive_skipped: int = 0  # skipped updates since the last applied one
+    diverged: int = 0  # members re-initialised because their meta-gradient was not finite
 
     @classmethod
     def start(cls, meta: MetaConfig) -> Members:
@@ -69,6 +72,12 @@ class Members:
             self.ages[p], self.lives[p] = 0, lifetime
             self.resets += 1
         return dead
+
+    def restart(self, members: list[int], lifetime: int) -> None:
+        """Starts a new life (of ``lifetime`` steps, next generation's seed) for ``members``."""
+        for p in members:
+            self.generations[p] += 1
+            self.ages[p], self.lives[p] = 0, lifetime
 
     def keys(self, seed: int) -> jax.Array:
         """Each member's parameter key for its current generation."""
@@ -131,7 +140,9 @@ def initial_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh, l
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
     restored = loop.restore(abstract, fresh_start)
     if restored.found:
-        return MetaTrainState(restored.state, Members(**restored.extra["book"])), shardings, restored
+        book = dict(restored.extra["book"])
+        book.setdefault("updates", restored.step - book.get("skipped", 0))  # checkpoints of older versions
+        return MetaTrainState(restored.state, Members(**book)), shardings, restored
     arrays = jax.jit(lambda: _init_arrays(prog, inner_tx, outer_tx), out_shardings=shardings)()
     return MetaTrainState(arrays, Members.start(prog.meta)), shardings, restored
 
@@ -200,3 +211,28 @@ def member_mask(dead: list[int], population: int) -> jax.Array:
     mask = np.zeros(population, dtype=bool)
     mask[dead] = True
     return jnp.asarray(mask)
+
+
+NAN_ENV = "DATARATER_INJECT_NAN"
+
+
+def nan_injection(population: int):
+    """Fault injection for the fault tests: ``$DATARATER_INJECT_NAN=STEP:MEMBER`` sets that member's
+    LM parameters to NaN before meta-step STEP (as a diverged inner LM), so its meta-gradient is
+    not finite. Returns ``(step, arrays) -> arrays``, or None when the variable is unset."""
+    import os
+
+    spec = os.environ.get(NAN_ENV, "")
+    if not spec:
+        return None
+    at, member = (int(x) for x in spec.split(":"))
+    if not 0 <= member < population:
+        raise ValueError(f"{NAN_ENV}={spec}: member must be in [0, {population})")
+
+    @jax.jit
+    def poisoned(arrays):
+        theta = jax.tree.map(lambda x: x.at[member].set(jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                             arrays["theta"])
+        return dict(arrays, theta=theta)
+
+    return lambda step, arrays: poisoned(arrays) if step == at else arrays

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from datarater import __version__
 from datarater.artifacts import RATER_DIR, TARGET_FILE, save_rater
 from datarater.config import MetaTrainProgram
 from datarater.console import Progress, is_main_process, say
@@ -40,12 +41,13 @@ from datarater.meta.state import (
     make_reset,
     member_mask,
     meta_microbatches,
+    nan_injection,
 )
 from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.mesh import make_mesh
 from datarater.parallel.population import PopulationLayout
-from datarater.rundir import prepare_run_dir
+from datarater.rundir import config_digest, prepare_run_dir
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
 from datarater.train.metrics import MetricsFile
@@ -114,8 +116,12 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     data = MetaData(batches, m)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
-                snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict()}))
+                snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),
+                                                      "provenance": {"program": "meta-train", "datarater": __version__,
+                                                                     "config_digest": config_digest(run_dir)}}))
     state, shardings, restored = initial_meta_state(prog, inner_tx, outer_tx, mesh, loop, fresh_start=resuming)
+    for warning in restored.warnings:
+        say(f"[ckpt] warning: {warning}")
     if restored.found:
         data.restore(restored.extra["data"])
         say(f"[ckpt] resumed meta-training from step {restored.step}")
@@ -127,17 +133,48 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     by_source: dict[str, list[float]] = defaultdict(list)
     clock = {"t": time.perf_counter(), "since": 0}
 
+    poison = nan_injection(m.population)
+
     def meta_step(step: int) -> dict:
         inner, held, rows = data.next()
+        if poison:
+            state.arrays = poison(step, state.arrays)
         state.arrays, out = step_fn(state.arrays, layout.put(inner, 2), layout.put(held, 1))
         clock["since"] += 1
         out = jax.device_get(out)
-        state.members.skipped += int(out["skipped"])
+        bad = [p for p, b in enumerate(out.pop("bad_members")) if b]
         scores = out.pop("scores")  # [P, T, B]: the unrolled steps' batches, after the plain ones
         for s, k in zip(scores.ravel(), rows["source"][:, m.plain_inner_steps:].ravel(), strict=True):
             by_source[keys.name_of(k)].append(float(s))
-        return {"step": step, **{k: float(v) for k, v in out.items() if k != "skipped"},
-                "skipped_total": state.members.skipped, "resets_total": state.members.resets}
+        row = {"step": step, **{k: float(v) for k, v in out.items()}}
+        book = state.members
+        if bad:
+            diverged_members(step, bad, row)
+        else:
+            book.updates, book.consecutive_skipped = book.updates + 1, 0
+        return {**row, "skipped_total": book.skipped, "resets_total": book.resets, "diverged_total": book.diverged}
+
+    def diverged_members(step: int, bad: list[int], row: dict) -> None:
+        """Members whose meta-gradient was not finite were left out of the update: they start
+        afresh; with none left the update was skipped, and after ``meta.max_skipped`` such steps
+        in a row the run stops (no rater is saved)."""
+        book = state.members
+        if len(bad) == m.population:
+            book.skipped, book.consecutive_skipped = book.skipped + 1, book.consecutive_skipped + 1
+        else:
+            book.updates, book.consecutive_skipped = book.updates + 1, 0
+        book.restart(bad, m.lifetime)
+        book.diverged += len(bad)
+        state.arrays = reset_fn(state.arrays, member_mask(bad, m.population), book.keys(m.seed))
+        row["diverged_members"] = bad
+        say(f"[meta] step {step}: member(s) {bad} had a non-finite meta-gradient: left out and re-initialised; "
+            + ("no member was left, the update was skipped" if len(bad) == m.population else
+               f"the rater updated on the other {m.population - len(bad)}"))
+        if book.consecutive_skipped >= m.max_skipped:
+            raise UserError(
+                f"meta-training stopped at step {step}: {book.consecutive_skipped} meta-steps in a row had no member "
+                f"with a finite meta-gradient (meta.max_skipped={m.max_skipped}); lower meta.outer_lr or train.lr. "
+                f"No rater was saved; checkpoints up to the last good step are in {run_dir / 'checkpoints'}")
 
     def reinitialise_members(step: int, row: dict) -> None:
         """Ages advance by the inner steps taken; members at the end of their lifetime start afresh."""
@@ -166,10 +203,15 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
                                          if loop.interrupted_at is not None else
                                          f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
-    save_rater(run_dir, host_copy(state.arrays["eta"]))
     members = state.members
-    summary = {"run_dir": str(run_dir), "steps": step, "skipped_updates": members.skipped, "resets": members.resets,
-               "documents": stats.as_dict()}
+    if members.updates == 0:
+        raise UserError(f"meta-training took {step} meta-steps and none updated the rater (every one was skipped for "
+                        "non-finite meta-gradients): the untrained rater is not saved; lower meta.outer_lr or train.lr")
+    save_rater(run_dir, host_copy(state.arrays["eta"]),
+               info={"program": "meta-train", "meta_step": step, "updates": members.updates,
+                     "config_digest": config_digest(run_dir), "datarater": __version__})
+    summary = {"run_dir": str(run_dir), "steps": step, "updates": members.updates, "skipped_updates": members.skipped,
+               "diverged_members": members.diverged, "resets": members.resets, "documents": stats.as_dict()}
     if is_main_process():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"[meta-train] done: {step} meta-steps, {members.resets} member resets, {members.skipped} skipped updates; "
