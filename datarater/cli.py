@@ -10,6 +10,7 @@ then calls a plain Python function with the typed config.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -224,6 +225,9 @@ def _compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -249,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as e:
         print(f"datarater {name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRORS:
+            raise
+        # a full disk, read-only or unwritable folder met by a writer with no message of its own
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"datarater {name}: error:{where}: {e.strerror or e} (free space or fix the folder's permissions, "
+              "then rerun: finished files and checkpoints are kept and a rerun resumes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"datarater {name}: interrupted", file=sys.stderr)

@@ -6,11 +6,12 @@ same apart from keys that may change between attempts (for example the number of
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from datarater.errors import UserError
 
@@ -24,6 +25,37 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: d}
+
+
+def _literal(value: Any) -> Any:
+    """``value`` with every ``${`` escaped, so OmegaConf reads it as text, never as an interpolation."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, str) and "${" in value:
+        return value.replace("\\${", "${").replace("${", "\\${")
+    return value
+
+
+def load_config_file(path: str | Path) -> DictConfig:
+    """A run directory's ``config.yaml``, as written: it was resolved when the run started, so a
+    ``${...}`` in it is text (``${oc.env:...}`` is not looked up in this process's environment)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path} cannot be read as a config: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a config (not a mapping of keys)")
+    return OmegaConf.create(_literal(raw))
+
+
+def normal_path(path: str | Path) -> Path:
+    """An absolute path with ``.``, ``..`` and repeated separators folded (``/a/./b`` is ``/a/b``)."""
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
 
 def has_checkpoint(path: Path) -> bool:
@@ -43,18 +75,22 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     rather than mixing two experiments. A key the saved config lacks (added to the program since)
     counts as its default, which is what that run used.
     """
-    path = Path(run_dir).expanduser().absolute()
+    path = normal_path(run_dir)
     new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    if "run_dir" in new:
+        new["run_dir"] = str(path)
     cfg_file = path / CONFIG_FILE
     # Only a run that got as far as a checkpoint is protected: a start that failed on bad input
     # can be corrected and run again in the same directory.
     resuming = cfg_file.exists() and has_checkpoint(path)
     if resuming:
-        old = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
+        old = OmegaConf.to_container(load_config_file(cfg_file), resolve=True)
         defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(type(config)), resolve=True))
         a, b = _flatten(old), _flatten(new)
         a = {**{k: defaults[k] for k in b if k not in a and k in defaults}, **a}
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not _may_change(k, may_change))
+        # run_dir is where the run is, not what it is: a directory moved, or named another way, resumes
+        diff = sorted(k for k in set(a) | set(b)
+                      if a.get(k) != b.get(k) and k != "run_dir" and not _may_change(k, may_change))
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
             raise UserError(
@@ -68,3 +104,11 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
             raise UserError(f"run_dir {path} cannot be created: {e.strerror}") from None
         cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.create(new)))
     return path, resuming
+
+
+def config_digest(run_dir: str | Path) -> str | None:
+    """BLAKE2b (8 bytes, hex) of a run directory's ``config.yaml`` as written: which settings made a result."""
+    import hashlib
+
+    path = Path(run_dir) / CONFIG_FILE
+    return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest() if path.exists() else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -106,9 +107,12 @@ def test_bad_input_on_the_stream_is_counted_or_named(tmp_path):
     (tmp_path / "cut.jsonl.zst").write_bytes(c.compress(body[:400]) + c.compress(body[400:])[:30])
     stats = ReadStats()
     corpus = CorpusConfig(paths=[str(tmp_path / "*.json*")], validation_fraction=0.0, heldout_fraction=0.0)
+    with pytest.raises(UserError, match=r"cut\.jsonl\.zst: .*truncated"):  # by default, in a reader thread
+        list(document_stream(corpus, list_shards(corpus), Selection("train"), ReadStats()))
+    corpus = dataclasses.replace(corpus, allow_truncated=True)
     docs = list(document_stream(corpus, list_shards(corpus), Selection("train"), stats))
     assert stats.skipped["invalid_json"] == 1 and stats.skipped["missing_text_field"] == 1
-    assert stats.skipped["truncated_stream"] == 1 and stats.utf8_replaced == 1
+    assert stats.truncated_files == 1 and stats.utf8_replaced == 1
     assert any("cut.jsonl.zst" in w and "after line" in w for w in stats.warnings)
     assert stats.read == stats.used + sum(stats.skipped.values()) and len(docs) == stats.used
     (tmp_path / "junk.jsonl.gz").write_bytes(gzip.compress(b"\n".join([b"nope"] * 20)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import OmegaConf
 
 from datarater.config.groups import ModelConfig
@@ -14,7 +16,11 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> ModelConfig:
-    """The ``ModelConfig`` of ``conf/model/<name>.yaml``."""
+    """The ``ModelConfig`` of ``conf/model/<name>.yaml``; a name is letters, digits, ``_``, ``-``
+    and ``.``, never a path."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise UserError(f"model preset name {name!r} is not a preset name (letters, digits, _ . -; no paths); "
+                        f"available: {', '.join(preset_names())}")
     path = conf_dir() / "model" / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"unknown model preset '{name}'; available: {', '.join(preset_names())}")

@@ -43,6 +43,10 @@ class ReadStats:
     used: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     utf8_replaced: int = 0
+    # lines lost without being read as documents (the incomplete line at the cut of a truncated
+    # compressed file, kept with corpus.allow_truncated=true): not in ``read``
+    lost: Counter[str] = field(default_factory=Counter)
+    truncated_files: int = 0
     warnings: list[str] = field(default_factory=list)
     warnings_not_kept: Counter[str] = field(default_factory=Counter)
     _warned: Counter[str] = field(default_factory=Counter, repr=False)
@@ -82,6 +86,9 @@ class ReadStats:
             text += " (" + ", ".join(f"{k}: {v}" for k, v in self._skipped_sorted()) + ")"
         if self.utf8_replaced:
             text += f"; invalid UTF-8 replaced in {self.utf8_replaced} documents"
+        if self.truncated_files:
+            text += (f"; {self.truncated_files} truncated files read up to their cut, "
+                     f"{sum(self.lost.values())} incomplete lines lost")
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +98,8 @@ class ReadStats:
             "used": self.used,
             "skipped": dict(self._skipped_sorted()),
             "utf8_replaced": self.utf8_replaced,
+            "lost_lines": dict(self.lost),
+            "truncated_files": self.truncated_files,
             "warnings": list(self.warnings),
             "warnings_not_kept": dict(self.warnings_not_kept),
         }

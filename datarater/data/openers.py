@@ -23,7 +23,12 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class TruncatedStream(Exception):
-    """A gzip or zstandard stream that ends in the middle (the bytes up to there were delivered)."""
+    """A gzip or zstandard stream that ends in the middle (the bytes up to there were delivered).
+
+    ``partial_line``: whether an incomplete line stood at the cut (`iter_lines` sets it): that
+    line is lost; whatever the file held after the cut is not in it, so it cannot be counted."""
+
+    partial_line: bool = False
 
 
 def is_url(path: str) -> bool:
@@ -151,6 +156,9 @@ def iter_lines(path: str) -> Iterator[bytes]:
                 rest = data[start:]
         except OSError as e:
             raise UserError(f"{path}: cannot be read: {e}") from None
+        except TruncatedStream as e:
+            e.partial_line = bool(rest)
+            raise
         if rest:
             yield rest
 

@@ -53,7 +53,7 @@ def iter_jsonl(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start:
         try:
             raw = next(lines, None)
         except TruncatedStream as e:
-            _truncated(path, line_no, str(e), stats)
+            _truncated(path, line_no, e, stats, cfg)
             break
         if raw is None:
             break
@@ -123,14 +123,21 @@ def _check_file(path: str, cfg: CorpusConfig, tally: _FileTally) -> None:
         )
 
 
-def _truncated(path: str, line_no: int, detail: str, stats: ReadStats) -> None:
-    """A compressed file that ends mid-stream: one skip ("truncated_stream") and a warning naming the line."""
-    stats.read += 1
-    stats.skipped["truncated_stream"] += 1
+def _truncated(path: str, line_no: int, e: TruncatedStream, stats: ReadStats, cfg: CorpusConfig) -> None:
+    """A compressed file that ends mid-stream: an error naming the file and line, or with
+    ``corpus.allow_truncated`` a warning counting the lines lost (``truncated_stream`` in
+    `ReadStats.lost`: the incomplete line at the cut; nothing after it is in the file to count)."""
+    lost = int(e.partial_line)
+    if not cfg.allow_truncated:
+        raise UserError(
+            f"{path}: {e} after line {line_no}: the file is truncated (a download or copy cut short); replace it, "
+            f"or set corpus.allow_truncated=true to keep its first {line_no} lines")
+    stats.lost["truncated_stream"] += lost
+    stats.truncated_files += 1
     stats.warn(
         "truncated_stream",
-        f"{path}: {detail} after line {line_no}; "
-        f"kept the documents up to line {line_no}, the rest of the file is lost",
+        f"{path}: {e} after line {line_no}: kept lines 1-{line_no}, lost {lost} incomplete line(s) at the cut; "
+        "whatever followed it is not in the file (corpus.allow_truncated=true)",
     )
 
 

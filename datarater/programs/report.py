@@ -18,13 +18,14 @@ from omegaconf import OmegaConf
 from datarater.config import ReportProgram, SweepProgram
 from datarater.console import say
 from datarater.errors import UserError
+from datarater.rundir import load_config_file
 
 
 def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
     for candidate in (run_dir, run_dir / "sweep"):
         cfg = candidate / "config.yaml"
         if cfg.exists() and (candidate / "lm").is_dir():
-            raw = OmegaConf.load(cfg)
+            raw = load_config_file(cfg)
             return candidate, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepProgram), raw))
     raise UserError(f"{run_dir} is neither a sweep run directory nor a quickstart one (no config.yaml and lm/ "
                     "in it or in its sweep/): run `datarater sweep` first")
