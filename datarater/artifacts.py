@@ -7,6 +7,7 @@ evaluation loads an LM). Building a module from what is read is the caller's job
     RUN/config.yaml      the resolved program config (`datarater.rundir`)
     RUN/checkpoints/     orbax checkpoints of the training state (`datarater.train.checkpoint`)
     RUN/rater/           a finished meta-training run's rater parameters
+    RUN/rater.json       what produced them (meta-train step, config digest, digest of RUN/rater/)
     RUN/scores/          a `datarater score` run's side files (`datarater.curate.sidefiles`)
     RUN/summary.json     what the finished run reports
 """
@@ -19,10 +20,11 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from datarater.errors import UserError
-from datarater.rundir import CONFIG_FILE
+from datarater.rundir import CONFIG_FILE, load_config_file
 
 CHECKPOINT_DIR = "checkpoints"
 RATER_DIR = "rater"
+RATER_INFO_FILE = "rater.json"  # what saved RUN/rater/: program, meta-step, digest of its files
 SCORE_DIR = "scores"  # `datarater score` side files
 SUMMARY_FILE = "summary.json"
 TARGET_FILE = "target.json"  # meta-train: the resolved target of the outer loss
@@ -36,7 +38,7 @@ def read_run_config(run_dir: str | Path, schema: type[T], what: str) -> T:
     cfg_file = path / CONFIG_FILE
     if not cfg_file.exists():
         raise UserError(f"{path} is not a {what} run directory (no {CONFIG_FILE})")
-    raw = OmegaConf.load(cfg_file)
+    raw = load_config_file(cfg_file)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
     except Exception as e:  # noqa: BLE001 - any schema mismatch is the user's run directory
@@ -45,7 +47,7 @@ def read_run_config(run_dir: str | Path, schema: type[T], what: str) -> T:
 
 def read_run_section(run_dir: str | Path, key: str, schema: type[T]) -> T:
     """One section (``rater``, ``model``, ...) of ``RUN/config.yaml`` as the dataclass ``schema``."""
-    raw = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    raw = load_config_file(Path(run_dir) / CONFIG_FILE)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw[key]))
 
 
@@ -54,7 +56,7 @@ def read_meta_target(run_dir: str | Path):
     made before targets existed)."""
     from datarater.config.groups import TargetConfig
 
-    raw = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    raw = load_config_file(Path(run_dir) / CONFIG_FILE)
     section = OmegaConf.select(raw, "meta.target")
     base = OmegaConf.structured(TargetConfig)
     return OmegaConf.to_object(base if section is None else OmegaConf.merge(base, section))
@@ -65,12 +67,36 @@ def has_rater(run_dir: str | Path) -> bool:
     return (path / CONFIG_FILE).exists() and (path / RATER_DIR).is_dir()
 
 
-def save_rater(run_dir: str | Path, params: Any) -> None:
-    """The rater's parameters (a pytree of arrays on every process) in ``RUN/rater/``."""
+def tree_digest(root: Path) -> str:
+    """BLAKE2b (16 bytes, hex) over every file under ``root``: relative path, size and content."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\x00" + path.stat().st_size.to_bytes(8, "little"))
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def save_rater(run_dir: str | Path, params: Any, info: dict | None = None) -> None:
+    """The rater's parameters (a pytree of arrays on every process) in ``RUN/rater/``, then
+    ``RUN/rater.json``: ``info`` (what produced them) and the digest of the files written."""
+    import json
+    import os
+
+    import jax
     import orbax.checkpoint as ocp
 
+    target = (Path(run_dir) / RATER_DIR).absolute()
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save((Path(run_dir) / RATER_DIR).absolute(), params, force=True)
+        ckptr.save(target, params, force=True)
+    if jax.process_index() == 0:
+        record = {**(info or {}), "digest": tree_digest(target)}
+        tmp = Path(run_dir) / f".{RATER_INFO_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, Path(run_dir) / RATER_INFO_FILE)
 
 
 def restore_rater(run_dir: str | Path, target: Any) -> Any:

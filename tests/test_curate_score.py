@@ -12,6 +12,7 @@ import pytest
 
 from datarater.config import CorpusConfig, DataConfig, FilterProgram, ScoreProgram
 from datarater.config.curate import CurateConfig, FilterConfig, ScoreConfig
+from datarater.curate.attributes import read_file_scores
 from datarater.curate.curators import RandomCurator
 from datarater.curate.heuristic import HeuristicCurator
 from datarater.curate.jobs import coin
@@ -219,8 +220,12 @@ def test_score_per_document_writes_one_attribute_file_of_chunk_means_per_input_f
     assert again["files_skipped"] == 1 and path.stat().st_mtime_ns == mtime
     other = program(doc_corpus, tmp_path / "run", curator="random", seq_len=seq, unit="document")
     other.curate.seed = 1
-    with pytest.raises(UserError, match="a different config|holds scores computed from something else"):
+    with pytest.raises(UserError, match=r"holds scores by random, \{'seed': 0\}; this run scores with random, "
+                                        r"\{'seed': 1\}: set score.force=true"):
         score(other)
+    other.score.force = True  # asked: the other producer's file is scored again
+    redone = score(other)
+    assert redone["files_scored"] == 1 and read_file_scores(path)[1].tolist() != table.column("score").to_pylist()
 
 
 # ---------------------------------------------------------------------------------------------

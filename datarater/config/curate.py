@@ -48,6 +48,9 @@ class ScoreConfig:
     split: str = "train"  # train | heldout | validation
     shard_size: int = 4096  # unit=sequence: rows per parquet shard (unit=document: one attribute file per input file)
     batch_size: int = 64  # sequences per scoring call
+    # Score files already in the run directory that another producer made (another rater, or the
+    # same rater path after more meta-training) stop the run, naming both; true: rescore them.
+    force: bool = False
 
 
 @dataclass

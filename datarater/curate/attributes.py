@@ -83,17 +83,44 @@ def record_on_disk(path: Path) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def is_done(path: Path, record: dict[str, Any]) -> bool:
-    """Whether ``path`` holds the attributes of ``record`` already; `UserError` if it holds others'."""
+def is_done(path: Path, record: dict[str, Any], force: bool = False) -> bool:
+    """Whether ``path`` holds the attributes of ``record`` already. One that holds another
+    producer's or other inputs' scores is a `UserError` naming both, or with ``force`` is not
+    done (it is scored again and replaced)."""
+    from datarater.curate.provenance import describe, same_producer
+
     found = record_on_disk(path) if path.exists() else None
     if found is None:
         return False
-    if found != record:
-        diff = {k: (found.get(k), record.get(k)) for k in set(found) | set(record) if found.get(k) != record.get(k)}
+    if not same_producer(found.get("producer"), record.get("producer")):
+        if force:
+            return False
+        raise UserError(f"{path} holds scores by {describe(found.get('producer'))}; this run scores with "
+                        f"{describe(record.get('producer'))}: set score.force=true to rescore the files of the "
+                        "other producer, or use a new run_dir")
+    rest = lambda r: {k: v for k, v in r.items() if k != "producer"}
+    if rest(found) != rest(record):
+        if force:
+            return False
+        diff = {k: (found.get(k), record.get(k)) for k in set(found) | set(record)
+                if k != "producer" and found.get(k) != record.get(k)}
         raise UserError(f"{path} holds scores computed from something else (differs in {sorted(diff)}: on disk "
                         f"{ {k: v[0] for k, v in diff.items()} }, now { {k: v[1] for k, v in diff.items()} }): "
-                        "use a new run_dir")
+                        "use a new run_dir, or score.force=true to rescore")
     return True
+
+
+def attribute_producer(root: str | Path) -> dict[str, Any] | None:
+    """The one producer of the attribute files under ``root`` (`UserError` if they are mixed);
+    None for files other tools wrote (no record)."""
+    from datarater.curate.provenance import check_one_producer
+
+    found = []
+    for _, path in attribute_files(root):
+        rec = record_on_disk(path) if path.suffix == ".parquet" else None
+        if rec is not None:
+            found.append((str(path), rec.get("producer")))
+    return check_one_producer(found, str(root))
 
 
 def attribute_files(root: str | Path) -> Iterator[tuple[str, Path]]:

@@ -305,8 +305,12 @@ def load_document_scores(cfg: CurateConfig) -> DocumentScoresCurator:
     import json
     from pathlib import Path
 
+    from datarater.curate.attributes import attribute_producer
+    from datarater.curate.provenance import check_expected_rater
+
     root = Path(cfg.scores).expanduser() / ATTRIBUTES_DIR
     (sub,) = [p for p in root.iterdir() if p.is_dir()][:1] or [root]
+    check_expected_rater(attribute_producer(sub), cfg, str(sub))
     summary = Path(cfg.scores).expanduser() / "summary.json"
     flops = json.loads(summary.read_text()).get("flops_per_sequence", 0.0) if summary.exists() else 0.0
     return DocumentScoresCurator(read_document_scores(sub), flops, sub.name)
@@ -320,11 +324,17 @@ def is_attribute_run(path: str) -> bool:
     return (Path(path).expanduser() / ATTRIBUTES_DIR).is_dir()
 
 
-def load_precomputed(score_dir: str, packed: PackedSequences) -> PrecomputedCurator:
-    """Side-file scores of ``packed``'s rows; refuses scores of another corpus, split or unit."""
-    from datarater.curate.sidefiles import read_metadata, resolve_score_dir, scores_for_rows
+def load_precomputed(score_dir: str, packed: PackedSequences, cfg: CurateConfig | None = None) -> PrecomputedCurator:
+    """Side-file scores of ``packed``'s rows; refuses scores of another corpus, split or unit, shards
+    of two producers, and (``cfg.rater_run`` given) scores another rater made."""
+    from datarater.curate.provenance import check_expected_rater, check_one_producer
+    from datarater.curate.sidefiles import read_metadata, resolve_score_dir, scores_for_rows, shard_metadata_on_disk
 
     d = resolve_score_dir(score_dir)
+    made_by = check_one_producer([(p.name, shard_metadata_on_disk(p)[1]) for p in sorted(d.glob("scores-*.parquet"))],
+                                 str(d))
+    if cfg is not None:
+        check_expected_rater(made_by, cfg, str(d))
     scores = scores_for_rows(d, list(packed.ids), list(packed.tokens), unit="sequence")
     meta = read_metadata(d)
     return PrecomputedCurator(scores, meta.get("flops_per_sequence", 0.0), meta.get("curator", "?"))
@@ -362,7 +372,7 @@ def make_curator(
             raise UserError(f"config key 'curate.scores': {cfg.scores} holds scores per packed row of an in-memory "
                             "split, which a streamed corpus does not have: score documents instead "
                             "(`datarater score score.unit=document`), or set corpus.reader=memory")
-        return load_precomputed(cfg.scores, packed)
+        return load_precomputed(cfg.scores, packed, cfg)
     if cfg.name == "none":
         return None
     if cfg.name == "datarater":

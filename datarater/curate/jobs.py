@@ -54,6 +54,7 @@ class ScoreJob:
     settings: dict[str, Any]  # recorded in each file: what the scores depend on besides the input
     batch_size: int = 64
     sample: dict[str, np.ndarray] | None = None  # calibration rows for curators that fit
+    force: bool = False  # rescore files another producer made (`attributes.is_done`)
 
     def make_curator(self):
         from datarater.curate.curators import make_curator
@@ -72,7 +73,7 @@ class ScoreJob:
         return {"input": input_identity(shard), **self.settings}
 
     def done(self, shard: Shard) -> bool:
-        return is_done(self.path(shard), self.record(shard))
+        return is_done(self.path(shard), self.record(shard), self.force)
 
     def run(self, curator, shard: Shard) -> dict[str, Any]:
         """Scores one shard (unless its attribute file is complete); returns its counts."""
@@ -250,13 +251,21 @@ class OutputWriter:
             self.rows = []
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._zst is not None:
-            self._zst.close()
-        else:
-            self._flush()
-            self._parquet.close()
-        self._raw.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if self._zst is not None:
+                self._zst.close()
+            elif exc_type is None:
+                self._flush()
+                self._parquet.close()
+            self._raw.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        except OSError as e:
+            exc_type, exc = type(e), e
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)  # never a part-written output under the final name
+        if isinstance(exc, OSError):
+            from datarater.errors import UserError
+
+            raise UserError(f"writing {self.path} failed: {exc.strerror or exc}; the part written was removed "
+                            "(outputs finished before are kept): free space and rerun") from None

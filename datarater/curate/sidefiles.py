@@ -29,6 +29,7 @@ from datarater.errors import UserError
 
 META_FILE = "meta.json"
 _FINGERPRINT_KEY = b"datarater.fingerprint"
+_PRODUCER_KEY = b"datarater.producer"  # JSON: `datarater.curate.provenance.producer`
 
 
 def shard_name(index: int, count: int) -> str:
@@ -74,6 +75,7 @@ def write_shard(
     fingerprint: str,
     doc_ids: Sequence[Sequence[str]] | None = None,
     chunks: Sequence[int] | None = None,
+    producer: dict[str, Any] | None = None,
 ) -> Path:
     """Writes one shard atomically (temporary file, then rename): a shard on disk is complete."""
     import pyarrow as pa
@@ -92,7 +94,10 @@ def write_shard(
     lengths = {k: len(v) for k, v in columns.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"columns of unequal length: {lengths}")
-    table = pa.table(columns).replace_schema_metadata({_FINGERPRINT_KEY: fingerprint.encode()})
+    meta = {_FINGERPRINT_KEY: fingerprint.encode()}
+    if producer is not None:
+        meta[_PRODUCER_KEY] = json.dumps(producer, sort_keys=True).encode()
+    table = pa.table(columns).replace_schema_metadata(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
@@ -102,15 +107,21 @@ def write_shard(
 
 def shard_fingerprint_on_disk(path: str | Path) -> str | None:
     """The fingerprint stored in a shard, or None if the file is missing or unreadable."""
+    return shard_metadata_on_disk(path)[0]
+
+
+def shard_metadata_on_disk(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
+    """``(fingerprint, producer)`` stored in a shard; Nones if the file is missing or unreadable
+    (or, for the producer, written before producers were recorded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException):
-        return None
-    value = meta.get(_FINGERPRINT_KEY)
-    return value.decode() if value else None
+        return None, None
+    value, made = meta.get(_FINGERPRINT_KEY), meta.get(_PRODUCER_KEY)
+    return (value.decode() if value else None), (json.loads(made) if made else None)
 
 
 def write_metadata(score_dir: str | Path, meta: dict[str, Any]) -> Path:

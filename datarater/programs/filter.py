@@ -23,7 +23,7 @@ from datarater.config import FilterProgram, ScoreProgram
 from datarater.console import say
 from datarater.curate.rules import ScoreSketch, oversampled_size
 from datarater.errors import UserError
-from datarater.rundir import prepare_run_dir
+from datarater.rundir import config_digest, prepare_run_dir
 
 OUTPUT_DIR = "output"
 
@@ -44,6 +44,10 @@ def _attribute_root(prog: FilterProgram, run_dir: Path) -> tuple[Path, str, str]
         if len(subs) != 1:
             raise UserError(f"config key 'curate.scores': {root} should hold one curator's attribute files, found "
                             f"{[p.name for p in subs]}")
+        from datarater.curate.attributes import attribute_producer
+        from datarater.curate.provenance import check_expected_rater
+
+        check_expected_rater(attribute_producer(subs[0]), c, str(subs[0]))
         return subs[0], "score", str(subs[0])
     from datarater.programs.score import score_documents_run
 
@@ -84,6 +88,9 @@ def run(prog: FilterProgram) -> dict[str, Any]:
     say(f"[filter] pass 2: keep {n} of {b} in expectation ({n / b:.1%}); CDF error at most {sketch.max_error:.2e}")
     results = map_shards(job.apply, shards, prog.engine, prog.workers, prog.ray_address)
     manifest = _manifest(prog, results, sketch, origin, c.name if origin == "computed" else root.name, n, b)
+    from datarater.curate.attributes import attribute_producer
+
+    manifest["producer"] = {"program": "filter", "scores": attribute_producer(root), "config_digest": config_digest(run_dir)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     d = manifest["documents"]
     say(f"[filter] kept {d['kept']} of {d['in_split']} {split} documents ({d['kept_fraction']:.1%}; expected "

@@ -25,14 +25,15 @@ from datarater.config import ScoreProgram
 from datarater.console import Progress, result, say
 from datarater.curate.curators import calibration_sample, make_curator
 from datarater.curate.engines import ENGINES
+from datarater.curate.provenance import describe, producer, same_producer
 from datarater.curate.score import distribution_by_source, format_table, score_shard, sequence_rowset
 from datarater.curate.sidefiles import (
     combined_fingerprint,
     num_shards,
     read_scores,
     shard_bounds,
-    shard_fingerprint_on_disk,
     shard_fingerprints,
+    shard_metadata_on_disk,
     shard_name,
     write_metadata,
     write_shard,
@@ -43,6 +44,10 @@ from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.rundir import prepare_run_dir
 
+# Keys that may change when a score run is started again: how it runs, not what it computes
+# (what it computes is checked file by file against the producer and inputs recorded in them).
+RERUN_KEYS = ("engine", "workers", "ray_address", "score.force", "curate.rater_run", "curate.reference_run")
+
 
 def _check_program(prog: ScoreProgram) -> None:
     if prog.curate.name == "none":
@@ -51,12 +56,14 @@ def _check_program(prog: ScoreProgram) -> None:
         raise UserError("config key 'curate.scores': reads precomputed scores; `datarater score` computes them (leave it empty)")
 
 
-def _existing_shards(score_dir: Path, prints: list[str], mine: list[int]) -> set[int]:
-    """Shards of this process already complete; a shard of other corpus rows is an error."""
+def _existing_shards(score_dir: Path, prints: list[str], mine: list[int], made_by: dict, force: bool) -> set[int]:
+    """Shards of this process already complete. A shard of other corpus rows is an error; one
+    another producer scored (another rater, or this rater path after more meta-training) is an
+    error naming both, or with ``force`` is scored again."""
     done = set()
     for i in mine:
         path = score_dir / shard_name(i, len(prints))
-        found = shard_fingerprint_on_disk(path) if path.exists() else None
+        found, by = shard_metadata_on_disk(path) if path.exists() else (None, None)
         if found is None:
             continue
         if found != prints[i]:
@@ -64,6 +71,11 @@ def _existing_shards(score_dir: Path, prints: list[str], mine: list[int]) -> set
                 f"{path} holds scores of other corpus rows (the corpus, tokenizer, sequence length or "
                 "score settings changed): use a new run_dir"
             )
+        if not same_producer(by, made_by):
+            if force:
+                continue
+            raise UserError(f"{path} holds scores by {describe(by)}; this run scores with {describe(made_by)}: set "
+                            "score.force=true to rescore the shards of the other producer, or use a new run_dir")
         done.add(i)
     stale = [p for p in score_dir.glob("scores-*-of-*.parquet") if not p.name.endswith(f"-of-{len(prints):05d}.parquet")]
     if stale:
@@ -82,7 +94,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
         raise UserError("config key 'engine': engine=ray scores documents into attribute files (score.unit=document); "
                         "packed rows (score.unit=sequence) are scored in this process")
     s = prog.score
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("engine", "workers", "ray_address"))
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS)
     tokenizer = make_tokenizer(prog.data)
     curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     assert curator is not None
@@ -103,7 +115,8 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
     count = num_shards(len(rows.ids), s.shard_size)
     pi, pc = jax.process_index(), jax.process_count()
     mine = [i for i in range(count) if i % pc == pi]
-    done = _existing_shards(score_dir, prints, mine)
+    made_by = producer(prog.curate)
+    done = _existing_shards(score_dir, prints, mine, made_by, s.force)
     todo = [i for i in mine if i not in done]
     total = sum(b - a for a, b in (shard_bounds(i, len(rows.ids), s.shard_size) for i in todo))
     if done:
@@ -114,7 +127,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
         a, b = shard_bounds(i, len(rows.ids), s.shard_size)
         values, chunks = score_shard(curator, packed, rows, a, b, s.batch_size)
         write_shard(score_dir / shard_name(i, count), rows.ids[a:b], rows.sources[a:b], values, prints[i],
-                    doc_ids=rows.doc_ids[a:b] if rows.unit == "sequence" else None, chunks=chunks)
+                    doc_ids=rows.doc_ids[a:b] if rows.unit == "sequence" else None, chunks=chunks, producer=made_by)
         scored += b - a
         rate = scored / max(time.perf_counter() - t0, 1e-9)
         progress.show(scored, shard=f"{i + 1}/{count}", **{f"{rows.unit}s_per_s": round(rate, 1)})
@@ -127,6 +140,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
     meta = {"curator": curator.name, "unit": rows.unit, "split": s.split, "num_rows": len(rows.ids),
             "num_shards": count, "shard_size": s.shard_size, "seq_len": packed.seq_len,
             "flops_per_sequence": curator.flops_per_sequence, "fingerprint": combined_fingerprint(prints),
+            "producer": made_by,
             "shard_fingerprints": prints}
     summary: dict[str, Any] = {}
     if pi == 0:
@@ -160,7 +174,7 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
     from datarater.curate.jobs import ScoreJob
     from datarater.data.stream import Selection, list_shards, sample_rows
 
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("engine", "workers", "ray_address"))
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS)
     tokenizer = make_tokenizer(prog.data)
     curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     shards = list_shards(prog.corpus, on_build=say)
@@ -170,9 +184,11 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
         sample = sample_rows(prog.corpus, prog.data, tokenizer, Selection(prog.score.split), prog.curate.calibration_rows,
                              prog.curate.seed, shards)
     settings = {"curate": dataclasses.asdict(prog.curate), "data": dataclasses.asdict(prog.data),
-                "fields": [prog.corpus.text_field, prog.corpus.id_field, prog.corpus.source_field]}
+                "fields": [prog.corpus.text_field, prog.corpus.id_field, prog.corpus.source_field],
+                "producer": producer(prog.curate)}
+    settings["curate"].pop("rater_run")  # the producer says which rater (by digest, wherever it lives)
     job = ScoreJob(prog.curate, prog.corpus, prog.data, str(run_dir / ATTRIBUTES_DIR), curator.name, settings,
-                   prog.score.batch_size, sample)
+                   prog.score.batch_size, sample, force=prog.score.force)
     pi, pc = jax.process_index(), jax.process_count()
     if prog.engine == "ray" or pc == 1:
         mine = shards  # Ray spreads the files over its workers

@@ -14,9 +14,11 @@ import time
 import jax
 import numpy as np
 
+from datarater import __version__
 from datarater.config import TrainLMProgram
 from datarater.console import Progress, is_main_process, say
 from datarater.curate.online import make_online_curation
+from datarater.curate.provenance import producer
 from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.pipeline import (
@@ -35,7 +37,7 @@ from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
-from datarater.rundir import prepare_run_dir
+from datarater.rundir import config_digest, prepare_run_dir
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
 from datarater.train.metrics import MetricsFile, peak_flops_per_device
@@ -102,13 +104,16 @@ def run(prog: TrainLMProgram) -> dict:
         say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
 
     tx = make_optimizer(train)
+    # what produced this run's checkpoints and summary (a consumer compares the config digest)
+    provenance = {"program": "train-lm", "config_digest": config_digest(run_dir), "datarater": __version__,
+                  "curate": producer(prog.curate) if prog.curate.name != "none" else None}
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
     pending: list[tuple[int, dict]] = []  # per-step metrics still on device
 
     def snapshot(step: int) -> tuple[dict, dict]:
         flush(throughput=False)
-        extra = {"data": iterator_state(iterator), "processes": jax.process_count()}
+        extra = {"data": iterator_state(iterator), "processes": jax.process_count(), "provenance": provenance}
         if curation:
             extra["curation"] = curation.counts()
         return state.arrays(), extra
@@ -129,6 +134,8 @@ def run(prog: TrainLMProgram) -> dict:
     else:
         batches = train_batches(splits["train"], draw, train.seed, pi, pc)
     iterator = make_iterator(batches)
+    for warning in restored.warnings:
+        say(f"[ckpt] warning: {warning}")
     if restored.found:
         restore_iterator(iterator, restored.extra["data"])
         saved_by = restored.extra.get("processes")  # absent in checkpoints of older versions
@@ -168,10 +175,13 @@ def run(prog: TrainLMProgram) -> dict:
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 
     start = restored.step
-    if start >= train.steps:
+    complete = start >= train.steps
+    if complete and (run_dir / "summary.json").exists():
         ckpt.close()
         say(f"[train] {run_dir} is already complete at step {start}: nothing to do")
-        return json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        return json.loads((run_dir / "summary.json").read_text())
+    if complete:  # killed after its final checkpoint, before the summary: evaluate and write it now
+        say(f"[train] {run_dir} is already complete at step {start} but has no summary: evaluating it to write one")
     if start == 0 and val:
         metrics.write(eval_row(0, evaluate(eval_fn, state.params, val, mesh, rules)))
 
@@ -235,7 +245,9 @@ def run(prog: TrainLMProgram) -> dict:
         loop.add_hook(validate, every=train.eval_every)
     loop.add_hook(show_progress, every=train.log_every)
     try:
-        step = loop.run(start, train_step)
+        step = loop.run(start, train_step)  # returns at once when complete (the checkpointer closed)
+        if complete and val:
+            last_val = evaluate(eval_fn, state.params, val, mesh, rules)  # what the last step's evaluation gave
     except KeyboardInterrupt:
         say("[train] interrupted: " + (f"saved a checkpoint of step {loop.interrupted_at} to resume from"
                                          if loop.interrupted_at is not None else
@@ -248,6 +260,7 @@ def run(prog: TrainLMProgram) -> dict:
     summary = {
         "run_dir": str(run_dir),
         "steps": step,
+        "provenance": provenance,
         "final_val_nll": last_val,
         "final_nll_sets": final_sets,
         "documents": stats.as_dict(),
