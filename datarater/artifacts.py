@@ -80,6 +80,20 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def params_digest(tree: Any) -> str:
+    """BLAKE2b (16 bytes, hex) over a pytree of arrays: each leaf's path, dtype, shape and bytes."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(tree)[0], key=lambda kv: jax.tree_util.keystr(kv[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}".encode() + b"\x00" + a.tobytes())
+    return h.hexdigest()
+
+
 def save_rater(run_dir: str | Path, params: Any, info: dict | None = None) -> None:
     """The rater's parameters (a pytree of arrays on every process) in ``RUN/rater/``, then
     ``RUN/rater.json``: ``info`` (what produced them) and the digest of the files written."""
@@ -93,7 +107,9 @@ def save_rater(run_dir: str | Path, params: Any, info: dict | None = None) -> No
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, params, force=True)
     if jax.process_index() == 0:
-        record = {**(info or {}), "digest": tree_digest(target)}
+        # the parameters' digest names the rater (two saves of equal parameters agree; orbax's own
+        # files carry timestamps); the files' digest says the record is still of what is on disk
+        record = {**(info or {}), "digest": params_digest(params), "files_digest": tree_digest(target)}
         tmp = Path(run_dir) / f".{RATER_INFO_FILE}.tmp"
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(tmp, Path(run_dir) / RATER_INFO_FILE)

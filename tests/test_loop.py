@@ -112,18 +112,18 @@ def test_restore_drops_metric_rows_after_the_checkpoint(tmp_path):
     rows = [{"step": s, "loss": float(s)} for s in range(1, 7)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo')
     loop, _, _ = make_loop(tmp_path, ckpt=FakeCheckpointer(latest=4, saved_state={"x": 4}))
-    restored = loop.restore(abstract_state=None, fresh_start=True)
+    restored = loop.restore(abstract_state=None)
     assert restored.found and restored.step == 4 and restored.state == {"x": 4} and restored.extra["data"] == "it"
     assert restored.dropped_rows == 3  # steps 5, 6 and the line cut short
     kept = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert kept == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("fresh_start", [True, False])
-def test_restore_without_a_checkpoint(tmp_path, fresh_start):
+def test_restore_without_a_checkpoint_starts_the_metrics_afresh(tmp_path):
+    """Rows of an attempt killed before its first checkpoint was on disk are not kept: the run
+    starts again at step 0 and would write them twice (they were, before)."""
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
     loop, _, _ = make_loop(tmp_path)
-    restored = loop.restore(abstract_state=None, fresh_start=fresh_start)
+    restored = loop.restore(abstract_state=None)
     assert not restored.found and restored.step == 0
-    # a run dir started before without a checkpoint starts afresh; otherwise the file is left alone
-    assert (tmp_path / "metrics.jsonl").exists() is (not fresh_start)
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -5,9 +5,10 @@ Every score file (packed-row side files, attribute files) and every filtered cor
 both (``score.force=true`` redoes the stale files instead), and a consumer told which rater it
 expects (``curate.rater_run`` beside ``curate.scores``) refuses scores that another rater made.
 
-A rater is identified by a BLAKE2b digest of its saved parameters (``RUN/rater/``, every file
-by relative path and content) and the meta-train step that saved it (``RUN/rater.json``); a
-reference LM by its latest checkpoint step and a digest of that step's files.
+A rater is identified by a BLAKE2b digest of its parameters and the meta-train step that saved
+them (``RUN/rater.json``, trusted while the digest of the files in ``RUN/rater/`` it records still
+matches; else the files' digest stands in); a reference LM by its latest checkpoint step and a
+digest of that step's files.
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ from datarater.rundir import normal_path
 def rater_identity(rater_run: str | Path) -> dict[str, Any]:
     """``{"run", "digest", "meta_step"}`` of a meta-train run's saved rater."""
     run = normal_path(rater_run)
-    digest = tree_digest(run / RATER_DIR) if (run / RATER_DIR).is_dir() else None
-    step = None
-    info = run / RATER_INFO_FILE
-    if info.exists():
+    if not (run / RATER_DIR).is_dir():
+        return {"run": str(run), "digest": None, "meta_step": None}
+    files = tree_digest(run / RATER_DIR)
+    saved: dict = {}
+    if (run / RATER_INFO_FILE).exists():
         try:
-            saved = json.loads(info.read_text())
+            saved = json.loads((run / RATER_INFO_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             saved = {}
-        if saved.get("digest") == digest:  # the record is of these parameters
-            step = saved.get("meta_step")
-    return {"run": str(run), "digest": digest, "meta_step": step}
+    if saved.get("files_digest") == files:  # the record is of the parameters on disk
+        return {"run": str(run), "digest": saved.get("digest"), "meta_step": saved.get("meta_step")}
+    return {"run": str(run), "digest": f"files-{files}", "meta_step": None}  # no record of these files
 
 
 def lm_identity(lm_run: str | Path) -> dict[str, Any]:

@@ -133,12 +133,12 @@ def init_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh | Non
 
 
 def initial_meta_state(prog: MetaTrainProgram, inner_tx, outer_tx, mesh: Mesh, loop: Loop,
-                       fresh_start: bool) -> tuple[MetaTrainState, dict, Restored]:
+                       ) -> tuple[MetaTrainState, dict, Restored]:
     """``(state, shardings, restored)``: the latest checkpoint restored in its shardings, else a new state."""
     shapes = abstract_meta_state(prog, inner_tx, outer_tx)
     shardings = meta_state_shardings(prog, inner_tx, outer_tx, mesh, shapes)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-    restored = loop.restore(abstract, fresh_start)
+    restored = loop.restore(abstract)
     if restored.found:
         book = dict(restored.extra["book"])
         book.setdefault("updates", restored.step - book.get("skipped", 0))  # checkpoints of older versions

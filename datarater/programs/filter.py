@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from datarater import faults
 from datarater.config import FilterProgram, ScoreProgram
 from datarater.console import say
 from datarater.curate.rules import ScoreSketch, oversampled_size
@@ -86,7 +87,16 @@ def run(prog: FilterProgram) -> dict[str, Any]:
         raise UserError(f"{root}: no finite score for any document of the {split} split")
     job.sketch_dict = sketch.as_dict()
     say(f"[filter] pass 2: keep {n} of {b} in expectation ({n / b:.1%}); CDF error at most {sketch.max_error:.2e}")
-    results = map_shards(job.apply, shards, prog.engine, prog.workers, prog.ray_address)
+    written = [0]
+
+    def apply(shard):  # engine=local: the fault suite's kill after N output files
+        out = job.apply(shard)
+        written[0] += 1
+        faults.after_files(written[0])
+        return out
+
+    results = map_shards(apply if prog.engine == "local" else job.apply, shards, prog.engine, prog.workers,
+                         prog.ray_address)
     manifest = _manifest(prog, results, sketch, origin, c.name if origin == "computed" else root.name, n, b)
     from datarater.curate.attributes import attribute_producer
 

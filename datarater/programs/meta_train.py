@@ -16,7 +16,6 @@ import time
 from collections import defaultdict
 
 import jax
-import numpy as np
 from flax import nnx
 
 from datarater import __version__
@@ -117,9 +116,10 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),
+                                                      "by_source": dict(by_source),
                                                       "provenance": {"program": "meta-train", "datarater": __version__,
                                                                      "config_digest": config_digest(run_dir)}}))
-    state, shardings, restored = initial_meta_state(prog, inner_tx, outer_tx, mesh, loop, fresh_start=resuming)
+    state, shardings, restored = initial_meta_state(prog, inner_tx, outer_tx, mesh, loop)
     for warning in restored.warnings:
         say(f"[ckpt] warning: {warning}")
     if restored.found:
@@ -130,7 +130,11 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     reset_fn = make_reset(prog, inner_tx, shardings)
     per_step = m.unroll + m.plain_inner_steps  # inner steps a member takes per meta-step
 
-    by_source: dict[str, list[float]] = defaultdict(list)
+    # per-source [sum, count] of scores since the last metrics row; in checkpoints, so a run resumed
+    # between two rows logs the same means as an uninterrupted one
+    by_source: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    if restored.found:
+        by_source.update({k: list(v) for k, v in restored.extra.get("by_source", {}).items()})
     clock = {"t": time.perf_counter(), "since": 0}
 
     poison = nan_injection(m.population)
@@ -145,7 +149,9 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
         bad = [p for p, b in enumerate(out.pop("bad_members")) if b]
         scores = out.pop("scores")  # [P, T, B]: the unrolled steps' batches, after the plain ones
         for s, k in zip(scores.ravel(), rows["source"][:, m.plain_inner_steps:].ravel(), strict=True):
-            by_source[keys.name_of(k)].append(float(s))
+            acc = by_source[keys.name_of(k)]
+            acc[0] += float(s)
+            acc[1] += 1
         row = {"step": step, **{k: float(v) for k, v in out.items()}}
         book = state.members
         if bad:
@@ -186,7 +192,7 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
     progress = Progress(m.steps, start_step=restored.step, label="meta-train")
 
     def log(step: int, row: dict) -> None:
-        row["score_by_source"] = {k: float(np.mean(v)) for k, v in sorted(by_source.items())}
+        row["score_by_source"] = {k: total / n for k, (total, n) in sorted(by_source.items())}
         row["steps_per_s"] = clock["since"] / (time.perf_counter() - clock["t"])
         by_source.clear()
         progress.show(step, outer=row["outer_loss"], inner=row["inner_loss"], gnorm=row["meta_grad_norm"],

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 
+from datarater import faults
 from datarater.artifacts import SCORE_DIR
 from datarater.config import ScoreProgram
 from datarater.console import Progress, result, say
@@ -129,6 +130,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
         write_shard(score_dir / shard_name(i, count), rows.ids[a:b], rows.sources[a:b], values, prints[i],
                     doc_ids=rows.doc_ids[a:b] if rows.unit == "sequence" else None, chunks=chunks, producer=made_by)
         scored += b - a
+        faults.after_files(todo.index(i) + 1)
         rate = scored / max(time.perf_counter() - t0, 1e-9)
         progress.show(scored, shard=f"{i + 1}/{count}", **{f"{rows.unit}s_per_s": round(rate, 1)})
     seconds = time.perf_counter() - t0
@@ -203,6 +205,7 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
     def on_done(r: dict) -> None:
         done["n"] += 1
         progress.show(done["n"], file=r["key"], docs=r.get("documents", 0))
+        faults.after_files(done["n"])
 
     t0 = time.perf_counter()
     results = score_shards(job, todo, prog.engine, prog.workers, prog.ray_address, on_done) if todo else []

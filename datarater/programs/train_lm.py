@@ -119,7 +119,7 @@ def run(prog: TrainLMProgram) -> dict:
         return state.arrays(), extra
 
     loop = Loop(ckpt, metrics, train.steps, train.checkpoint_every, snapshot)
-    state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop, fresh_start=resuming)
+    state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop)
     pi, pc = jax.process_index(), jax.process_count()
     curation = make_online_curation(
         prog.curate, prog.data, tokenizer, splits.get("train"), local_batch, corpus=prog.corpus, target=prog.target,

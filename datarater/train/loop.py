@@ -17,7 +17,6 @@ else (metrics rows, the progress line, evaluation, member re-initialisation). Th
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -25,13 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from datarater import faults
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.metrics import MetricsFile
 
-# Fault injection (the resume and fault tests): SIGKILL this process, as a preempted VM, ...
-SIGKILL_ENV = "DATARATER_SIGKILL_AFTER_CHECKPOINT"  # ... once the checkpoint of step N is on disk
-SIGKILL_STEP_ENV = "DATARATER_SIGKILL_AT_STEP"  # ... in step N, after its update, before its hooks and save
-SIGKILL_SAVE_ENV = "DATARATER_SIGKILL_DURING_SAVE"  # ... while the checkpoint of step N is being written
+SIGKILL_ENV = faults.AFTER_CHECKPOINT  # the resume tests' name for it
 
 
 @dataclass
@@ -82,21 +79,11 @@ def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
     ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
 
     def hook(step: int) -> None:
-        target = os.environ.get(SIGKILL_ENV)
-        if target and int(target) == step:
+        if faults.env_int(faults.AFTER_CHECKPOINT) == step:
             ckpt.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
+            faults.kill()
 
     return hook
-
-
-def _env_step(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
-def _kill() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Loop:
@@ -119,13 +106,13 @@ class Loop:
     def add_hook(self, fn: Callable[[int, Any], None], every: int = 1, at_last: bool = True) -> None:
         self.hooks.append(Hook(fn, every, at_last))
 
-    def restore(self, abstract_state: Any, fresh_start: bool) -> Restored:
+    def restore(self, abstract_state: Any) -> Restored:
         """The latest finished checkpoint restored onto ``abstract_state`` (ShapeDtypeStructs with
-        shardings), metric rows after it dropped; none found: step 0, and when ``fresh_start``
-        (a run directory started before without reaching a checkpoint) its metrics file is removed."""
+        shardings), metric rows after it dropped; none found: step 0, and the metrics file of an
+        earlier attempt that reached no checkpoint is removed (its rows are written again)."""
         found = self.ckpt.restore_latest(abstract_state)
         if found is None:
-            if fresh_start and self.metrics.enabled and self.metrics.path.exists():
+            if self.metrics.enabled and self.metrics.path.exists():  # rows of an attempt that saved nothing
                 self.metrics.path.unlink()
             return Restored(warnings=list(self.ckpt.warnings))
         latest, state, extra = found
@@ -140,7 +127,7 @@ class Loop:
         """Steps ``start + 1 .. total_steps``; ``step_fn(step)`` takes step ``step`` (1-based) and
         returns what the hooks receive. Returns the step reached; the checkpointer is closed."""
         step = self.step = start
-        kill_at, kill_in_save = _env_step(SIGKILL_STEP_ENV), _env_step(SIGKILL_SAVE_ENV)
+        kill_at, kill_in_save = faults.env_int(faults.AT_STEP), faults.env_int(faults.DURING_SAVE)
         with deferred_interrupt() as interrupted:
             try:
                 while step < self.total:
@@ -148,7 +135,7 @@ class Loop:
                     out = step_fn(step + 1)
                     step = self.step = step + 1
                     if step == kill_at:
-                        _kill()
+                        faults.kill()
                     last = step == self.total
                     for hook in self.hooks:
                         if step % hook.every == 0 or (last and hook.at_last):
@@ -156,7 +143,7 @@ class Loop:
                     if step % self.checkpoint_every == 0 or last:
                         self.save(step)
                         if step == kill_in_save:
-                            _kill()  # the save was started asynchronously: its files are half-written
+                            faults.kill()  # the save was started asynchronously: its files are half-written
                         for fn in self.after_save:
                             fn(step)
                     elif interrupted[0]:

@@ -59,10 +59,10 @@ def init_lm(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.Grad
 
 
 def initial_lm_state(model_cfg: ModelConfig, seed: int, mesh: Mesh, rules, tx: optax.GradientTransformation,
-                     loop: Loop, fresh_start: bool) -> tuple[LMState, Restored]:
+                     loop: Loop) -> tuple[LMState, Restored]:
     """The state a run starts from: its latest checkpoint restored in place, else a new one."""
     graphdef, shardings, abstract = lm_state_layout(model_cfg, mesh, rules, tx)
-    restored = loop.restore(abstract, fresh_start)
+    restored = loop.restore(abstract)
     if restored.found:
         return LMState(graphdef, restored.state["params"], restored.state["opt_state"]), restored
     return _create(model_cfg, seed, tx, graphdef, shardings), restored
