@@ -1,13 +1,14 @@
 # make quickstart : set up on first use, then the whole method on the embedded corpus (~11.5 min)
 # make run   : set up on first use, then train a first LM on a sample corpus
-# make test  : set up on first use, then run the test suite
+# make test  : set up on first use, then run the test suite (~7 min on 2 cores; the slow and fault
+#              suites run after it in .ci/run: `make test-slow`, `make test-faults`)
 # make bench : LM step throughput and fraction of the measured matmul peak
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install quickstart run test test-fast bench clean
+.PHONY: install quickstart run test test-slow test-faults bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +26,14 @@ run: $(STAMP)
 	$(VENV)/bin/datarater train-lm model=nano corpus.paths=[runs/sample.jsonl] train.steps=100 run_dir=runs/first-lm
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not slow" --ignore=tests/faults
 
-test-fast: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not slow"
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow --ignore=tests/faults
+
+test-faults: $(STAMP)
+	mkdir -p runs && DATARATER_FAULT_TABLE=runs/faults.md $(VENV)/bin/pytest -q tests/faults
+	@cat runs/faults.md
 
 bench: $(STAMP)
 	$(PY) benchmarks/lm_step.py

@@ -67,8 +67,10 @@ def _may_change(key: str, may_change: tuple[str, ...]) -> bool:
     return any(key == m or (m.endswith(".") and key.startswith(m)) for m in may_change)
 
 
-def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = ()) -> tuple[Path, bool]:
-    """Creates ``run_dir`` and writes ``config.yaml``; returns ``(path, resuming)``.
+def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = (),
+                    write: bool = True) -> tuple[Path, bool]:
+    """Creates ``run_dir`` and writes ``config.yaml`` (``write=False``: the caller does, with
+    `save_config`, once its own checks pass); returns ``(path, resuming)``.
 
     If the directory already holds a config that differs in keys other than ``may_change`` (exact
     keys, or prefixes ending in ``.``: ``"mesh."``), the run stops with the list of differing keys
@@ -102,8 +104,23 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"run_dir {path} cannot be created: {e.strerror}") from None
-        cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.create(new)))
+    if write:
+        save_config(path, config)
     return path, resuming
+
+
+def save_config(path: Path, config: Any) -> None:
+    """Writes ``RUN/config.yaml`` (process 0, atomically). `prepare_run_dir` does it unless told not
+    to: a program that first checks what the run directory holds (`datarater score`) writes it
+    once those checks pass, so a refused rerun leaves the config of what is there."""
+    if jax.process_index() != 0:
+        return
+    new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    if "run_dir" in new:
+        new["run_dir"] = str(path)
+    tmp = path / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(new)))
+    os.replace(tmp, path / CONFIG_FILE)
 
 
 def config_digest(run_dir: str | Path) -> str | None:

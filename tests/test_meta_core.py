@@ -60,7 +60,7 @@ def unit_direction(tree, seed: int):
     return jax.tree.unflatten(jax.tree.structure(tree), [x / norm for x in v])
 
 
-@pytest.mark.parametrize("unroll", [1, 2, 3])
+@pytest.mark.parametrize("unroll", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_grad_modes_agree_and_match_finite_differences(setup, unroll):
     _, _, theta, eta, tx = setup
     rng = np.random.default_rng(unroll)
@@ -155,6 +155,7 @@ def test_a_non_finite_member_is_left_out_and_the_others_update(mode):
             np.testing.assert_array_equal(np.asarray(got)[1], np.asarray(old)[1])
 
 
+@pytest.mark.slow
 def test_plain_inner_steps_come_first_and_follow_the_raters_weights(setup):
     """A population step with K plain steps = K rater-weighted updates by hand, then the T-step meta-step."""
     lm_g, rater_g, theta, eta, tx = setup

@@ -12,6 +12,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from conftest import device_env
 
 from datarater.cli import SUBCOMMANDS, compose
@@ -53,6 +54,7 @@ def run_two_processes_until_killed(command: list[str], after_checkpoint: int) ->
     return errs
 
 
+@pytest.mark.slow
 def test_two_processes_read_their_own_rows_save_together_and_resume_on_one(doc_corpus, tmp_path):
     run = tmp_path / "run"
     args = [f"corpus.paths=[{doc_corpus}]", "model=nano", "data.seq_len=64", "train.batch_size=8", "train.steps=4",
@@ -105,6 +107,7 @@ META = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head
         "meta.lifetime=3", "meta.unroll=2"]
 
 
+@pytest.mark.slow
 def test_meta_training_on_two_processes_resumes_on_one_as_if_never_stopped(doc_corpus, tmp_path):
     """The population over data=4 spans both processes (a member per device); both read the same
     global batches, so their meta-steps, killed after step 2 and resumed on one process with 4

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from conftest import run_on_8_devices
 
+# one 8-device child run (~1 min on 2 cores) feeds every test here: in .ci/run's slow suite
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def results() -> dict:

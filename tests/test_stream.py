@@ -145,6 +145,7 @@ def _train_cli(args, env_extra=None):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_streamed_train_lm_resumes_after_sigkill_as_if_uninterrupted(doc_corpus, tmp_path):
     args = ["model=nano", f"corpus.paths=[{doc_corpus}]", "corpus.reader=stream", "corpus.shuffle_window=64",
             "data.seq_len=64", "train.batch_size=8", "train.steps=12", "train.log_every=3", "train.eval_every=6",

@@ -76,6 +76,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(doc_corpus, tmp_path):
     assert val_a == val_b
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_resumes_on_one_device(doc_corpus, tmp_path):
     # Saved FSDP-sharded over 8 emulated devices, killed, resumed on 1 device with the default
     # mesh: the same trajectory as an uninterrupted 1-device run (up to the reduction order of

@@ -43,7 +43,7 @@ from datarater.data.corpus import load_splits
 from datarater.data.documents import ReadStats
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
-from datarater.rundir import prepare_run_dir
+from datarater.rundir import prepare_run_dir, save_config
 
 # Keys that may change when a score run is started again: how it runs, not what it computes
 # (what it computes is checked file by file against the producer and inputs recorded in them).
@@ -95,7 +95,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
         raise UserError("config key 'engine': engine=ray scores documents into attribute files (score.unit=document); "
                         "packed rows (score.unit=sequence) are scored in this process")
     s = prog.score
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS)
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS, write=False)
     tokenizer = make_tokenizer(prog.data)
     curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     assert curator is not None
@@ -118,6 +118,7 @@ def run(prog: ScoreProgram) -> dict[str, Any]:
     mine = [i for i in range(count) if i % pc == pi]
     made_by = producer(prog.curate)
     done = _existing_shards(score_dir, prints, mine, made_by, s.force)
+    save_config(run_dir, prog)  # only now: a refused rerun leaves the config of the scores on disk
     todo = [i for i in mine if i not in done]
     total = sum(b - a for a, b in (shard_bounds(i, len(rows.ids), s.shard_size) for i in todo))
     if done:
@@ -176,7 +177,7 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
     from datarater.curate.jobs import ScoreJob
     from datarater.data.stream import Selection, list_shards, sample_rows
 
-    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS)
+    run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=RERUN_KEYS, write=False)
     tokenizer = make_tokenizer(prog.data)
     curator = make_curator(prog.curate, prog.data, tokenizer, prog.data.seq_len, corpus=prog.corpus)  # bad inputs stop here
     shards = list_shards(prog.corpus, on_build=say)
@@ -197,6 +198,7 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
     else:  # each JAX process its own files (process 0 all of them when there are fewer files than processes)
         mine = shards[pi::pc] if len(shards) >= pc else (shards if pi == 0 else [])
     todo = [sh for sh in mine if not job.done(sh)]
+    save_config(run_dir, prog)  # only now: a refused rerun leaves the config of the scores on disk
     say(f"[score] {curator.name} per document: {len(shards)} input files, {len(mine) - len(todo)} already scored, "
         f"{len(todo)} to score on engine={prog.engine}" + (f" ({prog.workers} workers)" if prog.engine == "ray" else ""))
     progress = Progress(len(todo), label="score")

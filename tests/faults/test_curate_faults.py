@@ -48,6 +48,8 @@ def test_scores_of_two_raters_are_never_mixed(doc_corpus, tmp_path, record):
     line = clear_error(r, "holds scores by datarater", "meta-step 2", "this run scores with datarater", "meta-step 4",
                        "score.force=true")
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scores" / "scores").glob("*.parquet")} == before
+    saved = (tmp_path / "scores" / "config.yaml").read_text()
+    assert str(rater) in saved and "force: false" in saved  # the refused rerun left the config of what is there
     train = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head=16", "model.d_ff=64",
              f"corpus.paths=[{doc_corpus}]", "data.seq_len=32", "train.batch_size=8", "train.steps=2",
              f"curate.scores={tmp_path / 'scores'}", f"curate.rater_run={rater}", "curate.discard=0.5",
