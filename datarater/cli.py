@@ -45,14 +45,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "train_lm", C.TrainLMProgram, "datarater.programs.train_lm:run",
         (("model", C.validate_model), ("corpus", C.validate_corpus), ("data", C.validate_data),
          ("train", C.validate_train), ("mesh", C.validate_mesh), ("curate", validate_curate), ("eval", validate_eval),
-         ("target", C.validate_target)),
+         ("target", C.validate_target), ("logging", C.validate_logging)),
         "train a causal LM on a corpus (curate=<curator> curate.discard=<rho> filters it online); resumes",
     ),
     "meta-train": Subcommand(
         "meta_train", C.MetaTrainProgram, "datarater.programs.meta_train:run",
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
          ("data", C.validate_data), ("train", C.validate_inner_train), ("meta", C.validate_meta),
-         ("mesh", C.validate_mesh)),
+         ("mesh", C.validate_mesh), ("logging", C.validate_logging)),
         "meta-learn a DataRater on a corpus (bilevel); resumes if run_dir holds a checkpoint",
     ),
 }
@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in _STORAGE_ERRORS:
             raise
         # a full disk, read-only or unwritable folder met by a writer with no message of its own
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"datarater {name}: error:{where}: {e.strerror or e} (free space or fix the folder's permissions, "
+        where = f"writing {e.filename}" if e.filename else "a write in the run directory failed"
+        print(f"datarater {name}: error: {where}: {e.strerror or e} (free space or fix the folder's permissions, "
               "then rerun: finished files and checkpoints are kept and a rerun resumes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

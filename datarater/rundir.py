@@ -129,3 +129,8 @@ def config_digest(run_dir: str | Path) -> str | None:
 
     path = Path(run_dir) / CONFIG_FILE
     return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest() if path.exists() else None
+
+
+def run_config(config: Any) -> dict[str, Any]:
+    """A program config as the plain resolved dict that ``config.yaml`` holds (for trackers)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -11,6 +11,7 @@ from datarater.config.eval import EvalConfig, EvalProgram
 from datarater.config.groups import (
     CorpusConfig,
     DataConfig,
+    LoggingConfig,
     MeshConfig,
     MetaConfig,
     ModelCompute,
@@ -37,6 +38,7 @@ from datarater.config.validate import (
     validate_corpus,
     validate_data,
     validate_inner_train,
+    validate_logging,
     validate_mesh,
     validate_meta,
     validate_model,
@@ -48,9 +50,9 @@ from datarater.config.validate import (
 
 __all__ = [
     "CorpusConfig", "CurateConfig", "DataConfig", "EvalConfig", "EvalProgram", "FilterConfig", "FilterProgram",
-    "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram", "ProbeConfig", "ProbeProgram",
+    "LoggingConfig", "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram", "ProbeConfig", "ProbeProgram",
     "QuickstartConfig", "QuickstartProgram", "ReportProgram", "ScoreConfig", "ScoreProgram", "SweepConfig",
     "SweepProgram", "TargetConfig", "TrainConfig", "TrainLMProgram", "check_microbatch_rows", "validate_corpus", "validate_data",
-    "validate_inner_train", "validate_mesh", "validate_meta", "validate_model", "validate_quickstart",
+    "validate_inner_train", "validate_logging", "validate_mesh", "validate_meta", "validate_model", "validate_quickstart",
     "validate_sweep", "validate_target", "validate_train",
 ]

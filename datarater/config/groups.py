@@ -108,6 +108,20 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
 
+TRACKERS = ("jsonl", "tensorboard", "wandb")
+
+
+@dataclass
+class LoggingConfig:
+    """Where metric rows go besides ``metrics.jsonl`` (always written): TensorBoard event files in
+    ``RUN/tensorboard/`` (tensorboardX) and Weights & Biases (``RUN/wandb/``; offline by default,
+    so no network is needed). Both are extras: ``pip install 'datarater[tracking]'``."""
+
+    trackers: list[str] = field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "datarater"
+    wandb_mode: str = "offline"  # offline (sync later with `wandb sync RUN/wandb/...`) | online
+
+
 @dataclass
 class MeshConfig:
     """Device mesh. ``-1`` in one axis takes all devices left over."""

@@ -9,6 +9,7 @@ from datarater.config.eval import EvalConfig
 from datarater.config.groups import (
     CorpusConfig,
     DataConfig,
+    LoggingConfig,
     MeshConfig,
     MetaConfig,
     ModelCompute,
@@ -40,6 +41,7 @@ class TrainLMProgram:
     # The target set (as meta.target): evaluated on at the end beside the corpus's validation
     # split, and what curators that model a target (oracle, dsir, classifier) are given.
     target: TargetConfig = field(default_factory=TargetConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # metrics.jsonl, and TensorBoard / W&B if asked
 
 
 @dataclass
@@ -54,6 +56,7 @@ class MetaTrainProgram:
     train: TrainConfig = field(default_factory=TrainConfig)  # the inner optimiser (schedule over meta.lifetime)
     meta: MetaConfig = field(default_factory=MetaConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # metrics.jsonl, and TensorBoard / W&B if asked
 
 
 @dataclass

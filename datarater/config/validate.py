@@ -159,3 +159,11 @@ def validate_quickstart(q: QuickstartConfig, prefix: str = "quickstart") -> None
     for i, age in enumerate(q.probe_ages):
         _check(age >= 0, f"{prefix}.probe_ages[{i}]", f"must be >= 0, got {age}")
     _check(q.report_rows >= 0, f"{prefix}.report_rows", f"must be >= 0 (0 = no scored rows in the report), got {q.report_rows}")
+
+
+def validate_logging(g, prefix: str = "logging") -> None:
+    from datarater.config.groups import TRACKERS
+
+    for i, t in enumerate(g.trackers):
+        _check(t in TRACKERS, f"{prefix}.trackers[{i}]", f"unknown tracker '{t}'; choose from {', '.join(TRACKERS)}")
+    _check(g.wandb_mode in ("offline", "online"), f"{prefix}.wandb_mode", f"must be offline or online, got '{g.wandb_mode}'")

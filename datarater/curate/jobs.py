@@ -252,12 +252,15 @@ class OutputWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self._zst is not None:
-                self._zst.close()
-            elif exc_type is None:
-                self._flush()
-                self._parquet.close()
-            self._raw.close()
+            try:
+                if self._zst is not None:
+                    self._zst.close()
+                elif exc_type is None:
+                    self._flush()
+                if self._parquet is not None:
+                    self._parquet.close()
+            finally:
+                self._raw.close()
             if exc_type is None:
                 os.replace(self.tmp, self.path)
         except OSError as e:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from datarater.config.curate import CurateConfig
 from datarater.curate.rules import oversampled_size, top_k_keep
 from datarater.data import keys
 from datarater.data.packing import PackedSequences
+from datarater.errors import UserError
 
 
 @dataclass
@@ -79,3 +82,52 @@ def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSe
     draw = oversampled_size(local_batch, curate.discard)
     return OnlineCuration(curate.name, curate.discard, draw, local_batch, curator.score_batch,
                           float(curator.flops_per_sequence))
+
+
+# -- where a run's curation comes from (kept in its checkpoints) ------------------------------
+def scores_identity(scores: str | Path) -> dict[str, Any]:
+    """What a `datarater score` run directory's scores were made by (side files or attribute files)."""
+    from datarater.curate.attributes import ATTRIBUTES_DIR, attribute_producer
+    from datarater.curate.provenance import check_one_producer
+    from datarater.curate.sidefiles import resolve_score_dir, shard_metadata_on_disk
+    from datarater.rundir import normal_path
+
+    root = normal_path(scores)
+    if (root / ATTRIBUTES_DIR).is_dir():
+        subs = sorted(p for p in (root / ATTRIBUTES_DIR).iterdir() if p.is_dir())
+        made = attribute_producer(subs[0]) if subs else None
+    else:
+        d = resolve_score_dir(root)
+        made = check_one_producer([(p.name, shard_metadata_on_disk(p)[1]) for p in sorted(d.glob("scores-*.parquet"))],
+                                  str(d))
+    return {"scores": str(root), "producer": made}
+
+
+def consumer_identity(cfg: CurateConfig, target: Any = None) -> dict[str, Any] | None:
+    """Where a train-lm run's curation scores come from: the scores it reads (and who made them),
+    or the curator it runs; None without curation. Kept in its checkpoints: a resumed run must
+    curate with the same."""
+    if cfg.discard == 0.0 or (cfg.name == "none" and not cfg.scores):
+        return None
+    out = {"discard": cfg.discard}
+    if cfg.scores:
+        return {**out, **scores_identity(cfg.scores)}
+    from datarater.curate.provenance import producer
+
+    return {**out, **producer(cfg, target)}
+
+
+def check_same_curation(saved: dict | None, now: dict | None, run_dir: Path) -> None:
+    """A train-lm run resumed from a checkpoint must curate with the scores or the rater it
+    started with: `UserError` naming both otherwise (the rater at ``curate.rater_run`` was
+    meta-trained further, the score directory was rescored)."""
+    from datarater.curate.provenance import describe, same_producer
+
+    def what(c: dict | None) -> str:
+        if not c:
+            return "no curation"
+        return f"scores {c['scores']} by {describe(c.get('producer'))}" if "scores" in c else describe(c)
+
+    if not same_producer(saved, now):
+        raise UserError(f"{run_dir} was trained up to its checkpoint with {what(saved)}; this run would go on with "
+                        f"{what(now)}: a resumed run cannot change its curation part-way; use a new run_dir")

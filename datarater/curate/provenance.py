@@ -50,14 +50,16 @@ def lm_identity(lm_run: str | Path) -> dict[str, Any]:
     return {"run": str(run), "step": steps[-1], "digest": tree_digest(run / CHECKPOINT_DIR / str(steps[-1]))}
 
 
-def producer(cfg: CurateConfig) -> dict[str, Any]:
+def producer(cfg: CurateConfig, target: Any = None) -> dict[str, Any]:
     """What made (or would make) a curator's scores: its name, the settings they depend on, and
-    the identity of the model it runs."""
+    the identity of the model it runs. ``target`` (a `TargetConfig`) is recorded for the curators
+    that model the run's target when ``curate.target_paths`` is empty (dsir, classifier, oracle)."""
     out: dict[str, Any] = {"curator": cfg.name}
     if cfg.name == "datarater":
         out["rater"] = rater_identity(cfg.rater_run)
-    elif cfg.name == "perplexity":
-        out.update(reference=lm_identity(cfg.reference_run), band=cfg.band, calibration_rows=cfg.calibration_rows)
+    elif cfg.name == "perplexity":  # band=mid's median comes from a seeded calibration sample
+        out.update(reference=lm_identity(cfg.reference_run), band=cfg.band, calibration_rows=cfg.calibration_rows,
+                   seed=cfg.seed)
     elif cfg.name in ("random", "dsir", "classifier"):
         out["seed"] = cfg.seed
         if cfg.name != "random":
@@ -66,6 +68,12 @@ def producer(cfg: CurateConfig) -> dict[str, Any]:
             out.update(buckets=cfg.dsir_buckets, ngrams=cfg.dsir_ngrams)
         if cfg.name == "classifier":
             out["pool_docs"] = cfg.classifier_pool_docs
+    elif cfg.name == "attributes":
+        out.update(attributes=str(normal_path(cfg.attributes)), column=cfg.attribute)
+    if cfg.name in ("dsir", "classifier", "oracle") and not cfg.target_paths and target is not None:
+        import dataclasses
+
+        out["target"] = dataclasses.asdict(target)
     return out
 
 
@@ -87,7 +95,7 @@ def comparable(p: dict[str, Any] | None) -> dict[str, Any] | None:
     """``p`` without where its models live (a moved run directory is the same producer)."""
     if p is None:
         return None
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "run"} if isinstance(v, dict) else v) for k, v in p.items()}
+    return {k: comparable(v) if isinstance(v, dict) else v for k, v in p.items() if k != "run"}
 
 
 def same_producer(a: dict | None, b: dict | None) -> bool:

@@ -73,6 +73,7 @@ def run(prog: FilterProgram) -> dict[str, Any]:
         raise UserError(f"config key 'engine': must be one of {', '.join(ENGINES)}, got '{prog.engine}'")
     n, b = f.batch_size, oversampled_size(f.batch_size, c.discard)
     run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("engine", "workers", "ray_address"))
+    (run_dir / "manifest.json").unlink(missing_ok=True)  # a manifest only ever beside the outputs it counts
     shards = list_shards(prog.corpus, on_build=say)
     root, column, origin = _attribute_root(prog, run_dir)
     job = FilterJob(prog.corpus, c, f, split, str(root), str(run_dir / OUTPUT_DIR), column,
@@ -97,6 +98,12 @@ def run(prog: FilterProgram) -> dict[str, Any]:
 
     results = map_shards(apply if prog.engine == "local" else job.apply, shards, prog.engine, prog.workers,
                          prog.ray_address)
+    ours = {Path(r["output"]).resolve() for r in results}
+    stale = [p for p in (run_dir / OUTPUT_DIR).rglob("*") if p.is_file() and p.resolve() not in ours]
+    for p in stale:  # outputs of an earlier run over other input files: never mixed with these
+        p.unlink()
+    if stale:
+        say(f"[filter] removed {len(stale)} output files of an earlier run that this one did not write")
     manifest = _manifest(prog, results, sketch, origin, c.name if origin == "computed" else root.name, n, b)
     from datarater.curate.attributes import attribute_producer
 

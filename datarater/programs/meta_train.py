@@ -10,6 +10,7 @@ line; checkpoints hold the whole meta-state. The finished rater is saved in ``RU
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import time
@@ -46,11 +47,11 @@ from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.mesh import make_mesh
 from datarater.parallel.population import PopulationLayout
-from datarater.rundir import config_digest, prepare_run_dir
+from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
-from datarater.train.metrics import MetricsFile
 from datarater.train.optimizer import make_optimizer
+from datarater.train.trackers import Trackers
 
 RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
                   "meta.microbatch_rows",  # the same meta-gradient in less memory
@@ -113,7 +114,8 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
             f"({m.microbatch_rows} rows per device each)")
 
     data = MetaData(batches, m)
-    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    metrics = Trackers(run_dir, prog.logging, run_config(prog), "meta-train")  # metrics.jsonl and logging.trackers
+    atexit.register(metrics.close)  # also when the run stops on an error
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),
                                                       "by_source": dict(by_source),
@@ -220,6 +222,7 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
                "diverged_members": members.diverged, "resets": members.resets, "documents": stats.as_dict()}
     if is_main_process():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    metrics.close()
     say(f"[meta-train] done: {step} meta-steps, {members.resets} member resets, {members.skipped} skipped updates; "
         f"rater in {run_dir / RATER_DIR}")
     return summary

@@ -62,7 +62,7 @@ def _existing_shards(score_dir: Path, prints: list[str], mine: list[int], made_b
     another producer scored (another rater, or this rater path after more meta-training) is an
     error naming both, or with ``force`` is scored again."""
     done = set()
-    for i in mine:
+    for i in range(len(prints)):  # every shard, on every process: all refuse together, or none does
         path = score_dir / shard_name(i, len(prints))
         found, by = shard_metadata_on_disk(path) if path.exists() else (None, None)
         if found is None:
@@ -77,7 +77,8 @@ def _existing_shards(score_dir: Path, prints: list[str], mine: list[int], made_b
                 continue
             raise UserError(f"{path} holds scores by {describe(by)}; this run scores with {describe(made_by)}: set "
                             "score.force=true to rescore the shards of the other producer, or use a new run_dir")
-        done.add(i)
+        if i in mine:
+            done.add(i)
     stale = [p for p in score_dir.glob("scores-*-of-*.parquet") if not p.name.endswith(f"-of-{len(prints):05d}.parquet")]
     if stale:
         raise UserError(f"{score_dir} holds shards of a run with another shard count ({stale[0].name}): use a new run_dir")
@@ -197,7 +198,8 @@ def score_documents_run(prog: ScoreProgram) -> dict[str, Any]:
         mine = shards  # Ray spreads the files over its workers
     else:  # each JAX process its own files (process 0 all of them when there are fewer files than processes)
         mine = shards[pi::pc] if len(shards) >= pc else (shards if pi == 0 else [])
-    todo = [sh for sh in mine if not job.done(sh)]
+    finished = {sh.key: job.done(sh) for sh in shards}  # every file on every process: all refuse together
+    todo = [sh for sh in mine if not finished[sh.key]]
     save_config(run_dir, prog)  # only now: a refused rerun leaves the config of the scores on disk
     say(f"[score] {curator.name} per document: {len(shards)} input files, {len(mine) - len(todo)} already scored, "
         f"{len(todo)} to score on engine={prog.engine}" + (f" ({prog.workers} workers)" if prog.engine == "ray" else ""))

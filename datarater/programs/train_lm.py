@@ -8,6 +8,7 @@ optimiser state, step and the data iterator's state.
 
 from __future__ import annotations
 
+import atexit
 import json
 import time
 
@@ -17,8 +18,7 @@ import numpy as np
 from datarater import __version__
 from datarater.config import TrainLMProgram
 from datarater.console import Progress, is_main_process, say
-from datarater.curate.online import make_online_curation
-from datarater.curate.provenance import producer
+from datarater.curate.online import check_same_curation, consumer_identity, make_online_curation
 from datarater.data.corpus import pack_split
 from datarater.data.documents import ReadStats
 from datarater.data.pipeline import (
@@ -37,14 +37,15 @@ from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
-from datarater.rundir import config_digest, prepare_run_dir
+from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
-from datarater.train.metrics import MetricsFile, peak_flops_per_device
+from datarater.train.metrics import peak_flops_per_device
 from datarater.train.microbatch import check_batch
 from datarater.train.optimizer import lr_schedule, make_optimizer
 from datarater.train.state import initial_lm_state
 from datarater.train.step import document_nll, evaluate, make_eval_step, make_token_nll_step, make_train_step
+from datarater.train.trackers import Trackers
 
 # Keys that may differ when a run directory is started again (the run then resumes). Not
 # train.steps: the cosine schedule's length depends on it, so extending a run would change its
@@ -106,8 +107,9 @@ def run(prog: TrainLMProgram) -> dict:
     tx = make_optimizer(train)
     # what produced this run's checkpoints and summary (a consumer compares the config digest)
     provenance = {"program": "train-lm", "config_digest": config_digest(run_dir), "datarater": __version__,
-                  "curate": producer(prog.curate) if prog.curate.name != "none" else None}
-    metrics = MetricsFile(run_dir / "metrics.jsonl")
+                  "curate": consumer_identity(prog.curate, prog.target)}
+    metrics = Trackers(run_dir, prog.logging, run_config(prog), "train-lm")  # metrics.jsonl and logging.trackers
+    atexit.register(metrics.close)  # also when the run stops on an error
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
     pending: list[tuple[int, dict]] = []  # per-step metrics still on device
 
@@ -137,6 +139,8 @@ def run(prog: TrainLMProgram) -> dict:
     for warning in restored.warnings:
         say(f"[ckpt] warning: {warning}")
     if restored.found:
+        check_same_curation(restored.extra.get("provenance", {}).get("curate", provenance["curate"]),
+                            provenance["curate"], run_dir)
         restore_iterator(iterator, restored.extra["data"])
         saved_by = restored.extra.get("processes")  # absent in checkpoints of older versions
         if saved_by is not None and int(saved_by) != pc:
@@ -275,5 +279,6 @@ def run(prog: TrainLMProgram) -> dict:
     }
     if is_main_process():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    metrics.close()
     say(f"[train] done: {step} steps, validation NLL {last_val if last_val is None else round(last_val, 4)}; {stats.summary()}")
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,7 @@ class Checkpointer:
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
         self.warnings: list[str] = []  # checkpoints that could not be restored and were set aside
+        self._pending: int | None = None  # the step of the last save, until `check` saw it on disk
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -75,6 +77,7 @@ class Checkpointer:
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
             )
+        self._pending = step
 
     def _check_space(self, state: Any) -> None:
         """`UserError` before a save that cannot fit: a full disk found by the async writer would
@@ -90,9 +93,21 @@ class Checkpointer:
                             "before are kept, and a rerun resumes from the latest)")
 
     def check(self) -> None:
-        """`UserError` naming the folder if a background save has failed (cheap: called every step)."""
-        with self._failure("saving"):
-            self.manager.check_for_errors()
+        """`UserError` naming the folder if a background save has failed (cheap: called every step).
+
+        Orbax's manager consumes the writer's error in its own finalising thread and raises it only
+        from ``wait_until_finished`` (and still lists the step); a save that is no longer in
+        progress and whose step folder was never renamed into place has failed, so that is waited
+        on here, which raises it."""
+        if self._pending is None or self.manager.is_saving_in_progress():
+            return
+        step, self._pending = self._pending, None
+        if not (self.directory / str(step)).is_dir():
+            self.wait()  # raises the writer's error as a UserError (or, on another process, waits for the rename)
+            if (self.directory / str(step)).is_dir():
+                return
+            raise UserError(f"the checkpoint of step {step} was not written to {self.directory}; the run stopped "
+                            "(the checkpoints finished before are kept)")
 
     @contextmanager
     def _failure(self, doing: str):
@@ -125,18 +140,31 @@ class Checkpointer:
         shardings), as ``(step, arrays, extra)``; None if there is none.
 
         A step that fails to restore (a truncated or missing file, unreadable metadata) is set
-        aside as ``N.corrupt`` with a warning (`warnings`) and the previous step is tried. When
-        every step fails, the checkpoints do not belong to this model or optimiser (or are all
-        damaged): `UserError` naming the latest folder and its error, and nothing is moved.
+        aside as ``N.corrupt`` with a warning (`warnings`) and the previous step is tried (with
+        several processes: a `UserError` saying which step to move aside, as they cannot agree on
+        it here). When every step fails, the checkpoints do not belong to this model or optimiser
+        (or are all damaged): `UserError` naming the latest folder and its error, and nothing is
+        moved. Out of memory or a device error while restoring is an error, never a fallback.
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
         failed: list[tuple[int, Exception]] = []
         for step in steps:
             try:
                 state, extra = self._restore_step(step, abstract_state)
+            except (MemoryError, RuntimeError) as e:  # out of memory, a device error: not the files' fault
+                raise UserError(f"restoring checkpoint {self.directory / str(step)} failed ({type(e).__name__}: "
+                                f"{_first_line(e)}); it was left as it is") from None
             except Exception as e:  # noqa: BLE001 - see the docstring
                 failed.append((step, e))
                 continue
+            if failed and jax.process_count() > 1:
+                # every process must agree on the step and on what is set aside; without a
+                # barrier here, stop loudly rather than resume processes from different steps
+                bad = self.directory / str(failed[0][0])
+                raise UserError(f"checkpoint {bad} cannot be restored ({_culprit(bad, failed[0][1])}"
+                                f"{_first_line(failed[0][1])}); with {jax.process_count()} processes it is not set "
+                                f"aside automatically: move it (mv {bad} {bad}.corrupt) and start again to resume "
+                                f"from step {step}")
             if failed and jax.process_index() == 0:
                 for bad, err in failed:
                     culprit = _culprit(self.directory / str(bad), err)
@@ -171,8 +199,9 @@ class Checkpointer:
 def _culprit(step_dir: Path, e: BaseException) -> str:
     """``"file F: "`` naming the damaged file of a step when the error does not (orbax's JSON
     metadata files that do not parse); ``""`` when the error names it or none is found."""
-    if str(step_dir) in str(e):
-        return ""  # tensorstore names the file it could not read
+    named = re.findall(re.escape(str(step_dir)) + r"/[^\s\"',)]+", str(e))
+    if named:  # tensorstore names the file it could not read, deep in its message
+        return f"file {max(named, key=len)}: "
     for path in sorted(step_dir.rglob("*")):
         if not path.is_file() or path.suffix not in ("", ".json") or "d" in path.relative_to(step_dir).parts[:-1]:
             continue
@@ -186,7 +215,7 @@ def _culprit(step_dir: Path, e: BaseException) -> str:
 
 
 def _first_line(e: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(e).split())
+    text = " ".join(str(e).split()).split(" See full TensorStore details")[0]
     return text[:limit] + ("..." if len(text) > limit else "")
 
 

@@ -75,8 +75,14 @@ class MetricsFile:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        except OSError as e:  # a full disk says no file name: name it here
+            from datarater.errors import UserError
+
+            raise UserError(f"writing {self.path} failed: {e.strerror or e}; the rows written before are kept "
+                            "(free space, then rerun: it resumes from the last checkpoint)") from None
 
     def truncate_after(self, step: int) -> int:
         """Drops rows with ``step`` greater than this one (they are recomputed after a resume)."""

@@ -43,7 +43,16 @@ def test_scores_of_two_raters_are_never_mixed(doc_corpus, tmp_path, record):
              "score.shard_size=400", f"run_dir={tmp_path / 'scores'}"]
     ok(cli("score", score))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scores" / "scores").glob("*.parquet")}
+    online = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head=16", "model.d_ff=64",
+              f"corpus.paths=[{doc_corpus}]", "data.seq_len=32", "train.batch_size=8", "train.steps=4",
+              "train.checkpoint_every=2", "curate=datarater", f"curate.rater_run={rater}", "curate.discard=0.5",
+              f"run_dir={tmp_path / 'online'}"]
+    killed(cli("train-lm", online, {faults.AFTER_CHECKPOINT: "2"}))  # curating with the rater as it is now
     ok(cli("meta-train", [f"corpus.paths=[{doc_corpus}]", f"run_dir={rater}", "meta.steps=4", *SMALL]))  # extended
+    clear_error(cli("train-lm", online), "was trained up to its checkpoint with datarater", "meta-step 2",
+                "would go on with datarater", "meta-step 4", "cannot change its curation part-way")
+    record("train-lm", "resumed after the rater it curates with was meta-trained further",
+           "clear error naming both raters (was: finished on the new one, exit 0)")
     r = cli("score", score)
     line = clear_error(r, "holds scores by datarater", "meta-step 2", "this run scores with datarater", "meta-step 4",
                        "score.force=true")
@@ -80,6 +89,23 @@ def test_score_killed_after_one_file_redoes_only_the_rest(files, tmp_path, recor
     assert "1 already scored, 2 to score" in r.stderr
     assert attribute_tables(run) == attribute_tables(tmp_path / "straight")
     record("score", "SIGKILL after the first of 3 attribute files", "resumed: the other 2 scored, identical files")
+
+
+def test_score_of_packed_rows_killed_after_a_shard_redoes_only_the_rest(doc_corpus, tmp_path, record):
+    args = ["curate=heuristic", f"corpus.paths=[{doc_corpus}]", "data.seq_len=64", "score.shard_size=500"]
+    ok(cli("score", [*args, f"run_dir={tmp_path / 'straight'}"]))
+    run = tmp_path / "run"
+    killed(cli("score", [*args, f"run_dir={run}"], {faults.AFTER_FILES: "1"}))
+    assert len(list((run / "scores").glob("scores-*.parquet"))) == 1
+    r = cli("score", [*args, f"run_dir={run}"])
+    ok(r)
+    assert "1 of this process's" in r.stderr and "already complete: not redone" in r.stderr
+
+    def shards(d: Path) -> dict[str, list]:
+        return {p.name: pq.read_table(p).to_pylist() for p in sorted((d / "scores").glob("scores-*.parquet"))}
+
+    assert len(shards(run)) > 1 and shards(run) == shards(tmp_path / "straight")
+    record("score", "SIGKILL after the first packed-row shard", "resumed: the other shards scored, identical files")
 
 
 def outputs(run: Path) -> dict[str, bytes]:

@@ -79,3 +79,15 @@ def test_a_damaged_latest_meta_checkpoint_falls_back(doc_corpus, tmp_path, strai
     assert metric_rows(run) == metric_rows(straight) and rater_digest(run) == rater_digest(straight)
     record("meta-train", "latest checkpoint's JSON item truncated",
            "resumed from the previous step: warning names the file, identical rater")
+
+
+@pytest.mark.parametrize("fault, env", [("SIGKILL while the step-6 checkpoint is written", {faults.DURING_SAVE: "6"}),
+                                        ("SIGKILL after the final checkpoint, before the rater is saved",
+                                         {faults.AFTER_CHECKPOINT: str(STEPS)})])
+def test_killed_in_or_after_a_save_resumes_to_the_same_rater(doc_corpus, tmp_path, straight, fault, env, record):
+    run = tmp_path / "run"
+    killed(cli("meta-train", args(doc_corpus, run), env))
+    assert not (run / "rater.json").exists()
+    ok(cli("meta-train", args(doc_corpus, run)))
+    assert metric_rows(run) == metric_rows(straight) and rater_digest(run) == rater_digest(straight)
+    record("meta-train", fault, "resumed: identical metric rows and rater")
