@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from faultkit import clear_error, cli, killed, ok
+from faultkit import clear_error, cli, killed, ok, read_only
 
 from datarater import faults
 from datarater.cli import main
@@ -163,3 +163,18 @@ def test_a_full_disk_while_filtering_leaves_no_part_written_file(files, scored, 
     assert outputs(run) == outputs(tmp_path / "straight")
     record("filter", "ENOSPC writing the second output file (simulated)",
            "clear error naming the file, no part-written file; rerun gives the same corpus")
+
+
+def test_score_into_a_read_only_folder_is_one_clear_line(files, tmp_path, record):
+    args = ["curate=heuristic", corpus(files), "score.unit=document", "data.seq_len=64", f"run_dir={tmp_path / 'run'}"]
+    ok(cli("score", args))
+    before = attribute_tables(tmp_path / "run")
+    target = next((tmp_path / "run" / "attributes").iterdir())
+    for p in target.rglob("*.parquet"):
+        p.unlink()  # to be scored again, into a folder that refuses writes
+    with read_only(target):
+        r = cli("score", args)
+        clear_error(r, str(target), "Operation not permitted")
+    ok(cli("score", args))
+    assert attribute_tables(tmp_path / "run") == before
+    record("score", "read-only attribute folder", "clear error naming the file; rerun gives the same scores")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import clear_error, cli, killed, metric_rows, ok
+from faultkit import clear_error, cli, fill, killed, metric_rows, ok, read_only, small_disk
 
 from datarater import faults
 from datarater.meta.state import NAN_ENV
@@ -91,3 +91,27 @@ def test_killed_in_or_after_a_save_resumes_to_the_same_rater(doc_corpus, tmp_pat
     ok(cli("meta-train", args(doc_corpus, run)))
     assert metric_rows(run) == metric_rows(straight) and rater_digest(run) == rater_digest(straight)
     record("meta-train", fault, "resumed: identical metric rows and rater")
+
+
+def test_a_read_only_checkpoint_folder_is_refused_at_start(doc_corpus, tmp_path, record):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with read_only(run / "checkpoints"):
+        clear_error(cli("meta-train", args(doc_corpus, run)), f"checkpoint folder {run / 'checkpoints'} is not writable")
+    assert not (run / "rater").exists()
+    record("meta-train", "read-only checkpoint folder", "clear error at start naming the folder")
+
+
+def test_a_full_disk_stops_meta_training_at_the_save(doc_corpus, tmp_path, straight, record):
+    disk = tmp_path / "disk"
+    with small_disk(disk, 16):
+        run = disk / "run"
+        killed(cli("meta-train", args(doc_corpus, run), {faults.AFTER_CHECKPOINT: "3"}))
+        filler = fill(disk, leave_kib=256)
+        clear_error(cli("meta-train", args(doc_corpus, run)), f"checkpoint folder {run / 'checkpoints'} has", "MiB free")
+        assert not (run / "rater").exists()
+        filler.unlink()
+        ok(cli("meta-train", args(doc_corpus, run)))
+        assert metric_rows(run) == metric_rows(straight) and rater_digest(run) == rater_digest(straight)
+    record("meta-train", "full disk (a 16 MiB tmpfs filled) at the step-6 save",
+           "clear error naming the folder; resumed after freeing space, identical rater")

@@ -191,4 +191,4 @@ def test_a_save_failing_in_the_background_stops_the_run_at_the_next_step(doc_cor
         ok(cli("train-lm", args(doc_corpus, run)))
         assert_same_as(run, straight)
     record("train-lm", "full disk met by the background checkpoint writer (free-space check off)",
-           "clear error within one step naming the folder; resumed after freeing space, identical results")
+           "clear error at the first step after the writer failed, naming the folder; resumed after freeing space, identical results")
