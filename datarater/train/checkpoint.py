@@ -200,8 +200,9 @@ def _culprit(step_dir: Path, e: BaseException) -> str:
     """``"file F: "`` naming the damaged file of a step when the error does not (orbax's JSON
     metadata files that do not parse); ``""`` when the error names it or none is found."""
     named = re.findall(re.escape(str(step_dir)) + r"/[^\s\"',)]+", str(e))
-    if named:  # tensorstore names the file it could not read, deep in its message
-        return f"file {max(named, key=len)}: "
+    if named:  # tensorstore names the file (or the array store) it could not read, deep in its message
+        path = max(named, key=len)
+        return f"in {path}: " if path.endswith("/") or Path(path).is_dir() else f"file {path}: "
     for path in sorted(step_dir.rglob("*")):
         if not path.is_file() or path.suffix not in ("", ".json") or "d" in path.relative_to(step_dir).parts[:-1]:
             continue
