@@ -109,7 +109,7 @@ def compose_plan(overrides: list[str]) -> PlanProgram:
 
 @pytest.mark.parametrize("name", sorted(PAPER_PROTOCOL))
 def test_experiment_presets_follow_the_paper_protocol(name):
-    # DESIGN.md section 4: size | steps | batch | seq | lr
+    # docs/method.md, "Downstream LMs": size | steps | batch | seq | lr
     paper = {"chinchilla_50m": (5000, 128, 2048, 1e-3), "chinchilla_150m": (12000, 128, 2048, 1e-3),
              "chinchilla_400m": (30000, 128, 2048, 1e-3), "chinchilla_1b": (48000, 256, 2048, 2e-4)}[name]
     prog = compose(SUBCOMMANDS["train-lm"], [f"+experiment={name}", "corpus.paths=[x.jsonl]"])

@@ -181,7 +181,7 @@ class TargetConfig:
 
 @dataclass
 class MetaConfig:
-    """The bilevel trainer (DESIGN.md section 2)."""
+    """The bilevel trainer (docs/method.md, "Meta-training")."""
 
     steps: int = 300
     unroll: int = 2  # T inner steps per meta-gradient

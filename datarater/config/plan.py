@@ -1,6 +1,6 @@
 """Config of `datarater plan` (no jax import: the CLI reads configs at start-up).
 
-The paper's training protocol (DESIGN.md section 4) is kept here as data, so that the plan can
+The paper's training protocol (docs/method.md, "Downstream LMs") is kept here as data, so that the plan can
 use a preset's protocol batch and sequence length, and the experiment presets can be checked
 against it.
 """
@@ -24,7 +24,7 @@ class Protocol:
     lr: float
 
 
-# DESIGN.md section 4: size | steps | batch | seq | lr.
+# docs/method.md, "Downstream LMs": size | steps | batch | seq | lr.
 PAPER_PROTOCOL: dict[str, Protocol] = {
     "chinchilla_50m": Protocol(steps=5_000, batch_size=128, seq_len=2048, lr=1e-3),
     "chinchilla_150m": Protocol(steps=12_000, batch_size=128, seq_len=2048, lr=1e-3),

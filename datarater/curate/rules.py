@@ -1,4 +1,4 @@
-"""Filtering rules at discard ratio rho (DESIGN.md section 3): pure functions of scores.
+"""Filtering rules at discard ratio rho (docs/method.md, "Scoring and filtering"): pure functions of scores.
 
 - in-batch top-K: to fill a batch of ``N``, draw ``B = ceil(N / (1 - rho))`` items, keep the ``N``
   with the highest scores (`oversampled_size`, `top_k_keep`);

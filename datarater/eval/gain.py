@@ -1,4 +1,4 @@
-"""Net compute gain of a curated run over its unfiltered baseline (DESIGN.md section 5).
+"""Net compute gain of a curated run over its unfiltered baseline (docs/method.md, "Downstream LMs and the protocol").
 
     gain = 1 - (FLOPs the filtered run needs to reach the baseline's final held-out NLL,
                 curation included) / (the baseline's total FLOPs)

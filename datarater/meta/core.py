@@ -1,4 +1,4 @@
-"""The bilevel DataRater objective as pure functions of plain pytrees (DESIGN.md section 2).
+"""The bilevel DataRater objective as pure functions of plain pytrees (docs/method.md, "Meta-training").
 
     w      = softmax over the batch of rater scores phi_eta(x_i)   (rows without tokens get 0)
     g      = grad_theta sum_i w_i l(x_i; theta)                    (l summed over a row's tokens)

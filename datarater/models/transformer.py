@@ -66,7 +66,7 @@ def next_token_targets(tokens: jax.Array, segment_ids: jax.Array) -> tuple[jax.A
 def sequence_losses(model: CausalLM, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Per-sequence next-token NLL summed over its tokens, and its token count: ``[B]`` each.
 
-    This is ``l(x; theta)`` of DESIGN.md section 2.
+    This is ``l(x; theta)`` of docs/method.md, "Meta-training".
     """
     logits = model(batch["tokens"], batch["segment_ids"], batch["positions"])[:, :-1]
     targets, mask = next_token_targets(batch["tokens"], batch["segment_ids"])

@@ -12,7 +12,7 @@
 1. the smallest preset (``sweep.model``) unfiltered, then at every ratio of ``sweep.ratios`` for
    every curator of ``sweep.curators``;
 2. the best ratio per curator by final NLL on ``sweep.select_on`` (the target's validation set when
-   a target is set, else the corpus's) on that model (DESIGN.md section 5);
+   a target is set, else the corpus's) on that model (docs/method.md, "Downstream LMs and the protocol");
 3. the seed replicas of step 2's runs and of the unfiltered run (``sweep.seeds``);
 4. each preset of ``sweep.larger`` unfiltered and at each curator's best ratio.
 Every run has the same steps and batch, so runs compare at equal training compute.

@@ -1,6 +1,6 @@
 """The LM optimiser: AdamW with linear warm-up, cosine decay and global-norm clipping.
 
-The meta-trainer's inner loop uses the same transformation (DESIGN.md section 2), so it is
+The meta-trainer's inner loop uses the same transformation (docs/method.md, "Meta-training"), so it is
 built here once, from a ``TrainConfig``.
 """
 
