@@ -74,8 +74,8 @@ class CorpusConfig:
 class DataConfig:
     """Tokenizer and packing."""
 
-    tokenizer: str = "byte"  # byte | sentencepiece
-    tokenizer_path: str = ""  # sentencepiece model file
+    tokenizer: str = "byte"  # byte | sentencepiece | hf
+    tokenizer_path: str = ""  # sentencepiece: the .model file; hf: tokenizer.json (or its folder)
     seq_len: int = 128
     add_bos: bool = True
     add_eos: bool = True

@@ -58,9 +58,13 @@ def validate_corpus(c: CorpusConfig, prefix: str = "corpus") -> None:
 
 
 def validate_data(d: DataConfig, prefix: str = "data") -> None:
-    _check(d.tokenizer in ("byte", "sentencepiece"), f"{prefix}.tokenizer", f"must be 'byte' or 'sentencepiece', got '{d.tokenizer}'")
+    _check(d.tokenizer in ("byte", "sentencepiece", "hf"), f"{prefix}.tokenizer",
+           f"must be 'byte', 'sentencepiece' or 'hf', got '{d.tokenizer}'")
     if d.tokenizer == "sentencepiece":
         _check(bool(d.tokenizer_path), f"{prefix}.tokenizer_path", "is empty: give the SentencePiece .model file")
+    if d.tokenizer == "hf":
+        _check(bool(d.tokenizer_path), f"{prefix}.tokenizer_path",
+               "is empty: give a Hugging Face tokenizer.json (or the folder holding it)")
     _check(d.seq_len >= 2, f"{prefix}.seq_len", f"must be >= 2, got {d.seq_len}")
 
 

@@ -1,4 +1,4 @@
-"""Tokenizers: UTF-8 bytes (no files needed) and SentencePiece models."""
+"""Tokenizers: UTF-8 bytes (no files needed), SentencePiece models and Hugging Face tokenizer.json files."""
 
 from __future__ import annotations
 
@@ -84,10 +84,91 @@ class SentencePieceTokenizer:
         return self._sp.decode([int(i) for i in arr[keep]])
 
 
+# Where a tokenizer_config.json names no special token, these names are looked for in the vocabulary.
+_SPECIAL_NAMES = {
+    "pad": ("<pad>", "[PAD]", "<|pad|>", "<|padding|>"),
+    "bos": ("<s>", "<|begin_of_text|>", "<bos>", "[CLS]", "<|endoftext|>"),
+    "eos": ("</s>", "<|end_of_text|>", "<eos>", "[SEP]", "<|endoftext|>"),
+}
+
+
+class HFTokenizer:
+    """A Hugging Face ``tokenizer.json``, read with the `tokenizers` library (no network, no
+    `transformers`).
+
+    pad/bos/eos: the ``pad_token``/``bos_token``/``eos_token`` of a ``tokenizer_config.json``
+    beside the file, else the first of `_SPECIAL_NAMES` in the vocabulary; one still missing
+    gets a new id after the vocabulary (pad, bos, eos in that order), as `SentencePieceTokenizer`
+    does. ``encode`` adds no special tokens; ``decode`` skips them.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            from tokenizers import Tokenizer as _Tok
+        except ImportError:
+            raise UserError("config key 'data.tokenizer': hf needs the 'tokenizers' package: "
+                            "pip install 'datarater[hf]'") from None
+        full = os.path.expanduser(path)
+        if os.path.isdir(full):
+            full = os.path.join(full, "tokenizer.json")
+        if not path or not os.path.isfile(full):
+            raise UserError(f"config key 'data.tokenizer_path': Hugging Face tokenizer '{full or path}' does not exist")
+        try:
+            self._tok = _Tok.from_file(full)
+        except Exception as e:  # noqa: BLE001 - the library raises a bare Exception on a bad file
+            raise UserError(f"config key 'data.tokenizer_path': '{full}' is not a tokenizer.json: {e}") from None
+        self.base_size = int(self._tok.get_vocab_size(with_added_tokens=True))
+        named = _config_specials(os.path.join(os.path.dirname(full), "tokenizer_config.json"))
+        next_id, ids = self.base_size, []
+        for role in ("pad", "bos", "eos"):
+            found = None
+            for name in ([named[role]] if named.get(role) else []) + list(_SPECIAL_NAMES[role]):
+                found = self._tok.token_to_id(name)
+                if found is not None:
+                    break
+            if found is None:
+                found, next_id = next_id, next_id + 1
+            ids.append(int(found))
+        self.pad_id, self.bos_id, self.eos_id = ids
+        self.vocab_size = next_id
+        self._special = np.array(sorted(set(ids)), dtype=np.int64)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int] | np.ndarray) -> str:
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids).astype(np.int64).ravel()
+        keep = (arr >= 0) & (arr < self.base_size) & ~np.isin(arr, self._special)
+        return self._tok.decode([int(i) for i in arr[keep]], skip_special_tokens=True)
+
+
+def _config_specials(path: str) -> dict[str, str]:
+    """``{"pad"|"bos"|"eos": token}`` from a tokenizer_config.json (a token may be a dict with ``content``)."""
+    import json
+
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot be read as JSON ({e})") from None
+    out = {}
+    for role in ("pad", "bos", "eos"):
+        v = cfg.get(f"{role}_token")
+        if isinstance(v, dict):
+            v = v.get("content")
+        if isinstance(v, str) and v:
+            out[role] = v
+    return out
+
+
 def make_tokenizer(cfg: DataConfig) -> Tokenizer:
     """The tokenizer named by ``data.tokenizer``."""
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
     if cfg.tokenizer == "sentencepiece":
         return SentencePieceTokenizer(cfg.tokenizer_path)
-    raise UserError(f"config key 'data.tokenizer': must be 'byte' or 'sentencepiece', got '{cfg.tokenizer}'")
+    if cfg.tokenizer == "hf":
+        return HFTokenizer(cfg.tokenizer_path)
+    raise UserError(f"config key 'data.tokenizer': must be 'byte', 'sentencepiece' or 'hf', got '{cfg.tokenizer}'")
