@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datarater.config import CorpusConfig
 from datarater.data.documents import ReadStats
 from datarater.data.openers import is_url
-from datarater.data.readers import Positioned, iter_jsonl, iter_parquet, iter_txt
+from datarater.data.readers import Positioned, iter_arrow, iter_jsonl, iter_parquet, iter_txt
 from datarater.data.records import Item
 from datarater.errors import UserError
 
@@ -34,6 +34,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".ndjson", "jsonl"),
     (".json", "jsonl"),
     (".parquet", "parquet"),
+    (".arrow", "arrow"),  # a Hugging Face `datasets.save_to_disk` shard
     (".txt", "txt"),
 )
 SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
@@ -55,6 +56,8 @@ class InputFile:
             return iter_jsonl(self.path, self.stem, cfg, stats, start)
         if self.kind == "parquet":
             return iter_parquet(self.path, self.stem, cfg, stats, start)
+        if self.kind == "arrow":
+            return iter_arrow(self.path, self.stem, cfg, stats, start)
         return iter_txt(self.path, self.rel, self.stem, stats, start)
 
 
@@ -88,9 +91,12 @@ def _expand_one(pattern: str) -> list[tuple[str, str]]:
         if not os.path.exists(path):
             raise UserError(f"corpus.paths: file '{pattern}' does not exist (looked for {path})")
         if os.path.isdir(path):
+            saved = saved_dataset_files(path)
+            if saved:  # a `datasets.save_to_disk` folder (a Dataset, or a DatasetDict of splits)
+                return saved
             raise UserError(
                 f"corpus.paths: '{pattern}' is a directory; give files or a glob such as "
-                f"'{os.path.join(pattern, '*.jsonl')}'"
+                f"'{os.path.join(pattern, '*.jsonl')}' (or a Hugging Face datasets.save_to_disk folder)"
             )
         return [(path, os.path.basename(path))]
     base = os.path.abspath(_glob_base(expanded))
@@ -102,6 +108,17 @@ def _expand_one(pattern: str) -> list[tuple[str, str]]:
             f"current directory {os.getcwd()})"
         )
     return files
+
+
+def saved_dataset_files(folder: str) -> list[tuple[str, str]]:
+    """The ``.arrow`` shards of a Hugging Face ``save_to_disk`` folder (one with ``state.json``
+    beside its shards, or a DatasetDict whose split folders have one), relative to ``folder``; []
+    for any other folder."""
+    found = []
+    for state in sorted(glob.glob(os.path.join(folder, "**", "state.json"), recursive=True)):
+        shards = sorted(glob.glob(os.path.join(os.path.dirname(state), "*.arrow")))
+        found += [(os.path.abspath(p), os.path.relpath(p, folder)) for p in shards]
+    return found
 
 
 def _expand_url(pattern: str) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from datarater.config import CorpusConfig
 from datarater.data.documents import Document, ReadStats
-from datarater.data.openers import TruncatedStream, iter_lines, open_raw, read_all
+from datarater.data.openers import TruncatedStream, is_url, iter_lines, open_raw, read_all
 from datarater.data.records import LABEL_FIELD, Item, decode_utf8, record_to_document, use_record
 from datarater.errors import UserError
 
@@ -182,6 +182,57 @@ def iter_parquet(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, star
                             yield row, item
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: Parquet read failed after row {row}: {e}") from None
+
+
+def iter_arrow(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
+    """The documents of an Arrow IPC file, one per row (numbered from 1): the stream format that a
+    Hugging Face ``datasets.save_to_disk`` folder holds (``data-00000-of-00001.arrow``), or the
+    file format. Only the columns used are converted."""
+    import pyarrow as pa
+
+    name = os.path.basename(path)
+    if is_url(path):
+        with open_raw(path) as raw:
+            data = raw.read()
+    else:
+        try:
+            data = pa.memory_map(path, "r")  # mapped, not read: memory does not grow with the shard
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: cannot be opened: {e}") from None
+    try:
+        reader = pa.ipc.open_stream(data)
+        batches = iter(reader)
+        schema = reader.schema
+    except (pa.ArrowException, OSError):
+        try:
+            if hasattr(data, "seek"):
+                data.seek(0)
+            reader = pa.ipc.open_file(data)
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: cannot be read as an Arrow IPC stream or file: {e}") from None
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        schema = reader.schema
+    columns = schema.names
+    if cfg.text_field not in columns:
+        raise UserError(f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; "
+                        "set corpus.text_field=<one of them>")
+    wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
+    row = 0
+    try:
+        for batch in batches:
+            if row + batch.num_rows <= start:
+                row += batch.num_rows
+                continue
+            values = {c: batch.column(c).to_pylist() for c in wanted}
+            for i in range(batch.num_rows):
+                row += 1
+                if row <= start:
+                    continue
+                item = use_record({c: values[c][i] for c in wanted}, cfg, stats, f"{path}:{row}", f"{name}:{row}", stem)
+                if item is not None:
+                    yield row, item
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: Arrow read failed after row {row}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
