@@ -77,7 +77,7 @@ SUBCOMMANDS.update({
         "sweep", C.SweepProgram, "datarater.programs.sweep:run",
         (("corpus", C.validate_corpus), ("data", C.validate_data), ("train", C.validate_train),
          ("mesh", C.validate_mesh), ("eval", validate_eval), ("sweep", C.validate_sweep),
-         ("target", C.validate_target)),
+         ("target", C.validate_target), ("logging", C.validate_logging)),
         "discard-ratio sweep per curator on the smallest model, then larger models at the best ratio",
     ),
     "report": Subcommand(

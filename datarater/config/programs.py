@@ -129,6 +129,7 @@ class SweepProgram:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # Every LM is evaluated on it; empty: the target of curate.rater_run's meta-training, if any.
     target: TargetConfig = field(default_factory=TargetConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # every LM's trackers (train-lm's logging)
 
 
 @dataclass

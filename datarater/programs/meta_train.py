@@ -55,7 +55,8 @@ from datarater.train.trackers import Trackers
 
 RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta.keep_checkpoints",
                   "meta.microbatch_rows",  # the same meta-gradient in less memory
-                  "mesh.")  # checkpoints restore onto any device layout
+                  "mesh.",  # checkpoints restore onto any device layout
+                  "logging.")  # where metric rows also go
 
 
 def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None) -> dict:

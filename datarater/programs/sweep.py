@@ -81,7 +81,7 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
         run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curator if discard > 0 else "none", discard)),
         model=prog.sweep.compute.apply(load_preset(model)), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
         train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=copy.deepcopy(prog.eval),
-        target=copy.deepcopy(prog.target),
+        target=copy.deepcopy(prog.target), logging=copy.deepcopy(prog.logging),
     )
 
 

@@ -52,7 +52,8 @@ from datarater.train.trackers import Trackers
 # learning rate mid-way.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
                   "train.microbatch_rows",  # the same update in less memory
-                  "mesh.")  # checkpoints restore onto any device layout
+                  "mesh.",  # checkpoints restore onto any device layout
+                  "logging.")  # where metric rows also go
 
 
 def final_nll_sets(graphdef, params, resolved, target, splits, target_packed, batch_size, mesh, rules) -> dict:
