@@ -65,15 +65,9 @@ class SentencePieceTokenizer:
         except (RuntimeError, OSError) as e:
             raise UserError(f"config key 'data.tokenizer_path': '{path}' is not a SentencePiece model: {e}") from None
         self.piece_size = int(self._sp.get_piece_size())
-        next_id = self.piece_size
-        ids = []
-        for model_id in (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()):
-            if model_id < 0:
-                model_id, next_id = next_id, next_id + 1
-            ids.append(int(model_id))
+        ids, self.vocab_size, self._special = _specials(
+            [self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()], self.piece_size)
         self.pad_id, self.bos_id, self.eos_id = ids
-        self.vocab_size = next_id
-        self._special = np.array(sorted(set(ids)), dtype=np.int64)
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._sp.encode(text, out_type=int), dtype=np.int32)
@@ -82,6 +76,17 @@ class SentencePieceTokenizer:
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids).astype(np.int64).ravel()
         keep = (arr >= 0) & (arr < self.piece_size) & ~np.isin(arr, self._special)
         return self._sp.decode([int(i) for i in arr[keep]])
+
+
+def _specials(found: list[int | None], size: int) -> tuple[list[int], int, np.ndarray]:
+    """pad/bos/eos ids: the model's own where it has one (``found``, None or negative: none), else
+    new ids after its ``size`` ids, in that order; with the vocabulary size and the special ids."""
+    next_id, ids = size, []
+    for f in found:
+        if f is None or f < 0:
+            f, next_id = next_id, next_id + 1
+        ids.append(int(f))
+    return ids, next_id, np.array(sorted(set(ids)), dtype=np.int64)
 
 
 # Where a tokenizer_config.json names no special token, these names are looked for in the vocabulary.
@@ -119,19 +124,12 @@ class HFTokenizer:
             raise UserError(f"config key 'data.tokenizer_path': '{full}' is not a tokenizer.json: {e}") from None
         self.base_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         named = _config_specials(os.path.join(os.path.dirname(full), "tokenizer_config.json"))
-        next_id, ids = self.base_size, []
+        found: list[int | None] = []
         for role in ("pad", "bos", "eos"):
-            found = None
-            for name in ([named[role]] if named.get(role) else []) + list(_SPECIAL_NAMES[role]):
-                found = self._tok.token_to_id(name)
-                if found is not None:
-                    break
-            if found is None:
-                found, next_id = next_id, next_id + 1
-            ids.append(int(found))
+            names = ([named[role]] if named.get(role) else []) + list(_SPECIAL_NAMES[role])
+            found.append(next((i for i in map(self._tok.token_to_id, names) if i is not None), None))
+        ids, self.vocab_size, self._special = _specials(found, self.base_size)
         self.pad_id, self.bos_id, self.eos_id = ids
-        self.vocab_size = next_id
-        self._special = np.array(sorted(set(ids)), dtype=np.int64)
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
