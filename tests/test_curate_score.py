@@ -317,7 +317,7 @@ def test_filter_refuses_sequence_scores_and_no_curator(doc_corpus, tmp_path):
 
 
 def test_document_scores_rank_a_row_by_its_tokens_documents(doc_corpus):
-    from datarater.curate.curators import DocumentScoresCurator
+    from datarater.curate.precomputed import DocumentScoresCurator
     from datarater.data import keys
     from datarater.data.pipeline import gather_rows, with_keys
 

@@ -5,7 +5,8 @@ A batch is a dict of ``int32 [B, T]`` arrays ``tokens``, ``segment_ids``, ``posi
 ``flops_per_sequence`` (inference FLOPs to score one sequence, for compute accounting; 0 for
 text rules), ``needs_fit`` / ``fit(sample)`` (calibration on a sample of the
 corpus: the raw model of `dsir`, the median of `perplexity` band=mid) and ``score_batch``.
-`make_curator` builds one from the ``curate`` config.
+`make_curator` builds one from the ``curate`` config; those reading scores from files are in
+`datarater.curate.precomputed`.
 """
 
 from __future__ import annotations
@@ -221,26 +222,6 @@ def load_perplexity(cfg: CurateConfig, data: DataConfig, tokenizer: Tokenizer, s
     return PerplexityCurator(loaded.graphdef, loaded.params, loaded.program.model, seq_len, cfg.band)
 
 
-class PrecomputedCurator:
-    """Scores read from side files, looked up by the batch's ``index`` (row of the split)."""
-
-    name = "precomputed"
-    needs_fit = False
-
-    def __init__(self, scores: np.ndarray, flops_per_sequence: float, curator: str):
-        self.scores = np.asarray(scores, dtype=np.float32)
-        self.flops_per_sequence = float(flops_per_sequence)  # what computing them cost, per sequence
-        self.curator = curator
-
-    def fit(self, sample: dict[str, np.ndarray]) -> None:
-        del sample
-
-    def score_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        if "index" not in batch:
-            raise ValueError("precomputed scores need the batch's 'index' (row numbers of the split)")
-        return self.scores[np.asarray(batch["index"], dtype=np.int64)]
-
-
 class OracleCurator:
     """The oracle (`datarater.curate.oracle`): each row's share of tokens from good documents, read
     from the batch's per-token source and label keys (training batches carry them, in memory and
@@ -262,82 +243,6 @@ class OracleCurator:
         if "label_key" not in batch:
             raise ValueError("the oracle needs the batch's per-token keys (datarater.data.pipeline.with_keys)")
         return self.good.share(batch["source_key"], batch["label_key"], batch["segment_ids"])
-
-
-class DocumentScoresCurator:
-    """Scores per document (attribute files), turned into a score per packed row: the mean over the
-    row's tokens of their document's score, from the batch's per-token document keys. Tokens of
-    documents without a score do not count; a row with none scores NaN (ranked last)."""
-
-    name = "attributes"
-    needs_fit = False
-
-    def __init__(self, by_key: dict[int, float], flops_per_sequence: float = 0.0, curator: str = "attributes"):
-        self.keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
-        order = np.argsort(self.keys)
-        self.keys = self.keys[order]
-        self.values = np.fromiter(by_key.values(), dtype=np.float64, count=len(by_key))[order]
-        self.flops_per_sequence = float(flops_per_sequence)
-        self.curator = curator
-
-    def fit(self, sample: dict[str, np.ndarray]) -> None:
-        del sample
-
-    def score_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        if "doc_key" not in batch:
-            raise ValueError("document scores need the batch's per-token doc_key (datarater.data.pipeline.with_keys)")
-        k = np.asarray(batch["doc_key"], np.int64)
-        at = np.clip(np.searchsorted(self.keys, k), 0, max(len(self.keys) - 1, 0))
-        known = (np.asarray(batch["segment_ids"]) > 0) & (self.keys[at] == k if len(self.keys) else False)
-        values = np.where(known, self.values[at] if len(self.keys) else 0.0, 0.0)
-        count = known.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, values.sum(axis=1) / count, np.nan).astype(np.float32)
-
-
-def load_document_scores(cfg: CurateConfig) -> DocumentScoresCurator:
-    """``curate=attributes`` (any tool's attribute files) or ``curate.scores`` naming a
-    `datarater score score.unit=document` run (its ``attributes/<curator>/``)."""
-    from datarater.curate.attributes import ATTRIBUTES_DIR, read_document_scores
-
-    if not cfg.scores:
-        return DocumentScoresCurator(read_document_scores(cfg.attributes, cfg.attribute, cfg.attribute_id))
-    import json
-    from pathlib import Path
-
-    from datarater.curate.attributes import attribute_producer
-    from datarater.curate.provenance import check_expected_rater
-
-    root = Path(cfg.scores).expanduser() / ATTRIBUTES_DIR
-    (sub,) = [p for p in root.iterdir() if p.is_dir()][:1] or [root]
-    check_expected_rater(attribute_producer(sub), cfg, str(sub))
-    summary = Path(cfg.scores).expanduser() / "summary.json"
-    flops = json.loads(summary.read_text()).get("flops_per_sequence", 0.0) if summary.exists() else 0.0
-    return DocumentScoresCurator(read_document_scores(sub), flops, sub.name)
-
-
-def is_attribute_run(path: str) -> bool:
-    from pathlib import Path
-
-    from datarater.curate.attributes import ATTRIBUTES_DIR
-
-    return (Path(path).expanduser() / ATTRIBUTES_DIR).is_dir()
-
-
-def load_precomputed(score_dir: str, packed: PackedSequences, cfg: CurateConfig | None = None) -> PrecomputedCurator:
-    """Side-file scores of ``packed``'s rows; refuses scores of another corpus, split or unit, shards
-    of two producers, and (``cfg.rater_run`` given) scores another rater made."""
-    from datarater.curate.provenance import check_expected_rater, check_one_producer
-    from datarater.curate.sidefiles import read_metadata, resolve_score_dir, scores_for_rows, shard_metadata_on_disk
-
-    d = resolve_score_dir(score_dir)
-    made_by = check_one_producer([(p.name, shard_metadata_on_disk(p)[1]) for p in sorted(d.glob("scores-*.parquet"))],
-                                 str(d))
-    if cfg is not None:
-        check_expected_rater(made_by, cfg, str(d))
-    scores = scores_for_rows(d, list(packed.ids), list(packed.tokens), unit="sequence")
-    meta = read_metadata(d)
-    return PrecomputedCurator(scores, meta.get("flops_per_sequence", 0.0), meta.get("curator", "?"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +269,8 @@ def make_curator(
     with their per-token keys; ``packed``, when given, is checked for labels), ``dsir`` and ``classifier`` (the target's outer-loss texts, when
     ``curate.target_paths`` is empty).
     """
+    from datarater.curate.precomputed import is_attribute_run, load_document_scores, load_precomputed
+
     curator: Curator
     if cfg.name == "attributes" or (cfg.scores and is_attribute_run(cfg.scores)):
         return load_document_scores(cfg)

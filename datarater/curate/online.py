@@ -88,8 +88,7 @@ def make_online_curation(curate: CurateConfig, data, tokenizer, packed: PackedSe
 def scores_identity(scores: str | Path) -> dict[str, Any]:
     """What a `datarater score` run directory's scores were made by (side files or attribute files)."""
     from datarater.curate.attributes import ATTRIBUTES_DIR, attribute_producer
-    from datarater.curate.provenance import check_one_producer
-    from datarater.curate.sidefiles import resolve_score_dir, shard_metadata_on_disk
+    from datarater.curate.sidefiles import resolve_score_dir, shards_producer
     from datarater.rundir import normal_path
 
     root = normal_path(scores)
@@ -97,9 +96,7 @@ def scores_identity(scores: str | Path) -> dict[str, Any]:
         subs = sorted(p for p in (root / ATTRIBUTES_DIR).iterdir() if p.is_dir())
         made = attribute_producer(subs[0]) if subs else None
     else:
-        d = resolve_score_dir(root)
-        made = check_one_producer([(p.name, shard_metadata_on_disk(p)[1]) for p in sorted(d.glob("scores-*.parquet"))],
-                                  str(d))
+        made = shards_producer(resolve_score_dir(root))
     return {"scores": str(root), "producer": made}
 
 

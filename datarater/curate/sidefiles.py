@@ -124,6 +124,15 @@ def shard_metadata_on_disk(path: str | Path) -> tuple[str | None, dict[str, Any]
     return (value.decode() if value else None), (json.loads(made) if made else None)
 
 
+def shards_producer(score_dir: Path) -> dict[str, Any] | None:
+    """The one producer of a score directory's shards (`UserError` naming two files if they are
+    mixed); None for shards written before producers were recorded."""
+    from datarater.curate.provenance import check_one_producer
+
+    shards = sorted(Path(score_dir).glob("scores-*.parquet"))
+    return check_one_producer([(p.name, shard_metadata_on_disk(p)[1]) for p in shards], str(score_dir))
+
+
 def write_metadata(score_dir: str | Path, meta: dict[str, Any]) -> Path:
     path = Path(score_dir) / META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
