@@ -46,28 +46,45 @@ def metric_rows(run_dir: Path, drop: tuple[str, ...] = ("tokens_per_s", "mfu", "
 
 
 @contextlib.contextmanager
+def _privileged(do: list[str], undo: list[str], cannot: str):
+    """Runs ``do`` for the duration of the block and ``undo`` after it; skips the test (saying
+    ``cannot`` and why) where the machine does not allow ``do``."""
+    r = subprocess.run(do, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"{cannot} ({' '.join(do[:2])}: {r.stderr.strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(undo, capture_output=True)
+
+
+@contextlib.contextmanager
 def read_only(path: Path):
     """``path`` unwritable even for root (the immutable attribute), for the duration."""
-    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot make a folder read-only here (chattr +i: {r.stderr.strip()})")
-    try:
+    with _privileged(["chattr", "+i", str(path)], ["chattr", "-i", str(path)], "cannot make a folder read-only here"):
         yield path
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
 
 
 @contextlib.contextmanager
 def small_disk(path: Path, mib: int):
     """A tmpfs of ``mib`` MiB mounted at ``path`` (a full disk is then a real ENOSPC)."""
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()}); the simulated ENOSPC tests still run")
-    try:
+    with _privileged(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], ["umount", "-l", str(path)],
+                     "cannot mount a small tmpfs here; the simulated ENOSPC tests still run"):
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def refused_on_a_full_disk(command: str, argv: list[str], run: Path, disk: Path, after_step: int,
+                           leave_kib: int) -> Path:
+    """Kills ``command`` after its checkpoint of ``after_step``, fills ``disk`` to ``leave_kib``
+    KiB free and runs it again: asserts the clear error naming the checkpoint folder. Returns the
+    filler file (unlink it to free the space)."""
+    from datarater import faults
+
+    killed(cli(command, argv, {faults.AFTER_CHECKPOINT: str(after_step)}))
+    filler = fill(disk, leave_kib)
+    clear_error(cli(command, argv), f"checkpoint folder {run / 'checkpoints'} has", "MiB free")
+    return filler
 
 
 def fill(path: Path, leave_kib: int) -> Path:

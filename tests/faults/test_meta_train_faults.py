@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import clear_error, cli, fill, killed, metric_rows, ok, read_only, small_disk
+from faultkit import clear_error, cli, killed, metric_rows, ok, read_only, refused_on_a_full_disk, small_disk
 
 from datarater import faults
 from datarater.meta.state import NAN_ENV
@@ -106,9 +106,7 @@ def test_a_full_disk_stops_meta_training_at_the_save(doc_corpus, tmp_path, strai
     disk = tmp_path / "disk"
     with small_disk(disk, 16):
         run = disk / "run"
-        killed(cli("meta-train", args(doc_corpus, run), {faults.AFTER_CHECKPOINT: "3"}))
-        filler = fill(disk, leave_kib=256)
-        clear_error(cli("meta-train", args(doc_corpus, run)), f"checkpoint folder {run / 'checkpoints'} has", "MiB free")
+        filler = refused_on_a_full_disk("meta-train", args(doc_corpus, run), run, disk, after_step=3, leave_kib=256)
         assert not (run / "rater").exists()
         filler.unlink()
         ok(cli("meta-train", args(doc_corpus, run)))

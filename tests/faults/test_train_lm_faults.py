@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import clear_error, cli, fill, killed, metric_rows, ok, read_only, small_disk
+from faultkit import clear_error, cli, fill, killed, metric_rows, ok, read_only, refused_on_a_full_disk, small_disk
 
 from datarater import faults
 from datarater.cli import main
@@ -118,10 +118,7 @@ def test_a_full_disk_stops_the_run_at_the_save_and_keeps_what_was_saved(doc_corp
     disk = tmp_path / "disk"
     with small_disk(disk, 24):
         run = disk / "run"
-        killed(cli("train-lm", args(doc_corpus, run), {faults.AFTER_CHECKPOINT: "10"}))
-        filler = fill(disk, leave_kib=512)
-        r = cli("train-lm", args(doc_corpus, run))
-        clear_error(r, f"checkpoint folder {run / 'checkpoints'} has", "MiB free")
+        filler = refused_on_a_full_disk("train-lm", args(doc_corpus, run), run, disk, after_step=10, leave_kib=512)
         assert steps_on_disk(run) == [10]  # the finished checkpoint is kept
         filler.unlink()
         ok(cli("train-lm", args(doc_corpus, run)))
