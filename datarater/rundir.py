@@ -78,9 +78,7 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     counts as its default, which is what that run used.
     """
     path = normal_path(run_dir)
-    new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-    if "run_dir" in new:
-        new["run_dir"] = str(path)
+    new = run_config(config, path)
     cfg_file = path / CONFIG_FILE
     # Only a run that got as far as a checkpoint is protected: a start that failed on bad input
     # can be corrected and run again in the same directory.
@@ -115,11 +113,8 @@ def save_config(path: Path, config: Any) -> None:
     once those checks pass, so a refused rerun leaves the config of what is there."""
     if jax.process_index() != 0:
         return
-    new = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-    if "run_dir" in new:
-        new["run_dir"] = str(path)
     tmp = path / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(new)))
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(run_config(config, path))))
     os.replace(tmp, path / CONFIG_FILE)
 
 
@@ -131,6 +126,10 @@ def config_digest(run_dir: str | Path) -> str | None:
     return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest() if path.exists() else None
 
 
-def run_config(config: Any) -> dict[str, Any]:
-    """A program config as the plain resolved dict that ``config.yaml`` holds (for trackers)."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+def run_config(config: Any, path: Path | None = None) -> dict[str, Any]:
+    """A program config as the plain resolved dict that ``config.yaml`` holds, its ``run_dir``
+    the normalised ``path`` when given (also what the trackers record)."""
+    out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    if path is not None and "run_dir" in out:
+        out["run_dir"] = str(path)
+    return out

@@ -28,8 +28,6 @@ from datarater import faults
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.metrics import MetricsFile
 
-SIGKILL_ENV = faults.AFTER_CHECKPOINT  # the resume tests' name for it
-
 
 @dataclass
 class Hook:
