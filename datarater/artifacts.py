@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from datarater.errors import UserError
-from datarater.rundir import CONFIG_FILE, load_config_file
+from datarater.rundir import CONFIG_FILE, load_config_file, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 RATER_DIR = "rater"
@@ -98,7 +98,6 @@ def save_rater(run_dir: str | Path, params: Any, info: dict | None = None) -> No
     """The rater's parameters (a pytree of arrays on every process) in ``RUN/rater/``, then
     ``RUN/rater.json``: ``info`` (what produced them) and the digest of the files written."""
     import json
-    import os
 
     import jax
     import orbax.checkpoint as ocp
@@ -110,9 +109,7 @@ def save_rater(run_dir: str | Path, params: Any, info: dict | None = None) -> No
         # the parameters' digest names the rater (two saves of equal parameters agree; orbax's own
         # files carry timestamps); the files' digest says the record is still of what is on disk
         record = {**(info or {}), "digest": params_digest(params), "files_digest": tree_digest(target)}
-        tmp = Path(run_dir) / f".{RATER_INFO_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, Path(run_dir) / RATER_INFO_FILE)
+        write_text_atomic(Path(run_dir) / RATER_INFO_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def restore_rater(run_dir: str | Path, target: Any) -> Any:

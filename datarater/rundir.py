@@ -113,9 +113,16 @@ def save_config(path: Path, config: Any) -> None:
     once those checks pass, so a refused rerun leaves the config of what is there."""
     if jax.process_index() != 0:
         return
-    tmp = path / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(run_config(config, path))))
-    os.replace(tmp, path / CONFIG_FILE)
+    write_text_atomic(path / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(run_config(config, path))))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Writes ``text`` to a temporary file beside ``path``, then renames it: ``path`` is whole or absent."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def config_digest(run_dir: str | Path) -> str | None:

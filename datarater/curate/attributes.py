@@ -98,12 +98,11 @@ def is_done(path: Path, record: dict[str, Any], force: bool = False) -> bool:
         raise UserError(f"{path} holds scores by {describe(found.get('producer'))}; this run scores with "
                         f"{describe(record.get('producer'))}: set score.force=true to rescore the files of the "
                         "other producer, or use a new run_dir")
-    rest = lambda r: {k: v for k, v in r.items() if k != "producer"}
-    if rest(found) != rest(record):
+    diff = {k: (found.get(k), record.get(k)) for k in set(found) | set(record)
+            if k != "producer" and found.get(k) != record.get(k)}
+    if diff:
         if force:
             return False
-        diff = {k: (found.get(k), record.get(k)) for k in set(found) | set(record)
-                if k != "producer" and found.get(k) != record.get(k)}
         raise UserError(f"{path} holds scores computed from something else (differs in {sorted(diff)}: on disk "
                         f"{ {k: v[0] for k, v in diff.items()} }, now { {k: v[1] for k, v in diff.items()} }): "
                         "use a new run_dir, or score.force=true to rescore")

@@ -26,6 +26,7 @@ import numpy as np
 
 from datarater.artifacts import SCORE_DIR
 from datarater.errors import UserError
+from datarater.rundir import write_text_atomic
 
 META_FILE = "meta.json"
 _FINGERPRINT_KEY = b"datarater.fingerprint"
@@ -136,10 +137,7 @@ def shards_producer(score_dir: Path) -> dict[str, Any] | None:
 def write_metadata(score_dir: str | Path, meta: dict[str, Any]) -> Path:
     path = Path(score_dir) / META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{META_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
 
 
 def read_metadata(score_dir: str | Path) -> dict[str, Any]:
