@@ -145,24 +145,41 @@ def _truncated(path: str, line_no: int, e: TruncatedStream, stats: ReadStats, cf
 # Parquet
 
 
+def _columns_used(path: str, columns: list[str], cfg: CorpusConfig) -> list[str]:
+    """The columns of a table that documents are made of; `UserError` if the text column is missing."""
+    if cfg.text_field not in columns:
+        raise UserError(
+            f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; set corpus.text_field=<one of them>"
+        )
+    return [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
+
+
+def _batch_rows(batch, wanted: list[str], row: int, start: int, path: str, stem: str, cfg: CorpusConfig,
+                stats: ReadStats) -> Iterator[Positioned]:
+    """The documents of one record batch whose rows are numbered from ``row + 1``, those after ``start``."""
+    name = os.path.basename(path)
+    values = {c: batch.column(c).to_pylist() for c in wanted}
+    for i in range(batch.num_rows):
+        n = row + i + 1
+        if n <= start:
+            continue
+        item = use_record({c: values[c][i] for c in wanted}, cfg, stats, f"{path}:{n}", f"{name}:{n}", stem)
+        if item is not None:
+            yield n, item
+
+
 def iter_parquet(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start: int = 0) -> Iterator[Positioned]:
     """The documents of a Parquet file, one per row (numbered from 1); only the columns used are
     read, and the row groups before row ``start`` are not read at all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    name = os.path.basename(path)
     with open_raw(path) as raw:
         try:
             pf = pq.ParquetFile(raw)
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: cannot be read as Parquet: {e}") from None
-        columns = pf.schema_arrow.names
-        if cfg.text_field not in columns:
-            raise UserError(
-                f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; set corpus.text_field=<one of them>"
-            )
-        wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
+        wanted = _columns_used(path, pf.schema_arrow.names, cfg)
         row = 0
         try:
             for group in range(pf.num_row_groups):
@@ -171,15 +188,8 @@ def iter_parquet(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, star
                     row += size
                     continue
                 for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted, row_groups=[group]):
-                    values = {c: batch.column(c).to_pylist() for c in wanted}
-                    for i in range(batch.num_rows):
-                        row += 1
-                        if row <= start:
-                            continue
-                        record = {c: values[c][i] for c in wanted}
-                        item = use_record(record, cfg, stats, f"{path}:{row}", f"{name}:{row}", stem)
-                        if item is not None:
-                            yield row, item
+                    yield from _batch_rows(batch, wanted, row, start, path, stem, cfg, stats)
+                    row += batch.num_rows
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: Parquet read failed after row {row}: {e}") from None
 
@@ -190,7 +200,6 @@ def iter_arrow(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start:
     file format. Only the columns used are converted."""
     import pyarrow as pa
 
-    name = os.path.basename(path)
     if is_url(path):
         with open_raw(path) as raw:
             data = raw.read()
@@ -212,25 +221,13 @@ def iter_arrow(path: str, stem: str, cfg: CorpusConfig, stats: ReadStats, start:
             raise UserError(f"{path}: cannot be read as an Arrow IPC stream or file: {e}") from None
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         schema = reader.schema
-    columns = schema.names
-    if cfg.text_field not in columns:
-        raise UserError(f"{path}: has no column '{cfg.text_field}'; columns present: {columns}; "
-                        "set corpus.text_field=<one of them>")
-    wanted = [c for c in dict.fromkeys((cfg.text_field, cfg.id_field, cfg.source_field, LABEL_FIELD)) if c in columns]
+    wanted = _columns_used(path, schema.names, cfg)
     row = 0
     try:
         for batch in batches:
-            if row + batch.num_rows <= start:
-                row += batch.num_rows
-                continue
-            values = {c: batch.column(c).to_pylist() for c in wanted}
-            for i in range(batch.num_rows):
-                row += 1
-                if row <= start:
-                    continue
-                item = use_record({c: values[c][i] for c in wanted}, cfg, stats, f"{path}:{row}", f"{name}:{row}", stem)
-                if item is not None:
-                    yield row, item
+            if row + batch.num_rows > start:
+                yield from _batch_rows(batch, wanted, row, start, path, stem, cfg, stats)
+            row += batch.num_rows
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: Arrow read failed after row {row}: {e}") from None
 
