@@ -80,6 +80,10 @@ SUBCOMMANDS.update({
          ("target", C.validate_target), ("logging", C.validate_logging)),
         "discard-ratio sweep per curator on the smallest model, then larger models at the best ratio",
     ),
+    "export": Subcommand(
+        "export", C.ExportProgram, "datarater.programs.export:run", (),
+        "a train-lm LM (as LlamaForCausalLM) or a meta-train rater in Hugging Face formats: safetensors, config, tokenizer",
+    ),
     "report": Subcommand(
         "report", C.ReportProgram, "datarater.programs.report:run", (),
         "report.md with plots for a sweep or quickstart run directory",

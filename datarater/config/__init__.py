@@ -20,6 +20,7 @@ from datarater.config.groups import (
     TrainConfig,
 )
 from datarater.config.programs import (
+    ExportProgram,
     FilterProgram,
     MetaTrainProgram,
     ParamsProgram,
@@ -51,7 +52,7 @@ from datarater.config.validate import (
 __all__ = [
     "CorpusConfig", "CurateConfig", "DataConfig", "EvalConfig", "EvalProgram", "FilterConfig", "FilterProgram",
     "LoggingConfig", "MeshConfig", "MetaConfig", "MetaTrainProgram", "ModelCompute", "ModelConfig", "ParamsProgram", "ProbeConfig", "ProbeProgram",
-    "QuickstartConfig", "QuickstartProgram", "ReportProgram", "ScoreConfig", "ScoreProgram", "SweepConfig",
+    "ExportProgram", "QuickstartConfig", "QuickstartProgram", "ReportProgram", "ScoreConfig", "ScoreProgram", "SweepConfig",
     "SweepProgram", "TargetConfig", "TrainConfig", "TrainLMProgram", "check_microbatch_rows", "validate_corpus", "validate_data",
     "validate_inner_train", "validate_logging", "validate_mesh", "validate_meta", "validate_model", "validate_quickstart",
     "validate_sweep", "validate_target", "validate_train",

@@ -23,6 +23,9 @@ class ModelConfig:
     n_heads: int = 4
     d_head: int = 32
     d_ff: int = 512
+    # Feed-forward layer: "gelu" (Chinchilla's: two matrices and a GELU, today's presets) or
+    # "swiglu" (Llama's gated layer: three matrices; what `datarater export format=hf` writes).
+    mlp: str = "gelu"
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.02

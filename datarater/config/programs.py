@@ -200,3 +200,16 @@ class QuickstartProgram:
     meta: MetaConfig = field(default_factory=MetaConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     quickstart: QuickstartConfig = field(default_factory=QuickstartConfig)
+
+
+EXPORT_FORMATS = ("hf",)
+
+
+@dataclass
+class ExportProgram:
+    """`datarater export`: a trained LM or rater in a format other tools load."""
+
+    run: str = ""  # a train-lm run (the LM) or a meta-train run (the rater)
+    format: str = "hf"  # hf: safetensors + config.json + tokenizer
+    out: str = ""  # "" = RUN/export-<format>
+    step: int = -1  # train-lm runs: the checkpoint step (-1 = the latest)

@@ -17,6 +17,7 @@ from datarater.config.programs import QuickstartConfig, SweepConfig
 from datarater.errors import UserError
 
 _DTYPES = ("float32", "bfloat16")
+_MLPS = ("gelu", "swiglu")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -30,6 +31,7 @@ def validate_model(m: ModelConfig, prefix: str = "model") -> None:
     _check(m.attention_chunk >= 0, f"{prefix}.attention_chunk",
            f"must be >= 0 (0 = all queries at once), got {m.attention_chunk}")
     _check(m.d_head % 2 == 0, f"{prefix}.d_head", f"must be even for rotary embeddings, got {m.d_head}")
+    _check(m.mlp in _MLPS, f"{prefix}.mlp", f"must be one of {_MLPS}, got '{m.mlp}'")
     _check(m.dtype in _DTYPES, f"{prefix}.dtype", f"must be one of {_DTYPES}, got '{m.dtype}'")
     _check(m.param_dtype in _DTYPES, f"{prefix}.param_dtype", f"must be one of {_DTYPES}, got '{m.param_dtype}'")
 

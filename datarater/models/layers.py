@@ -141,18 +141,27 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """Chinchilla's feed-forward layer: two matrices and a GELU, no biases."""
+    """The feed-forward layer, no biases. ``gelu`` (Chinchilla's): ``gelu(x W_in) W_out``;
+    ``swiglu`` (Llama's): ``(silu(x W_gate) * x W_in) W_out``."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         pdt = dtype_of(cfg.param_dtype)
         std_out = cfg.init_std / (2 * cfg.n_layers) ** 0.5
+        if cfg.mlp == "swiglu":
+            self.w_gate = param(rngs, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std, pdt)
         self.w_in = param(rngs, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std, pdt)
         self.w_out = param(rngs, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), std_out, pdt)
+        self.gated = cfg.mlp == "swiglu"
         self.dtype = dtype_of(cfg.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape
-        hid = jax.nn.gelu(x.reshape(b * t, d) @ self.w_in[...].astype(self.dtype), approximate=True)
+        x2d = x.reshape(b * t, d)
+        up = x2d @ self.w_in[...].astype(self.dtype)
+        if self.gated:
+            hid = jax.nn.silu(x2d @ self.w_gate[...].astype(self.dtype)) * up
+        else:
+            hid = jax.nn.gelu(up, approximate=True)
         return (hid @ self.w_out[...].astype(self.dtype)).reshape(b, t, d)
 
 
