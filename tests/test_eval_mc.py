@@ -110,15 +110,21 @@ def test_batched_scores_equal_a_direct_computation():
     assert all(np.allclose(a, b, atol=2e-4) for a, b in zip(got, again, strict=True))
 
 
-def test_accuracy_raw_and_per_byte():
+def test_accuracy_raw_per_character_and_per_byte_with_lm_evals_standard_errors():
     items = [
-        MCItem("q", [" a", " abcdefghij"], 1),  # long gold: lower total, higher per byte
+        MCItem("q", [" a", " abcdefghij"], 1, choices=["a", "abcdefghij"]),  # long gold: lower total, higher per char
         MCItem("q", [" a", " b"], 0),
         MCItem("q", [" a", " b", " c"], 2),
+        # "éé" is 2 characters and 4 bytes: per character -1.5 loses to the gold's -1.25; per byte -0.75 beats it
+        MCItem("q", [" éé", " xy"], 1, choices=["éé", "xy"]),
     ]
-    loglik = [np.array([-2.0, -5.0]), np.array([-1.0, -1.0]), np.array([-3.0, -2.0, -1.0])]
-    # item 1: raw picks 0 (wrong), per byte -1/byte vs -0.45/byte picks 1 (right); item 2: a tie goes to 0
-    assert accuracy(items, loglik) == {"acc": pytest.approx(2 / 3), "acc_norm": pytest.approx(1.0), "n": 3}
+    loglik = [np.array([-2.0, -5.0]), np.array([-1.0, -1.0]), np.array([-3.0, -2.0, -1.0]), np.array([-3.0, -2.5])]
+    # item 1: raw picks 0 (wrong), per char -1 vs -0.5 picks 1 (right); item 2: a tie goes to 0
+    got = accuracy(items, loglik)
+    assert (got["acc"], got["acc_norm"], got["acc_bytes"], got["n"]) == (0.75, 1.0, 0.75, 4)
+    # lm-eval's mean_stderr: sample standard deviation (n - 1) over sqrt(n); for 3 hits in 4: sqrt(0.25/4)
+    assert got["acc_stderr"] == pytest.approx(0.25) and got["acc_bytes_stderr"] == pytest.approx(0.25)
+    assert got["acc_norm_stderr"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +172,8 @@ def test_the_memorised_continuation_wins(memorised_lm):
     items = memorised_items(np.random.default_rng(1))
     assert len(request_windows(*encode_request(items[-1].context, items[-1].continuations[1]), seq_len)) > 1
     loglik = choice_loglikelihoods(graphdef, params, TOK, items, seq_len, batch_size=8)
-    assert accuracy(items, loglik) == {"acc": 1.0, "acc_norm": 1.0, "n": len(items)}
+    got = accuracy(items, loglik)
+    assert (got["acc"], got["acc_norm"], got["acc_bytes"], got["n"]) == (1.0, 1.0, 1.0, len(items))
     for item, ll in zip(items, loglik, strict=True):
         others = np.delete(ll, item.label)
         assert ll[item.label] > others.max() + 5.0  # by a wide margin, not by luck

@@ -68,7 +68,7 @@ def test_every_schema_loads_with_its_count_and_gold_answers(file):
 @pytest.mark.skipif(not EVAL_DIR.is_dir(), reason="../shared/data/eval is not present")
 def test_prompts_follow_the_harness_formats():
     piqa = load_task(EVAL_DIR / "piqa_validation.jsonl", limit=1).items[0]
-    raw = raw_rows(EVAL_DIR / "piqa_validation.jsonl")[0]
+    raw = raw_piqa = raw_rows(EVAL_DIR / "piqa_validation.jsonl")[0]
     assert piqa.context == f"Question: {raw['goal']}\nAnswer:"
     arc = load_task(EVAL_DIR / "arc_easy.jsonl", limit=1).items[0]
     raw = raw_rows(EVAL_DIR / "arc_easy.jsonl")[0]
@@ -76,6 +76,7 @@ def test_prompts_follow_the_harness_formats():
     hella = load_task(EVAL_DIR / "hellaswag_val_olmes_subsample1000.jsonl", limit=1).items[0]
     raw = raw_rows(EVAL_DIR / "hellaswag_val_olmes_subsample1000.jsonl")[0]
     assert hella.context == raw["query"] and hella.continuations == [" " + c for c in raw["choices"]]
+    assert hella.choice_texts() == raw["choices"] and piqa.choice_texts() == [raw_piqa["sol1"], raw_piqa["sol2"]]
 
 
 def test_winogrande_partial_scoring_by_hand(tmp_path):
@@ -84,7 +85,8 @@ def test_winogrande_partial_scoring_by_hand(tmp_path):
                              "option2": "the table", "answer": "2"}) + "\n")
     item = load_task(f).items[0]
     assert item == MCItem("The cup fell off the table because ", [" was slippery.", " was slippery."], 1,
-                          ["The cup fell off the table because the cup", "The cup fell off the table because the table"])
+                          ["The cup fell off the table because the cup", "The cup fell off the table because the table"],
+                          choices=["the cup", "the table"])  # lm-eval normalises by the options' lengths
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 from datarater.errors import UserError
 
-NORMALIZE_CHOICES = ("raw", "byte", "both")
+# eval.normalize: which accuracies results.md shows (results.json always holds all three)
+NORMALIZE_METRICS = {"raw": ("acc",), "char": ("acc_norm",), "byte": ("acc_bytes",), "both": ("acc", "acc_norm"),
+                     "all": ("acc", "acc_norm", "acc_bytes")}
+NORMALIZE_CHOICES = tuple(NORMALIZE_METRICS)
 
 
 @dataclass
@@ -19,7 +22,9 @@ class EvalConfig:
     max_sequences: int = 0  # packed sequences per validation set, 0 = all
     every: int = 0  # train-lm: evaluate the tasks every N steps (0 = only at the end)
     batch_size: int = 32  # sequences per forward pass
-    normalize: str = "both"  # accuracy reported: raw (sum log-lik) | byte (per byte) | both
+    # accuracy shown in results.md: raw (summed log-lik) | char (per character: lm-eval's acc_norm) |
+    # byte (per UTF-8 byte: acc_bytes) | both (raw and char) | all
+    normalize: str = "both"
 
 
 @dataclass

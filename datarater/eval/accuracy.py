@@ -16,6 +16,15 @@ def _chance(task: Task) -> float:
     return sum(1.0 / len(it.continuations) for it in task.items) / len(task.items)
 
 
+def _items_in_file(task: Task) -> int:
+    """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer)."""
+    try:
+        with open(task.path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return len(task.items)
+
+
 def evaluate_tasks(
     graphdef: nnx.GraphDef,
     params,
@@ -25,7 +34,8 @@ def evaluate_tasks(
     batch_size: int = 32,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, dict]:
-    """Accuracy of the LM on each task: ``{name: {acc, acc_norm, n, chance, schema, file}}``.
+    """Accuracy of the LM on each task: ``{name: {acc, acc_norm, acc_bytes, *_stderr, n, items_in_file,
+    chance, schema, file}}`` (`datarater.eval.mc.accuracy`).
 
     ``tasks`` are task files (globs allowed; loaded first, in order) or loaded `Task`s; ``limit``
     items per file (0 = all).
@@ -52,7 +62,8 @@ def evaluate_tasks(
 
         ll = choice_loglikelihoods(graphdef, params, tokenizer, task.items, program.data.seq_len, batch_size,
                                    add_bos=program.data.add_bos, progress=progress)
-        res = {**accuracy(task.items, ll), "chance": _chance(task), "schema": task.schema, "file": task.path}
+        res = {**accuracy(task.items, ll), "items_in_file": _items_in_file(task), "chance": _chance(task),
+               "schema": task.schema, "file": task.path}
         key, k = task.name, 1
         while key in out:  # two tasks of the same name: keep both
             k += 1
@@ -62,3 +73,29 @@ def evaluate_tasks(
             log(f"[eval] {task.name}: acc {res['acc']:.4f}, acc_norm {res['acc_norm']:.4f} "
                 f"(chance {res['chance']:.3f}; {time.perf_counter() - t0:.1f} s)")
     return out
+
+
+METRICS = ("acc", "acc_norm", "acc_bytes")
+HARNESS_FILTER = "none"  # lm-eval's key suffix: "<metric>,<filter>" (no filter on log-likelihood tasks)
+
+
+def harness_layout(task_results: dict[str, dict], model_args: str, limit: int) -> dict:
+    """The keys of lm-evaluation-harness's ``results.json`` for ``task_results`` (`evaluate_tasks`):
+    ``results`` (``acc,none``, ``acc_stderr,none``, ... per task), ``n-samples``, ``n-shot``,
+    ``versions``, ``higher_is_better`` and ``config``, so tools that read lm-eval's files read ours."""
+    results, samples = {}, {}
+    for name, r in task_results.items():
+        row: dict = {"alias": name}
+        for m in METRICS:
+            row[f"{m},{HARNESS_FILTER}"] = r[m]
+            row[f"{m}_stderr,{HARNESS_FILTER}"] = r[f"{m}_stderr"]
+        results[name] = row
+        samples[name] = {"original": r.get("items_in_file", r["n"]), "effective": r["n"]}
+    return {
+        "results": results,
+        "n-samples": samples,
+        "n-shot": {name: 0 for name in task_results},
+        "versions": {name: 1.0 for name in task_results},
+        "higher_is_better": {name: {m: True for m in METRICS} for name in task_results},
+        "config": {"model": "datarater", "model_args": model_args, "limit": limit or None, "num_fewshot": 0},
+    }

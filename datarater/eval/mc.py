@@ -9,8 +9,10 @@ model sees windows of at most ``seq_len`` tokens (its training length), padded t
 - a longer continuation is scored in windows of ``seq_len // 2`` new tokens, each preceded by
   the ``seq_len - seq_len // 2`` tokens before it, so every continuation token is scored once.
 
-Accuracy is reported raw (highest summed log-likelihood) and length-normalised (highest
-log-likelihood per UTF-8 byte of the continuation: ``acc_norm`` of lm-eval-harness / OLMES).
+Accuracy is reported as lm-evaluation-harness does: ``acc`` (highest summed log-likelihood),
+``acc_norm`` (highest log-likelihood per character of the choice text) and ``acc_bytes`` (per
+UTF-8 byte of it), each with its standard error (the sample standard deviation over items, over
+the square root of their number: lm-eval's ``mean_stderr``).
 """
 
 from __future__ import annotations
@@ -54,10 +56,9 @@ def request_windows(context_ids: np.ndarray, continuation_ids: np.ndarray, seq_l
     return windows
 
 
-def _encode_requests(
-    tokenizer: Tokenizer, items: Sequence[MCItem], add_bos: bool
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """``(item index, context ids, continuation ids)`` for every choice of every item."""
+def _encode_pairs(tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]], add_bos: bool
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(context ids, continuation ids)`` of each ``(context, continuation)`` text pair."""
     cache: dict[str, np.ndarray] = {}
     prefix = np.array([tokenizer.bos_id], np.int32)
 
@@ -67,21 +68,19 @@ def _encode_requests(
             cache[text] = np.concatenate([prefix, ids]) if add_bos or ids.size == 0 else ids
         return cache[text]
 
-    out = []
-    for i, item in enumerate(items):
-        for j in range(len(item.continuations)):
-            ctx, cont = item.request(j)
-            out.append((i, context_ids(ctx), tokenizer.encode(cont).astype(np.int32)))
-    return out
+    return [(context_ids(ctx), tokenizer.encode(cont).astype(np.int32)) for ctx, cont in pairs]
 
 
 @partial(jax.jit, static_argnums=0)
 def _window_logliks(graphdef: nnx.GraphDef, params, tokens, segment_ids, positions, scored):
-    """Sum of log p(token | previous tokens) over the tokens marked in ``scored``, per row ``[B]``."""
+    """Per row ``[B]``: the sum of log p(token | previous tokens) over the tokens marked in ``scored``,
+    and whether each of them is the argmax (greedy decoding would produce it)."""
     logits = nnx.merge(graphdef, params)(tokens, segment_ids, positions)[:, :-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
     token_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(scored[:, 1:], token_logp, 0.0), axis=1)
+    greedy = jnp.argmax(logits, axis=-1) == tokens[:, 1:]
+    mask = scored[:, 1:]
+    return jnp.sum(jnp.where(mask, token_logp, 0.0), axis=1), jnp.all(greedy | ~mask, axis=1)
 
 
 def _batch_arrays(windows: list[Window], batch_size: int, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -98,6 +97,45 @@ def _batch_arrays(windows: list[Window], batch_size: int, seq_len: int, pad_id: 
     return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions, "scored": scored}
 
 
+def request_loglikelihoods(
+    graphdef: nnx.GraphDef,
+    params,
+    tokenizer: Tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    seq_len: int,
+    batch_size: int,
+    add_bos: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood (nats, float64) of each ``(context, continuation)`` pair's continuation, and
+    whether greedy decoding would produce it (lm-eval's ``is_greedy``).
+
+    ``add_bos`` starts every context with the tokenizer's bos (as the LM saw documents in
+    training); an empty context always gets it. ``progress(done, total)`` is called per batch.
+    """
+    requests = _encode_pairs(tokenizer, pairs, add_bos)
+    windows: list[Window] = []
+    owner: list[int] = []
+    for r, (ctx, cont) in enumerate(requests):
+        for w in request_windows(ctx, cont, seq_len):
+            windows.append(w)
+            owner.append(r)
+    totals = np.zeros(len(requests), np.float64)
+    greedy = np.ones(len(requests), bool)
+    n_batches = -(-len(windows) // batch_size)
+    for b in range(n_batches):
+        chunk = windows[b * batch_size : (b + 1) * batch_size]
+        arrays = _batch_arrays(chunk, batch_size, seq_len, tokenizer.pad_id)
+        sums, top = _window_logliks(graphdef, params, *(jnp.asarray(arrays[k]) for k in
+                                                        ("tokens", "segment_ids", "positions", "scored")))
+        rows = owner[b * batch_size : b * batch_size + len(chunk)]
+        np.add.at(totals, rows, np.asarray(sums)[: len(chunk)].astype(np.float64))
+        np.logical_and.at(greedy, rows, np.asarray(top)[: len(chunk)])
+        if progress is not None:
+            progress(b + 1, n_batches)
+    return totals, greedy
+
+
 def choice_loglikelihoods(
     graphdef: nnx.GraphDef,
     params,
@@ -108,28 +146,10 @@ def choice_loglikelihoods(
     add_bos: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """Log-likelihood (nats, float64) of each choice's continuation, one array per item.
-
-    ``add_bos`` starts every context with the tokenizer's bos (as the LM saw documents in
-    training); an empty context always gets it. ``progress(done, total)`` is called per batch.
-    """
-    requests = _encode_requests(tokenizer, items, add_bos)
-    windows: list[Window] = []
-    owner: list[int] = []
-    for r, (_, ctx, cont) in enumerate(requests):
-        for w in request_windows(ctx, cont, seq_len):
-            windows.append(w)
-            owner.append(r)
-    totals = np.zeros(len(requests), np.float64)
-    n_batches = -(-len(windows) // batch_size)
-    for b in range(n_batches):
-        chunk = windows[b * batch_size : (b + 1) * batch_size]
-        arrays = _batch_arrays(chunk, batch_size, seq_len, tokenizer.pad_id)
-        sums = np.asarray(_window_logliks(graphdef, params, *(jnp.asarray(arrays[k]) for k in
-                                                               ("tokens", "segment_ids", "positions", "scored"))))
-        np.add.at(totals, owner[b * batch_size : b * batch_size + len(chunk)], sums[: len(chunk)].astype(np.float64))
-        if progress is not None:
-            progress(b + 1, n_batches)
+    """Log-likelihood (nats, float64) of each choice's continuation, one array per item
+    (`request_loglikelihoods` of every choice's request)."""
+    pairs = [item.request(j) for item in items for j in range(len(item.continuations))]
+    totals, _ = request_loglikelihoods(graphdef, params, tokenizer, pairs, seq_len, batch_size, add_bos, progress)
     out, k = [], 0
     for item in items:
         n = len(item.continuations)
@@ -138,20 +158,27 @@ def choice_loglikelihoods(
     return out
 
 
-def continuation_bytes(item: MCItem) -> np.ndarray:
-    """UTF-8 bytes of each continuation (the length normaliser of ``acc_norm``)."""
-    return np.array([max(len(c.encode("utf-8")), 1) for c in item.continuations], np.float64)
-
-
 def accuracy(items: Sequence[MCItem], loglik: Sequence[np.ndarray]) -> dict[str, float | int]:
-    """``acc`` (argmax of summed log-likelihood), ``acc_norm`` (argmax per byte) and ``n`` items.
+    """``acc``, ``acc_norm`` (per character), ``acc_bytes`` (per byte), their ``*_stderr`` and ``n``.
 
-    Ties go to the first choice.
+    Ties go to the first choice. A standard error needs two items (NaN below).
     """
+    from scipy.stats import sem
+
     if len(items) != len(loglik):
         raise ValueError(f"{len(items)} items but {len(loglik)} log-likelihood arrays")
+    keys = ("acc", "acc_norm", "acc_bytes")
     if not items:
-        return {"acc": float("nan"), "acc_norm": float("nan"), "n": 0}
-    raw = [int(np.argmax(ll)) == it.label for it, ll in zip(items, loglik, strict=True)]
-    norm = [int(np.argmax(ll / continuation_bytes(it))) == it.label for it, ll in zip(items, loglik, strict=True)]
-    return {"acc": float(np.mean(raw)), "acc_norm": float(np.mean(norm)), "n": len(items)}
+        return {**{k: float("nan") for k in keys}, **{f"{k}_stderr": float("nan") for k in keys}, "n": 0}
+    hits: dict[str, list[float]] = {k: [] for k in keys}
+    for it, ll in zip(items, loglik, strict=True):
+        texts = it.choice_texts()
+        chars = np.array([max(len(c), 1) for c in texts], np.float64)
+        nbytes = np.array([max(len(c.encode("utf-8")), 1) for c in texts], np.float64)
+        for k, pick in (("acc", ll), ("acc_norm", ll / chars), ("acc_bytes", ll / nbytes)):
+            hits[k].append(float(int(np.argmax(pick)) == it.label))
+    out: dict[str, float | int] = {k: float(np.mean(v)) for k, v in hits.items()}
+    for k, v in hits.items():
+        out[f"{k}_stderr"] = float(sem(v)) if len(v) > 1 else float("nan")
+    out["n"] = len(items)
+    return out

@@ -26,18 +26,25 @@ class MCItem:
     """One multiple-choice question: choice ``i`` is scored as ``continuations[i]`` after its context.
 
     ``choice_contexts`` (WinoGrande) gives each choice its own context; otherwise all choices
-    share ``context``.
+    share ``context``. ``choices`` are the answer texts as lm-eval-harness's ``doc_to_choice``
+    gives them (no leading delimiter; WinoGrande's options): the length normaliser of ``acc_norm``
+    (characters) and ``acc_bytes`` (UTF-8 bytes); None = the continuations themselves.
     """
 
     context: str
     continuations: list[str]
     label: int
     choice_contexts: list[str] | None = None
+    choices: list[str] | None = None
 
     def request(self, i: int) -> tuple[str, str]:
         """``(context, continuation)`` of choice ``i``."""
         ctx = self.choice_contexts[i] if self.choice_contexts is not None else self.context
         return ctx, self.continuations[i]
+
+    def choice_texts(self) -> list[str]:
+        """What ``acc_norm`` and ``acc_bytes`` divide by the length of, one per choice."""
+        return list(self.choices) if self.choices is not None else list(self.continuations)
 
 
 @dataclass
@@ -88,7 +95,7 @@ def _choices(value: Any, key: str) -> list[str]:
 
 
 def _qa(question: str, choices: list[str], label: int) -> MCItem:
-    return MCItem(f"Question: {question}\nAnswer:", [f" {c}" for c in choices], label)
+    return MCItem(f"Question: {question}\nAnswer:", [f" {c}" for c in choices], label, choices=list(choices))
 
 
 def _piqa(rec: dict) -> MCItem:
@@ -125,7 +132,7 @@ def _winogrande(rec: dict) -> MCItem:
     rest = " " + sentence[cut + 1 :].strip()
     prefix = sentence[:cut]
     return MCItem(prefix, [rest, rest], _index(_get(rec, "answer"), "answer", 2, base=1),
-                  choice_contexts=[prefix + o for o in options])
+                  choice_contexts=[prefix + o for o in options], choices=options)
 
 
 def _query_choices_gold(rec: dict) -> MCItem:
@@ -135,7 +142,7 @@ def _query_choices_gold(rec: dict) -> MCItem:
     # ARC-style queries are questions ("Question: ..."): prompt the answer; HellaSwag and
     # OpenBookQA queries are sentence beginnings that the choices complete.
     context = f"{query}\nAnswer:" if query.startswith("Question:") and "Answer:" not in query else query
-    return MCItem(context, [f" {c}" for c in choices], label)
+    return MCItem(context, [f" {c}" for c in choices], label, choices=list(choices))
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,16 @@ import json
 import math
 from pathlib import Path
 
-from datarater.config.eval import EvalProgram, validate_eval
+from datarater.config.eval import NORMALIZE_METRICS, EvalProgram, validate_eval
 from datarater.console import is_main_process, result, say
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
-from datarater.eval.accuracy import evaluate_tasks
+from datarater.eval.accuracy import evaluate_tasks, harness_layout
 from datarater.eval.tasks import load_tasks
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+MD_COLUMNS = (("acc", "acc (raw)"), ("acc_norm", "acc_norm (per char)"), ("acc_bytes", "acc_bytes (per byte)"))
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -37,14 +38,16 @@ def results_markdown(results: dict, normalize: str = "both") -> str:
                          f"| {_fmt(r['bits_per_byte'])} |")
         lines.append("")
     if results.get("tasks"):
-        cols = [("acc", "acc (raw)")] if normalize in ("raw", "both") else []
-        cols += [("acc_norm", "acc_norm (per byte)")] if normalize in ("byte", "both") else []
+        cols = [c for c in MD_COLUMNS if c[0] in NORMALIZE_METRICS[normalize]]
         lines += ["| task | schema | items | " + " | ".join(c[1] for c in cols) + " | chance |",
                   "|---|---|---:|" + "---:|" * (len(cols) + 1)]
         for name, r in results["tasks"].items():
             lines.append(f"| {name} | {r['schema']} | {_fmt(r['n'])} | "
-                         + " | ".join(_fmt(r[c[0]]) for c in cols) + f" | {_fmt(r['chance'], 3)} |")
-        lines.append("")
+                         + " | ".join(f"{_fmt(r[c[0]])} ± {_fmt(r.get(c[0] + '_stderr'))}" for c in cols)
+                         + f" | {_fmt(r['chance'], 3)} |")
+        lines += ["", "± is the standard error over items, as lm-evaluation-harness reports it; acc_norm "
+                  "divides each choice's log-likelihood by its length in characters (lm-eval's acc_norm), "
+                  "acc_bytes by its UTF-8 bytes.", ""]
     return "\n".join(lines)
 
 
@@ -103,6 +106,8 @@ def run(prog: EvalProgram) -> dict:
         "tasks": task_results,
         "limit": e.limit,
         "documents": {"validation": stats.as_dict()},
+        # lm-evaluation-harness's layout of the same accuracies (results, n-samples, config, ...)
+        **harness_layout(task_results, f"run={lm_run}", e.limit),
     }
     table = results_markdown(results, e.normalize)
     if not is_main_process():
