@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,9 +138,13 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_every_linked_image_exists_and_is_a_reasonable_png(report):
+    from datarater.programs.report import linked_images
+
     path, _, _ = report
     md = path.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    # what `datarater report` sends to the trackers: every plot shown, by its file's stem
+    assert linked_images(path) == {Path(m).stem: path.parent / m for m in links}
     expected = {
         "nll_vs_flops_nano.png",
         "nll_vs_flops_micro.png",

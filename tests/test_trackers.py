@@ -69,3 +69,42 @@ def test_a_tracker_asked_for_and_missing_is_named_with_its_install(doc_corpus, t
     with pytest.raises(UserError, match=r"logging.trackers.*tensorboard needs the 'tensorboardX' package: "
                                         r"pip install 'datarater\[tracking\]'"):
         train_lm(compose(SUBCOMMANDS["train-lm"], args))
+
+
+@pytest.mark.slow  # needs the tracking extra, like the test above
+def test_a_reports_plots_and_table_reach_tensorboard_and_wandb(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX", reason="the tracking extra: pip install -e '.[tracking]'")
+    pytest.importorskip("wandb", reason="the tracking extra: pip install -e '.[tracking]'")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from tensorboardX.proto import event_pb2
+
+    from datarater.config.groups import LoggingConfig
+    from datarater.train.trackers import Trackers
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    fig = plt.figure(figsize=(2, 1.5), dpi=50)
+    fig.savefig(tmp_path / "curve.png")
+    plt.close(fig)
+    rows = [{"name": "nano-random-0.5", "final_val_nll": "2.71"}, {"name": "nano-datarater-0.5", "final_val_nll": "2.66"}]
+    t = Trackers(tmp_path, LoggingConfig(trackers=["jsonl", "tensorboard", "wandb"]), {"a": 1}, "report")
+    t.log_report({"curve": tmp_path / "curve.png"}, {"results": rows}, step=0)
+    t.close()
+    images, texts = {}, {}
+    for path in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            for v in event_pb2.Event.FromString(data[at + 12 : at + 12 + n]).summary.value:
+                if v.HasField("image"):
+                    images[v.tag] = (v.image.height, v.image.width)
+                elif v.metadata.plugin_data.plugin_name == "text":
+                    texts[v.tag] = v.tensor.string_val[0].decode()
+            at += 12 + n + 4
+    assert images == {"report/curve": (75, 100)}  # 1.5 x 2 inches at 50 dpi
+    assert "nano-datarater-0.5 | 2.66" in texts["report/results/text_summary"]
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list(run.rglob("media/images/report/curve_*.png")) and list(run.rglob("media/table/report/results_*.json"))
+    assert not (tmp_path / "metrics.jsonl").exists()  # the report's rows stay in its own files

@@ -10,6 +10,7 @@ finished LM's NLL on the same rows, by source and label.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -205,4 +206,34 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
                                               baseline_spread=spread,
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
+    _publish(run_dir, sweep_dir / "results.csv", sweep, path)
     return path
+
+
+def linked_images(report: Path) -> dict[str, Path]:
+    """``{stem: path}`` of each PNG that ``report`` shows (``![...](file.png)``) and that exists."""
+    links = dict.fromkeys(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report.read_text()))
+    return {Path(m).stem: report.parent / m for m in links if (report.parent / m).is_file()}
+
+
+def _publish(run_dir: Path, results_csv: Path, sweep, report: Path) -> None:
+    """The report's plots and results table to the sweep's ``logging.trackers`` (beyond jsonl), in
+    ``RUN/tensorboard`` and ``RUN/wandb`` of the report's folder."""
+    import csv
+
+    from datarater.rundir import run_config
+    from datarater.train.trackers import Trackers
+
+    if not [t for t in sweep.logging.trackers if t != "jsonl"]:
+        return
+    images = linked_images(report)
+    rows = []
+    if results_csv.is_file():
+        with results_csv.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    trackers = Trackers(run_dir, sweep.logging, run_config(sweep), "report")
+    try:
+        trackers.log_report(images, {"results": rows} if rows else {}, step=0)
+    finally:
+        trackers.close()
+    say(f"[report] sent {len(images)} plots and {len(rows)} result rows to {', '.join(trackers.wanted)}")

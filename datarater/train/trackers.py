@@ -12,6 +12,8 @@ again through it) that also sends every numeric field of a row to the trackers i
   with ``wandb sync``), resumed under the id kept in ``RUN/wandb/run_id``, the resolved config as
   its config, ``step`` as the x-axis of every metric.
 
+`log_report` sends a sweep's report (its PNG plots and its results table) to the same trackers.
+
 A tracker that is asked for and not installed stops the run before any work with the command that
 installs it.
 """
@@ -106,6 +108,28 @@ class Trackers(MetricsFile):
             self._wandb.define_metric("*", step_metric="step")
         return self._wandb
 
+    def log_report(self, images: dict[str, Path], tables: dict[str, list[dict]], step: int) -> None:
+        """A report's plots and tables: TensorBoard images and markdown text under ``report/``, W&B
+        images and tables. Nothing is written to ``metrics.jsonl`` (the report's files hold them)."""
+        if not self.enabled or not self.wanted:
+            return
+        if "tensorboard" in self.wanted:
+            from matplotlib.image import imread
+
+            tb = self._tensorboard(step)
+            for name, path in images.items():
+                tb.add_image(f"report/{name}", imread(path)[..., :3], global_step=step, dataformats="HWC")
+            for name, rows in tables.items():
+                tb.add_text(f"report/{name}", _markdown(rows), global_step=step)
+        if "wandb" in self.wanted:
+            import wandb
+
+            logged: dict[str, Any] = {f"report/{n}": wandb.Image(str(p)) for n, p in images.items()}
+            for name, rows in tables.items():
+                cols = list(dict.fromkeys(k for r in rows for k in r))
+                logged[f"report/{name}"] = wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])
+            self._run().log({**logged, "step": step})
+
     def close(self) -> None:
         """Flushes and closes the trackers (the jsonl file is appended line by line: nothing to do)."""
         if self._tb is not None:
@@ -114,6 +138,13 @@ class Trackers(MetricsFile):
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _markdown(rows: list[dict]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def _yaml(config: dict) -> str:
