@@ -54,7 +54,15 @@ def load_config_file(path: str | Path) -> DictConfig:
 
 
 def normal_path(path: str | Path) -> Path:
-    """An absolute path with ``.``, ``..`` and repeated separators folded (``/a/./b`` is ``/a/b``)."""
+    """An absolute path with ``.``, ``..`` and repeated separators folded (``/a/./b`` is ``/a/b``);
+    a ``file://`` URL is its path. Any other URL stops here (`datarater.remote.staged` turns the
+    run directories of train-lm and meta-train into local staging folders before this)."""
+    from datarater.remote import is_url, local_path
+
+    if is_url(path):
+        raise UserError(f"'{path}': this program takes a local run directory (train-lm and meta-train take "
+                        "fsspec URLs such as gs://bucket/run); give a local path or mount the bucket")
+    path = local_path(path)
     return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
 

@@ -161,12 +161,28 @@ def _config_specials(path: str) -> dict[str, str]:
     return out
 
 
+def tokenizer_file(cfg: DataConfig) -> str:
+    """``data.tokenizer_path`` as a local path: a URL (gs://, s3://, memory://) is fetched first
+    (an hf folder URL: its tokenizer.json and, when there is one, tokenizer_config.json)."""
+    from datarater.remote import fetch, fetch_folder, is_url
+
+    path = cfg.tokenizer_path
+    if not is_url(path):
+        return path
+    if cfg.tokenizer == "hf":
+        if path.endswith(".json"):
+            folder, name = path.rsplit("/", 1)
+            return os.path.join(fetch_folder(folder, (name,), ("tokenizer_config.json",), "data.tokenizer_path"), name)
+        return fetch_folder(path, ("tokenizer.json",), ("tokenizer_config.json",), "data.tokenizer_path")
+    return fetch(path, "data.tokenizer_path")
+
+
 def make_tokenizer(cfg: DataConfig) -> Tokenizer:
     """The tokenizer named by ``data.tokenizer``."""
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
     if cfg.tokenizer == "sentencepiece":
-        return SentencePieceTokenizer(cfg.tokenizer_path)
+        return SentencePieceTokenizer(tokenizer_file(cfg))
     if cfg.tokenizer == "hf":
-        return HFTokenizer(cfg.tokenizer_path)
+        return HFTokenizer(tokenizer_file(cfg))
     raise UserError(f"config key 'data.tokenizer': must be 'byte', 'sentencepiece' or 'hf', got '{cfg.tokenizer}'")

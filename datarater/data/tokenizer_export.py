@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from datarater.config import DataConfig
-from datarater.data.tokenizer import ByteTokenizer, make_tokenizer
+from datarater.data.tokenizer import ByteTokenizer, make_tokenizer, tokenizer_file
 from datarater.errors import UserError
 
 SPECIAL_NAMES = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
@@ -76,7 +76,7 @@ def write_tokenizer(data: DataConfig, out: Path) -> dict:
             "model_max_length": data.seq_len,
         })
         return {**info, "file": "tokenizer.json"}
-    src = os.path.expanduser(data.tokenizer_path)
+    src = os.path.expanduser(tokenizer_file(data))
     if data.tokenizer == "hf":
         src = os.path.join(src, "tokenizer.json") if os.path.isdir(src) else src
         shutil.copyfile(src, out / "tokenizer.json")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datarater.errors import UserError
+from datarater.remote import fetch, is_url, local_path
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ def detect_schema(keys: list[str] | set[str], where: str) -> str:
     raise UserError(f"{where}: unknown task schema; keys seen: {sorted(present)}; schemas known: {known}")
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict | None]]:
-    """``(line number, record)``; ``None`` for a blank line."""
+def _records(path: Path, shown: str = "") -> Iterator[tuple[int, dict | None]]:
+    """``(line number, record)``; ``None`` for a blank line. Messages name ``shown`` (default ``path``)."""
+    name = shown or path
     try:
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, start=1):
@@ -188,23 +190,28 @@ def _records(path: Path) -> Iterator[tuple[int, dict | None]]:
                 try:
                     rec = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise UserError(f"{path}:{line_no}: not a valid JSON line: {e}") from None
+                    raise UserError(f"{name}:{line_no}: not a valid JSON line: {e}") from None
                 if not isinstance(rec, dict):
-                    raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}")
+                    raise UserError(f"{name}:{line_no}: expected a JSON object, got {type(rec).__name__}")
                 yield line_no, rec
     except OSError as e:
-        raise UserError(f"{path}: cannot be read: {e.strerror}") from None
+        raise UserError(f"{name}: cannot be read: {e.strerror}") from None
 
 
 def load_task(path: str | Path, limit: int = 0) -> Task:
-    """The first ``limit`` items (all if 0) of a task file."""
-    path = Path(path).expanduser()
+    """The first ``limit`` items (all if 0) of a task file (a local path or an fsspec URL)."""
+    shown = str(path)
+    if is_url(shown):
+        path = Path(fetch(shown, "eval.tasks"))  # a local copy; messages name the URL
+    else:
+        path = Path(local_path(shown)).expanduser()
+        shown = str(path)
     if not path.is_file():
         raise UserError(f"task file '{path}' does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     name = path.name.split(".")[0]
-    task = Task(name=name, schema="", path=str(path))
+    task = Task(name=name, schema="", path=shown)
     parse: Callable[[dict], MCItem] | None = None
-    for line_no, rec in _records(path):
+    for line_no, rec in _records(path, shown):
         if rec is None:
             task.skipped_blank_lines += 1
             continue
@@ -214,19 +221,23 @@ def load_task(path: str | Path, limit: int = 0) -> Task:
         try:
             task.items.append(parse(rec))
         except _Malformed as e:
-            raise UserError(f"{path}:{line_no}: malformed {task.schema} item: {e}") from None
+            raise UserError(f"{shown}:{line_no}: malformed {task.schema} item: {e}") from None
         if 0 < limit <= len(task.items):
             break
     if not task.items:
-        raise UserError(f"task file '{path}' has no items")
+        raise UserError(f"task file '{shown}' has no items")
     return task
 
 
-def expand_task_paths(patterns: list[str]) -> list[Path]:
-    """Files named by ``patterns`` (globs allowed), in the order given, without repeats."""
-    out: dict[Path, None] = {}
+def expand_task_paths(patterns: list[str]) -> list[Path | str]:
+    """Files named by ``patterns`` (local globs allowed; a URL names one file), in the order given,
+    without repeats."""
+    out: dict[Path | str, None] = {}
     for pattern in patterns:
-        expanded = os.path.expanduser(pattern)
+        if is_url(pattern):
+            out.setdefault(pattern, None)
+            continue
+        expanded = os.path.expanduser(local_path(pattern))
         if glob.has_magic(expanded):
             matches = sorted(Path(m) for m in glob.glob(expanded) if os.path.isfile(m))
             if not matches:

@@ -47,6 +47,7 @@ from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.mesh import make_mesh
 from datarater.parallel.population import PopulationLayout
+from datarater.remote import Mirror, staged
 from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
@@ -60,6 +61,13 @@ RESUMABLE_KEYS = ("meta.steps", "meta.log_every", "meta.checkpoint_every", "meta
 
 
 def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None) -> dict:
+    """The run in ``prog.run_dir``; a URL (gs://, s3://, memory://) through a local staging copy,
+    pulled first and pushed after every checkpoint and at the end (`datarater.remote`)."""
+    with staged(prog.run_dir, say) as (local, mirror):
+        return _run(dataclasses.replace(prog, run_dir=local), mirror, splits)
+
+
+def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, PackedSequences] | None = None) -> dict:
     """Runs meta-training; ``splits`` (train, heldout) may be given instead of reading the corpus."""
     m = prog.meta
     run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
@@ -122,6 +130,8 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
                                                       "by_source": dict(by_source),
                                                       "provenance": {"program": "meta-train", "datarater": __version__,
                                                                      "config_digest": config_digest(run_dir)}}))
+    if mirror is not None:  # each finished checkpoint reaches the URL
+        loop.after_save.append(lambda step: (loop.ckpt.wait(), mirror.push()))
     state, shardings, restored = initial_meta_state(prog, inner_tx, outer_tx, mesh, loop)
     for warning in restored.warnings:
         say(f"[ckpt] warning: {warning}")

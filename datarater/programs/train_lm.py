@@ -9,6 +9,7 @@ optimiser state, step and the data iterator's state.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import time
 
@@ -37,6 +38,7 @@ from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
+from datarater.remote import Mirror, staged
 from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
@@ -69,6 +71,13 @@ def final_nll_sets(graphdef, params, resolved, target, splits, target_packed, ba
 
 
 def run(prog: TrainLMProgram) -> dict:
+    """The run in ``prog.run_dir``; a URL (gs://, s3://, memory://) through a local staging copy,
+    pulled first and pushed after every checkpoint and at the end (`datarater.remote`)."""
+    with staged(prog.run_dir, say) as (local, mirror):
+        return _run(dataclasses.replace(prog, run_dir=local), mirror)
+
+
+def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
     cfg, train = prog.model, prog.train
     tokenizer = make_tokenizer(prog.data)
@@ -122,6 +131,8 @@ def run(prog: TrainLMProgram) -> dict:
         return state.arrays(), extra
 
     loop = Loop(ckpt, metrics, train.steps, train.checkpoint_every, snapshot)
+    if mirror is not None:  # each finished checkpoint reaches the URL
+        loop.after_save.append(lambda step: (ckpt.wait(), mirror.push()))
     state, restored = initial_lm_state(cfg, train.seed, mesh, rules, tx, loop)
     pi, pc = jax.process_index(), jax.process_count()
     curation = make_online_curation(

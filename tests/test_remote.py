@@ -1,0 +1,118 @@
+"""Remote paths through fsspec's in-memory filesystem: a train-lm run at memory:// saves, resumes on a
+fresh machine and reads its corpus, task files and tokenizer from URLs; the mirror keeps the URL an
+exact copy of the finished files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import fsspec
+import pytest
+
+from datarater.errors import UserError
+from datarater.remote import Mirror, fetch, is_url
+
+
+@pytest.fixture
+def memfs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATARATER_STAGING", str(tmp_path / "staging"))
+    fs = fsspec.filesystem("memory")
+    yield fs
+    fs.store.clear()
+    fs.pseudo_dirs.clear()
+    fs.pseudo_dirs.append("")
+
+
+def test_urls_and_local_paths():
+    assert is_url("gs://b/run") and is_url("memory://x") and not is_url("file:///tmp/x") and not is_url("runs/x")
+
+
+def test_the_mirror_uploads_changes_removes_what_the_run_removed_and_skips_partial_saves(memfs):
+    m = Mirror("memory://runs/a")
+    assert m.pull() == 0  # nothing there yet: an empty staging folder
+    (m.local / "checkpoints" / "2").mkdir(parents=True)
+    (m.local / "checkpoints" / "2" / "data").write_text("two")
+    (m.local / "config.yaml").write_text("a: 1\n")
+    (m.local / "checkpoints" / "4.orbax-checkpoint-tmp-1").mkdir()
+    (m.local / "checkpoints" / "4.orbax-checkpoint-tmp-1" / "data").write_text("half")
+    assert m.push() == 2
+    assert sorted(memfs.find("/runs/a")) == ["/runs/a/checkpoints/2/data", "/runs/a/config.yaml"]
+    assert m.push() == 0  # nothing changed: nothing uploaded
+    shutil.rmtree(m.local / "checkpoints" / "2")  # a rotated checkpoint
+    (m.local / "metrics.jsonl").write_text("{}\n")
+    assert m.push() == 1
+    assert sorted(memfs.find("/runs/a")) == ["/runs/a/config.yaml", "/runs/a/metrics.jsonl"]
+    (m.local / "stray").write_text("not at the URL")
+    assert Mirror("memory://runs/a").pull() == 2  # a fresh machine: exactly what the URL holds
+    assert sorted(p.name for p in m.local.iterdir() if not p.name.startswith(".")) == ["config.yaml", "metrics.jsonl"]
+
+
+def test_fetch_copies_a_file_once_and_names_a_missing_one(memfs):
+    memfs.pipe("/data/t.jsonl", b"abc")
+    local = fetch("memory://data/t.jsonl", "eval.tasks")
+    assert open(local, "rb").read() == b"abc" and fetch("memory://data/t.jsonl", "eval.tasks") == local
+    with pytest.raises(UserError, match=r"'eval.tasks'.*memory://data/none.jsonl' does not exist"):
+        fetch("memory://data/none.jsonl", "eval.tasks")
+
+
+def test_a_program_without_url_support_refuses_one_rather_than_writing_a_local_memory_folder(tmp_path, monkeypatch):
+    from datarater.rundir import normal_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="takes a local run directory"):
+        normal_path("memory://sweep")
+    assert normal_path("file:///tmp/x") == normal_path("/tmp/x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_lm_at_memory_saves_resumes_on_a_fresh_machine_and_reads_urls(doc_corpus, memfs, tmp_path, capfd):
+    from datarater.cli import SUBCOMMANDS, compose
+    from datarater.eval.tasks import load_task
+    from datarater.programs.train_lm import run as train_lm
+    from datarater.train.metrics import read_metrics
+
+    memfs.pipe("/data/corpus.jsonl", open(doc_corpus, "rb").read())
+    memfs.pipe("/data/piqa.jsonl", (json.dumps({"goal": "g", "sol1": "a", "sol2": "b", "label": 1}) + "\n").encode())
+
+    def args(run_dir):
+        return ["model=nano", "corpus.paths=[memory://data/corpus.jsonl]", "data.seq_len=32", "train.batch_size=4",
+                "train.steps=6", "train.warmup_steps=2", "train.log_every=1", "train.eval_every=3",
+                "train.eval_batches=1", "train.checkpoint_every=2", "train.keep_checkpoints=5", f"run_dir={run_dir}"]
+
+    straight = train_lm(compose(SUBCOMMANDS["train-lm"], args(tmp_path / "local")))
+    remote = train_lm(compose(SUBCOMMANDS["train-lm"], args("memory://runs/lm")))
+    assert remote["final_val_nll"] == straight["final_val_nll"]  # the corpus read through fsspec is the same
+    held = set(memfs.find("/runs/lm"))
+    assert {"/runs/lm/config.yaml", "/runs/lm/metrics.jsonl", "/runs/lm/summary.json"} <= held
+    assert {p.split("/")[4] for p in held if p.startswith("/runs/lm/checkpoints/")} == {"2", "4", "6"}
+    # a run killed after its step-4 checkpoint, resumed on a machine without the staging folder
+    for p in [p for p in held if p.startswith(("/runs/lm/checkpoints/6/", "/runs/lm/summary.json"))]:
+        memfs.rm_file(p)
+    shutil.rmtree(tmp_path / "staging")
+    capfd.readouterr()
+    resumed = train_lm(compose(SUBCOMMANDS["train-lm"], args("memory://runs/lm")))
+    assert "resumed from step 4" in capfd.readouterr().err
+    assert resumed["final_val_nll"] == straight["final_val_nll"]
+    rows = read_metrics(tmp_path / "local" / "metrics.jsonl")
+    memfs.get_file("/runs/lm/metrics.jsonl", str(tmp_path / "remote.jsonl"))
+    again = read_metrics(tmp_path / "remote.jsonl")
+    assert [r.get("loss") for r in again] == [r.get("loss") for r in rows]  # steps 5-6 recomputed, equal
+    task = load_task("memory://data/piqa.jsonl")
+    assert task.name == "piqa" and task.items[0].label == 1 and task.path == "memory://data/piqa.jsonl"
+
+
+def test_an_hf_tokenizer_folder_at_a_url(memfs):
+    pytest.importorskip("tokenizers")
+    from datarater.config import DataConfig
+    from datarater.data.tokenizer import ByteTokenizer, make_tokenizer
+    from datarater.data.tokenizer_export import byte_tokenizer_json
+
+    memfs.pipe("/tok/tokenizer.json", byte_tokenizer_json(add_bos=False).encode())
+    memfs.pipe("/tok/tokenizer_config.json", json.dumps({"pad_token": "<pad>", "bos_token": "<s>",
+                                                         "eos_token": "</s>"}).encode())
+    tok = make_tokenizer(DataConfig(tokenizer="hf", tokenizer_path="memory://tok"))
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+    assert tok.encode("héllo").tolist() == ByteTokenizer().encode("héllo").tolist()
+    with pytest.raises(UserError, match="memory://nowhere/tokenizer.json' does not exist"):
+        make_tokenizer(DataConfig(tokenizer="hf", tokenizer_path="memory://nowhere"))
