@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install quickstart run test test-slow test-faults bench clean
+.PHONY: install quickstart run test test-slow test-faults test-interop bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m slow --ignore=tests/faults
+
+# the parity tests against transformers and lm-eval (tests/interop; make test skips them without the extra)
+test-interop: $(STAMP)
+	$(VENV)/bin/pytest -q tests/interop
 
 test-faults: $(STAMP)
 	mkdir -p runs && DATARATER_FAULT_TABLE=runs/faults.md $(VENV)/bin/pytest -q tests/faults

@@ -1,4 +1,4 @@
-"""Shared fixtures: small real-text corpora written to temporary files; 8-device child runs."""
+"""Shared fixtures: small real-text corpora written to temporary files; 8-device child runs; a trained SwiGLU LM."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ def run_on_8_devices(script: str, timeout: int) -> dict:
     assert r.returncode == 0, r.stderr[-3000:]
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="session")
+def swiglu_lm(doc_corpus, tmp_path_factory) -> Path:
+    """One trained nano LM with a SwiGLU MLP (so it exports as Llama), for the interop parity tests."""
+    from datarater.cli import SUBCOMMANDS, compose
+    from datarater.programs.train_lm import run as train_lm
+
+    run = tmp_path_factory.mktemp("interop") / "lm"
+    train_lm(compose(SUBCOMMANDS["train-lm"], [
+        "model=nano", "model.mlp=swiglu", f"corpus.paths=[{doc_corpus}]", "data.seq_len=64", "train.batch_size=8",
+        "train.steps=6", "train.warmup_steps=2", "train.log_every=3", "train.eval_every=6", "train.eval_batches=1",
+        "train.checkpoint_every=6", f"run_dir={run}",
+    ]))
+    return run
