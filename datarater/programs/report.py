@@ -70,9 +70,11 @@ def validation_sample(sweep: SweepProgram, rows: int):
     tokenizer = make_tokenizer(sweep.data)
     packed = load_splits(sweep.corpus, sweep.data, tokenizer, splits=("validation",), on_build=say)["validation"]
     pick = np.sort(np.random.default_rng(0).choice(len(packed), size=min(rows, len(packed)), replace=False))
+    from datarater.data.pipeline import with_keys
+
     batch = {k: getattr(packed, k)[pick] for k in ("tokens", "segment_ids", "positions")}
     batch["index"] = pick
-    return tokenizer, packed, pick, batch
+    return tokenizer, packed, pick, with_keys(packed, batch)  # per-token keys: what the oracle reads
 
 
 def lm_row_nll(sweep_dir: Path, runs, batch: dict, batch_size: int = 64):
@@ -117,8 +119,9 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
         if name in sweep.sweep.raters:
             cfg.name, cfg.rater_run = "datarater", sweep.sweep.raters[name]
         sample = calibration_sample(packed, cfg.calibration_rows, cfg.seed)
+        # online: the rows are the packed split's own, with their per-token keys (the oracle needs them)
         curator = make_curator(cfg, sweep.data, tokenizer, packed.seq_len, sample=sample, packed=packed,
-                               corpus=sweep.corpus, target=sweep.target)
+                               corpus=sweep.corpus, target=sweep.target, online=True)
         say(f"[report] scoring {n} validation rows with {name}")
         scores[name] = score_rows(curator, batch, 64)
     if "datarater" not in scores:
