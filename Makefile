@@ -1,6 +1,6 @@
-# make quickstart : set up on first use, then the whole method on the embedded corpus (~11.5 min)
+# make quickstart : set up on first use, then the whole method on the embedded corpus (7-20 min, by CPU)
 # make run   : set up on first use, then train a first LM on a sample corpus
-# make test  : set up on first use, then run the test suite (~7-8 min on 2 cores; the slow and fault
+# make test  : set up on first use, then run the test suite (~7 min on 2 cores; the slow and fault
 #              suites run after it in .ci/run: `make test-slow`, `make test-faults`)
 # make bench : LM step throughput and fraction of the measured matmul peak
 PYTHON ?= python3
