@@ -116,3 +116,23 @@ def test_an_hf_tokenizer_folder_at_a_url(memfs):
     assert tok.encode("héllo").tolist() == ByteTokenizer().encode("héllo").tolist()
     with pytest.raises(UserError, match="memory://nowhere/tokenizer.json' does not exist"):
         make_tokenizer(DataConfig(tokenizer="hf", tokenizer_path="memory://nowhere"))
+
+
+def test_meta_train_at_memory_leaves_its_rater_there(doc_corpus, memfs, tmp_path):
+    from datarater.cli import SUBCOMMANDS, compose
+    from datarater.models.rater import load_rater
+    from datarater.programs.meta_train import run as meta_train
+
+    small = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_head=16", "model.d_ff=64",
+             "rater.d_model=32", "rater.n_layers=1", "rater.n_heads=2", "rater.d_head=16", "rater.d_ff=64",
+             "data.seq_len=32", "meta.inner_batch_size=4", "meta.outer_batch_size=4", "meta.population=2",
+             "corpus.heldout_fraction=0.2", "meta.steps=2", "meta.log_every=1", f"corpus.paths=[{doc_corpus}]"]
+    meta_train(compose(SUBCOMMANDS["meta-train"], [*small, "run_dir=memory://runs/meta"]))
+    held = set(memfs.find("/runs/meta"))
+    assert {"/runs/meta/config.yaml", "/runs/meta/rater.json", "/runs/meta/summary.json"} <= held
+    assert any(p.startswith("/runs/meta/rater/") for p in held)
+    shutil.rmtree(tmp_path / "staging")  # another machine: the rater comes back from the URL alone
+    local = Mirror("memory://runs/meta")
+    local.pull()
+    rater, cfg = load_rater(local.local)
+    assert cfg.d_model == 32 and json.loads((local.local / "rater.json").read_text())["digest"]
