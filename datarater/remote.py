@@ -160,10 +160,16 @@ def staged(run_dir: str, log: Callable[[str], None] | None = None) -> Iterator[t
         log(f"[remote] {run_dir}: working in {mirror.local} ({pulled} files pulled)")
     try:
         yield str(mirror.local), mirror
-    finally:
-        pushed = mirror.push()
-        if log:
-            log(f"[remote] {run_dir}: {pushed} files pushed")
+    except BaseException:
+        try:  # keep what finished (checkpoints) at the URL; the run's own error is the one raised
+            mirror.push()
+        except Exception as e:  # noqa: BLE001 - reported, never in place of the run's error
+            if log:
+                log(f"[remote] {run_dir}: pushing after the error failed too: {e}")
+        raise
+    pushed = mirror.push()
+    if log:
+        log(f"[remote] {run_dir}: {pushed} files pushed")
 
 
 def fetch_folder(url: str, required: tuple[str, ...], optional: tuple[str, ...], key: str) -> str:
