@@ -5,7 +5,8 @@ default ``~/.cache/datarater/staging/<hash of the URL>``): `Mirror.pull` makes t
 copy of the URL before the run (so a run resumes from what the URL holds, on any machine), and
 `Mirror.push` uploads what changed and removes what the run removed (rotated checkpoints) after
 each checkpoint and at the end. Partial orbax saves (``*.orbax-checkpoint-tmp*``) are never
-uploaded, so the URL only ever holds finished checkpoints. ``file://`` URLs are plain local paths.
+uploaded (a push killed midway can leave a step folder half uploaded: restore then falls back past
+it, as for any damaged step); a pull refuses to drop a staging copy holding files never pushed. ``file://`` URLs are plain local paths.
 
 Task files and tokenizer files at a URL are read through `fetch`, a local copy made once per
 URL and size. Writing is one process's: a multi-process run needs a run directory every process
@@ -118,6 +119,12 @@ class Mirror:
         import shutil
 
         remote = self._remote_files()
+        record = self.local / PUSHED
+        if self.local.exists() and record.exists():
+            before = {k: tuple(v) for k, v in json.loads(record.read_text()).items()}
+            if self._local_files() != before:  # the last push failed: this copy holds what the URL lacks
+                raise UserError(f"config key '{self.key}': {self.local} holds files not yet at {self.url} (a push "
+                                "failed); fix access to the URL and rerun, or remove that folder to start from the URL")
         if self.local.exists():
             shutil.rmtree(self.local)
         self.local.mkdir(parents=True)

@@ -44,7 +44,14 @@ def test_the_mirror_uploads_changes_removes_what_the_run_removed_and_skips_parti
     assert m.push() == 1
     assert sorted(memfs.find("/runs/a")) == ["/runs/a/config.yaml", "/runs/a/metrics.jsonl"]
     (m.local / "stray").write_text("not at the URL")
-    assert Mirror("memory://runs/a").pull() == 2  # a fresh machine: exactly what the URL holds
+    with pytest.raises(UserError, match="not yet at memory://runs/a"):  # never pushed: not thrown away
+        Mirror("memory://runs/a").pull()
+    (m.local / "stray").unlink()
+    (m.local / "config.yaml").write_text("changed since\n")
+    m.push()
+    (m.local / "config.yaml").write_text("a: 1\n")  # then rewritten: pull reports it too, so push it back
+    m.push()
+    assert Mirror("memory://runs/a").pull() == 2  # exactly what the URL holds
     assert sorted(p.name for p in m.local.iterdir() if not p.name.startswith(".")) == ["config.yaml", "metrics.jsonl"]
 
 

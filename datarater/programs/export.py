@@ -94,10 +94,12 @@ def run(prog: ExportProgram) -> Path:
         raise UserError("config key 'run' is empty: give a train-lm or meta-train run directory, e.g. run=runs/train-lm-X")
     if prog.format not in EXPORT_FORMATS:
         raise UserError(f"config key 'format': must be one of {', '.join(EXPORT_FORMATS)}, got '{prog.format}'")
-    run_dir = Path(prog.run).expanduser().absolute()
+    from datarater.rundir import normal_path
+
+    run_dir = normal_path(prog.run)  # a URL stops here with a message, not as a local "gs:" folder
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"config key 'run': {run_dir} is not a run directory (no config.yaml)")
-    out = Path(prog.out).expanduser().absolute() if prog.out else run_dir / f"export-{prog.format}"
+    out = normal_path(prog.out) if prog.out else run_dir / f"export-{prog.format}"
     if out.exists():
         raise UserError(f"config key 'out': {out} already exists; remove it or give another out=")
     is_rater = has_rater(run_dir)
