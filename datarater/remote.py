@@ -111,6 +111,11 @@ class Mirror:
                 out[rel] = (st.st_size, st.st_mtime_ns)
         return out
 
+    def _pushed(self) -> dict[str, tuple[int, int]] | None:
+        """What the last push (or pull) left at the URL, by file: ``(size, mtime_ns)``; None if unknown."""
+        record = self.local / PUSHED
+        return {k: tuple(v) for k, v in json.loads(record.read_text()).items()} if record.exists() else None
+
     def _record(self, state: dict[str, tuple[int, int]]) -> None:
         (self.local / PUSHED).write_text(json.dumps({k: list(v) for k, v in state.items()}))
 
@@ -119,12 +124,10 @@ class Mirror:
         import shutil
 
         remote = self._remote_files()
-        record = self.local / PUSHED
-        if self.local.exists() and record.exists():
-            before = {k: tuple(v) for k, v in json.loads(record.read_text()).items()}
-            if self._local_files() != before:  # the last push failed: this copy holds what the URL lacks
-                raise UserError(f"config key '{self.key}': {self.local} holds files not yet at {self.url} (a push "
-                                "failed); fix access to the URL and rerun, or remove that folder to start from the URL")
+        before = self._pushed() if self.local.exists() else None
+        if before is not None and self._local_files() != before:  # a failed push: this copy holds what the URL lacks
+            raise UserError(f"config key '{self.key}': {self.local} holds files not yet at {self.url} (a push "
+                            "failed); fix access to the URL and rerun, or remove that folder to start from the URL")
         if self.local.exists():
             shutil.rmtree(self.local)
         self.local.mkdir(parents=True)
@@ -138,8 +141,7 @@ class Mirror:
     def push(self) -> int:
         """Uploads the files that changed since the last push and removes from the URL those the
         run removed; returns the files uploaded."""
-        pushed_file = self.local / PUSHED
-        before = {k: tuple(v) for k, v in json.loads(pushed_file.read_text()).items()} if pushed_file.exists() else {}
+        before = self._pushed() or {}
         now = self._local_files()
         base = self.root.rstrip("/")
         changed = [rel for rel, st in now.items() if before.get(rel) != st]
