@@ -78,3 +78,19 @@ def test_an_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):
             Checkpointer(d, keep=2)
     finally:
         subprocess.run(["chattr", "-i", str(d)])
+
+
+def test_the_extra_dict_is_saved_as_it_was_when_save_was_called(tmp_path):
+    """The writer is asynchronous: lists the caller changes after `save` returns (meta-train's
+    per-source sums) must not reach the checkpoint, or a resumed run logs other means."""
+    d = tmp_path / "checkpoints"
+    ckpt = Checkpointer(d, keep=5)
+    sums = {"json": [1.5, 2]}
+    ckpt.save(1, _state(1.0), {"by_source": sums})
+    sums["json"][0] += 100.0  # the next step accumulates in place while the save may still be running
+    sums["json"][1] += 1
+    ckpt.close()
+    again = Checkpointer(d, keep=5)
+    _, _, extra = again.restore_latest(abstract_like(_state(0.0)))
+    again.close()
+    assert extra["by_source"] == {"json": [1.5, 2]}

@@ -69,8 +69,10 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, extra: dict) -> None:
         """Saves arrays ``state`` and a JSON-serialisable ``extra`` dict at ``step`` (async); an
-        earlier save that failed in the background is raised here (`check`)."""
+        earlier save that failed in the background is raised here (`check`). ``extra`` is copied
+        now: the writer serialises it later, while the caller goes on changing its own lists."""
         self.check()
+        extra = json.loads(json.dumps(extra))
         self._check_space(state)
         with self._failure("saving"):
             self.manager.save(
