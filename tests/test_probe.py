@@ -110,13 +110,45 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
     assert len(targets["clean"]["tokens"]) > 0 and len(targets["heldout"]["tokens"]) == 8
     assert all(bytes(row) in wholly_clean for row in targets["clean"]["tokens"])
 
-    rows = probe(problem, theta, opt, train, targets, lambda lab, src: True, ages=[2, 0], steps=2, repeats=2,
-                 batch_size=B, seed=0)
+    rows = probe(problem, theta, opt, train, targets, {"nothing": lambda lab, src: True}, ages=[2, 0], steps=2,
+                 repeats=2, batch_size=B, seed=0)
     assert [(r["age"], r["target"]) for r in rows] == [(0, "heldout"), (0, "clean"), (2, "heldout"), (2, "clean")]
     for r in rows:  # every document good: the oracle weights are the uniform ones
         assert r["oracle"] == pytest.approx(r["uniform"], abs=1e-6) and abs(r["delta"]) < 1e-6
     assert abs(rows[2]["uniform"] - rows[0]["uniform"]) > 1e-3  # the LM trained between the ages
 
-    biased = probe(problem, theta, opt, train, targets, is_clean, ages=[0], steps=2, repeats=2, batch_size=B, seed=0)
+    biased = probe(problem, theta, opt, train, targets, {"bad": is_clean}, ages=[0], steps=2, repeats=2, batch_size=B,
+                   seed=0)
     assert biased[0]["uniform"] == pytest.approx(rows[0]["uniform"], abs=1e-6)  # the same draws
     assert abs(biased[0]["delta"]) > 1e-6 and np.isfinite(biased[0]["delta_se"])
+
+    # several oracles in one run: each is compared with the same uniform draws, in the order given
+    both = probe(problem, theta, opt, train, targets, {"bad": is_clean, "nothing": lambda lab, src: True}, ages=[0],
+                 steps=2, repeats=2, batch_size=B, seed=0)
+    assert [(r["rejected"], r["target"]) for r in both] == [("bad", "heldout"), ("bad", "clean"),
+                                                            ("nothing", "heldout"), ("nothing", "clean")]
+    assert both[0]["uniform"] == both[2]["uniform"] == pytest.approx(rows[0]["uniform"], abs=1e-6)
+    assert both[0]["delta"] == pytest.approx(biased[0]["delta"], abs=1e-6) and abs(both[2]["delta"]) < 1e-6
+
+
+def test_oracles_and_the_clean_target_of_the_probe_program():
+    from datarater.errors import UserError
+    from datarater.programs.probe import ALL, oracles_for, targets_for
+
+    labels = ["clean", "bad", "worse", "clean"]
+    assert list(oracles_for(labels, [], each=False)) == [ALL]
+    each = oracles_for(labels, ["bad"], each=True)
+    assert list(each) == ["bad", "worse"]  # the asked-for oracle first, then one per label but clean
+    assert [each["bad"](lab, "") for lab in ("clean", "bad", "worse")] == [True, False, True]
+    assert [oracles_for(labels, [], each=True)[ALL](lab, "") for lab in ("clean", "bad", "worse")] == [True, False, False]
+    with pytest.raises(UserError, match=r"probe\.reject.*\['typo'\].*labels found: \['bad', 'clean', 'worse'\]"):
+        oracles_for(labels, ["bad", "typo"], each=False)
+
+    # rejecting one kind keeps the target wholly clean: rows with another kind of junk are not in it
+    rng = np.random.default_rng(4)
+    docs = [(Document(f"d{i}", "", "s", ["clean", "bad", "worse"][i % 3]), rng.integers(3, 259, 20).astype(np.int32))
+            for i in range(60)]
+    held = pack_documents(docs, L, ByteTokenizer(), "heldout", add_bos=True, add_eos=True)
+    clean = {bytes(r) for r in held.tokens[row_clean_fraction(held, lambda lab, src: lab == "clean") == 1.0]}
+    picked = targets_for(held, rows=64, seed=0)["clean"]["tokens"]
+    assert len(picked) == len(clean) > 0 and all(bytes(r) in clean for r in picked)

@@ -150,6 +150,7 @@ class ProbeConfig:
     repeats: int = 8  # draws of T batches averaged at each age
     heldout_rows: int = 256  # rows of each target batch
     reject: list[str] = field(default_factory=list)  # labels the oracle weights at 0 (empty: all but clean)
+    each: bool = False  # also one oracle per label but clean, rejecting that label alone (same draws)
 
 
 @dataclass

@@ -4,14 +4,15 @@ For an inner LM at some age, `lookahead_loss` takes the ``T`` inner steps of a m
 (`MetaProblem.lm_update`, the same update meta-training unrolls) on given batches with given row
 weights, and returns the held-out loss ``L_out`` there. `probe` compares uniform weights (what an
 untrained rater gives) with oracle weights (each row weighted by its share of tokens from good
-documents, so wholly corrupted rows get zero) at several ages of one LM. A negative
+documents, so wholly corrupted rows get zero; one oracle per set of rejected labels, all on the
+same draws) at several ages of one LM. A negative
 ``delta = oracle - uniform`` says the objective rewards rejecting the bad rows at that age: a rater
 can only learn a preference the objective has at the ages its population spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 
 import jax
@@ -98,44 +99,56 @@ def probe_targets(heldout: PackedSequences, is_good: IsGood, rows: int, seed: in
 
 
 def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequences, targets: dict[str, Batch],
-          is_good: IsGood, ages: Iterable[int], steps: int, repeats: int, batch_size: int, seed: int = 0) -> list[dict]:
-    """Look-ahead losses under uniform and oracle weights at each age of one inner LM.
+          oracles: Mapping[str, IsGood], ages: Iterable[int], steps: int, repeats: int, batch_size: int,
+          seed: int = 0) -> list[dict]:
+    """Look-ahead losses under uniform weights and under each oracle's at each age of one inner LM.
 
     The LM ``(lm_params, opt_state)`` (age 0) trains with uniform weights on shuffled batches of
     ``train`` up to each of ``ages`` in turn (ascending; one LM, continued). At each age, ``repeats``
     draws of ``steps`` random batches of ``batch_size`` rows each are looked ahead from the same
-    state twice, with uniform weights and with oracle weights (`row_clean_fraction` of each row),
-    and the outer loss is read on every batch of ``targets`` (`probe_targets`). Returns one row per
-    age and target: ``{age, target, uniform, oracle, delta, delta_se}``, the losses averaged over the
-    draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over the draws
-    (NaN for one draw).
+    state with uniform weights and with each oracle's weights (`row_clean_fraction` of each row under
+    ``oracles[name]``), all on the same draws, and the outer loss is read on every batch of
+    ``targets`` (`probe_targets`). Returns one row per age, oracle and target: ``{age, rejected,
+    target, uniform, oracle, delta, delta_se}`` (``rejected`` the oracle's name), the losses averaged
+    over the draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over
+    the draws (NaN for one draw).
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"need steps >= 1 and repeats >= 1, got {steps}, {repeats}")
-    oracle_all = row_clean_fraction(train, is_good).astype(np.float32)
+    if not oracles:
+        raise ValueError("probe needs at least one oracle")
+    weights_of = {name: row_clean_fraction(train, good).astype(np.float32) for name, good in oracles.items()}
     names = list(targets)  # the caller's order (device_put sorts a dict's keys)
     targets = jax.device_put({name: _fields(batch) for name, batch in targets.items()})
     aging = make_iterator(train_batches(train, batch_size, seed))
     rng = np.random.default_rng(seed + 1)
     one = np.ones((1, batch_size), np.float32)
     theta, opt, age, out = lm_params, opt_state, 0, []
+
+    def losses(batches, weights) -> dict[str, float]:
+        got = jax.device_get(_lookahead_losses(problem, theta, opt, batches, weights, targets))
+        return {name: float(v) for name, v in got.items()}
+
     for target_age in sorted(set(ages)):
         while age < target_age:
             batch = {k: v[None] for k, v in _fields(next(aging)).items()}
             theta, opt = _advance(problem, theta, opt, batch, one)
             age += 1
-        uniform, oracle = {n: [] for n in names}, {n: [] for n in names}
+        uniform = {n: [] for n in names}
+        oracle = {(o, n): [] for o in oracles for n in names}
         for _ in range(repeats):
             index = np.stack([rng.choice(len(train), batch_size, replace=False) for _ in range(steps)])
             batches = {k: getattr(train, k)[index] for k in FIELDS}
-            for weights, acc in ((np.ones(index.shape, np.float32), uniform), (oracle_all[index], oracle)):
-                losses = jax.device_get(_lookahead_losses(problem, theta, opt, batches, weights, targets))
-                for name, value in losses.items():
-                    acc[name].append(float(value))
-        for name in names:
-            u, o = np.array(uniform[name]), np.array(oracle[name])
-            d = o - u
-            se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-            out.append({"age": age, "target": name, "uniform": float(u.mean()), "oracle": float(o.mean()),
-                        "delta": float(d.mean()), "delta_se": se})
+            for name, value in losses(batches, np.ones(index.shape, np.float32)).items():
+                uniform[name].append(value)
+            for o, w in weights_of.items():
+                for name, value in losses(batches, w[index]).items():
+                    oracle[o, name].append(value)
+        for o in oracles:
+            for name in names:
+                u, v = np.array(uniform[name]), np.array(oracle[o, name])
+                d = v - u
+                se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+                out.append({"age": age, "rejected": o, "target": name, "uniform": float(u.mean()),
+                            "oracle": float(v.mean()), "delta": float(d.mean()), "delta_se": se})
     return out

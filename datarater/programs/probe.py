@@ -6,7 +6,9 @@ from the same state on the same random batches, with uniform weights and with or
 row's share of tokens from good documents), and measures the outer loss after them on the
 same-corpus held-out split (the paper's objective) and on held-out rows that are wholly clean (a
 clean target). ``delta = oracle - uniform`` below zero says the objective rewards rejecting that
-data at that age; at zero or above, a rater cannot learn to reject it from that objective.
+data at that age; at zero or above, a rater cannot learn to reject it from that objective. With
+``probe.each`` the same draws are also looked ahead with one oracle per label, rejecting that label
+alone: which kinds of data the objective rewards rejecting, one by one.
 
     RUN/probe.json   the rows (age, target, uniform, oracle, delta, delta_se) and the setup
     RUN/probe.png    delta against age, one line per target
@@ -26,15 +28,44 @@ from datarater.config import ProbeProgram, QuickstartProgram
 from datarater.console import result, say
 from datarater.errors import UserError
 
+ALL = "every label but clean"
+
+
+def oracles_for(labels: list[str], reject: list[str], each: bool) -> dict:
+    """``{what is rejected: is_good(label, source)}``: the oracle rejecting ``reject`` (every label
+    but clean when empty) and, with ``each``, one per label but clean rejecting it alone. A label
+    in ``reject`` that no training document carries is a UserError naming ``probe.reject``."""
+    present = sorted(set(labels))
+    unknown = [lab for lab in reject if lab not in present]
+    if unknown:
+        raise UserError(f"config key 'probe.reject': no training document is labelled {unknown}; "
+                        f"labels found: {present}")
+    out = {" ".join(reject): (lambda label, source: label not in reject)} if reject else \
+        {ALL: (lambda label, source: label == "clean")}
+    if each:
+        for lab in present:
+            if lab != "clean":
+                out.setdefault(lab, lambda label, source, lab=lab: label != lab)
+    return out
+
+
+def targets_for(held, rows: int, seed: int) -> dict:
+    """The probe's outer-loss batches: the held-out split, and its wholly ``clean`` rows whatever the
+    oracles reject (not the rows an oracle keeps, which may hold other kinds of junk)."""
+    from datarater.meta.probe import probe_targets
+
+    return probe_targets(held, lambda label, source: label == "clean", rows, seed)
+
 
 def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: list[int], steps: int = 0,
-                    repeats: int = 8, heldout_rows: int = 256, reject: list[str] | None = None) -> dict:
+                    repeats: int = 8, heldout_rows: int = 256, reject: list[str] | None = None,
+                    each: bool = False) -> dict:
     """Runs the probe with ``prog``'s model, corpus, data, inner optimiser and meta settings."""
     from datarater.data.corpus import load_splits
     from datarater.data.tokenizer import make_tokenizer
     from datarater.eval.report.plots import plot_probe
     from datarater.meta.core import MetaProblem
-    from datarater.meta.probe import probe, probe_targets, row_clean_fraction
+    from datarater.meta.probe import probe, row_clean_fraction
     from datarater.parallel.mesh import make_mesh
     from datarater.train.optimizer import make_optimizer
     from datarater.train.state import init_lm
@@ -49,27 +80,27 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     if not any(train.labels):
         raise UserError(f"probe: the corpus {prog.corpus.name} carries no labels (the oracle needs them): "
                         "use a labelled corpus, e.g. corpus=embedded")
-    if reject:
-        is_good, rejected = (lambda label, source: label not in reject), " ".join(reject)
-    else:
-        is_good, rejected = (lambda label, source: label == "clean"), "every label but clean"
+    oracles = oracles_for(train.labels, list(reject or []), each)
+    rejected = ", ".join(oracles)
     inner_tx = make_optimizer(dataclasses.replace(inner, steps=m.lifetime), eps_root=m.inner_eps_root)
     lm = init_lm(prog.model, m.seed, make_mesh(prog.mesh), prog.mesh.rules, inner_tx)
     problem = MetaProblem(lm.graphdef, None, inner_tx, m.grad_mode)
-    targets = probe_targets(held, is_good, heldout_rows, m.seed)
-    share = float(np.mean(row_clean_fraction(train, is_good)))
-    say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {rejected}); "
+    targets = targets_for(held, heldout_rows, m.seed)
+    shares = {name: float(np.mean(row_clean_fraction(train, good))) for name, good in oracles.items()}
+    share = next(iter(shares.values()))
+    say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
+        f"{f'; and {len(oracles) - 1} labels one by one' if len(oracles) > 1 else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
-    rows = probe(problem, lm.params, lm.opt_state, train, targets, is_good, sorted(ages), steps, repeats,
+    rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, sorted(ages), steps, repeats,
                  m.inner_batch_size, m.seed)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     setup = {"corpus": prog.corpus.name, "model": prog.model.name, "steps": steps, "batch_size": m.inner_batch_size,
              "repeats": repeats, "heldout_rows": heldout_rows, "lifetime": m.lifetime, "rejected": rejected,
-             "good_token_share": share, "seconds": seconds}
+             "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
     plain = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()} for r in rows]
     (out / "probe.json").write_text(json.dumps({"setup": setup, "rows": plain}, indent=2) + "\n")
-    title = f"{prog.model.name} on {prog.corpus.name}, T={steps}, B={m.inner_batch_size}, rejected: {rejected}"
+    title = f"{prog.model.name} on {prog.corpus.name}, T={steps}, B={m.inner_batch_size}"
     png = plot_probe(out, plain, title)
     (out / "probe.md").write_text(probe_markdown(plain, setup, png))
     return {"rows": plain, "setup": setup}
@@ -78,15 +109,28 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
 def probe_markdown(rows: list[dict], setup: dict, png: str) -> str:
     lines = ["## What the objective wants (probe)", "",
              f"Outer loss after T={setup['steps']} inner steps from one {setup['model']} LM at each age, with uniform "
-             f"weights and with oracle weights (rejected: {setup['rejected']}; {setup['repeats']} draws of batches of "
-             f"{setup['batch_size']}), on the same-corpus held-out split (`heldout`, the paper's objective) and on "
-             "wholly clean held-out rows (`clean`). Delta < 0: the objective rewards rejecting that data at that age.",
-             "", "| age | outer loss on | uniform | oracle | delta | s.e. |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        se = "–" if r["delta_se"] is None else f"{r['delta_se']:.5f}"
-        lines.append(f"| {r['age']} | {r['target']} | {r['uniform']:.4f} | {r['oracle']:.4f} | {r['delta']:+.5f} | {se} |")
-    lines += ["", f"![objective probe](probe/{png})", ""]
+             f"weights and with oracle weights that reject the data named in each row ({setup['repeats']} draws of "
+             f"batches of {setup['batch_size']}, the same draws for every oracle), on the same-corpus held-out split "
+             "(`heldout`, the paper's objective) and on wholly clean held-out rows (`clean`). Each cell is "
+             "delta = oracle - uniform (nats) ± its standard error over the draws; delta < 0: the objective "
+             "rewards rejecting that data at that age, at 0 or above a rater cannot learn to reject it from it.", ""]
+    ages = sorted(dict.fromkeys(r["age"] for r in rows))
+    for target in dict.fromkeys(r["target"] for r in rows):
+        lines += [f"Outer loss on `{target}`:", "", "| rejected | " + " | ".join(f"age {a}" for a in ages) + " |",
+                  "|---|" + "---|" * len(ages)]
+        for rejected in dict.fromkeys(r.get("rejected", setup["rejected"]) for r in rows):
+            cells = {r["age"]: r for r in rows if r["target"] == target and r.get("rejected", setup["rejected"]) == rejected}
+            lines.append(f"| {rejected} | " + " | ".join(_cell(cells.get(a)) for a in ages) + " |")
+        lines.append("")
+    lines += [f"![objective probe](probe/{png})", ""]
     return "\n".join(lines)
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "–"
+    se = "" if r["delta_se"] is None else f" ± {r['delta_se']:.5f}"
+    return f"{r['delta']:+.5f}{se}"
 
 
 def run(prog: ProbeProgram) -> dict:
@@ -94,10 +138,12 @@ def run(prog: ProbeProgram) -> dict:
 
     run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=())
     p = prog.probe
-    out = probe_objective(prog, run_dir, list(p.ages), p.steps, p.repeats, p.heldout_rows, list(p.reject))
-    result(f"{'age':>5}  {'target':<8}  {'uniform':>8}  {'oracle':>8}  {'delta':>9}  {'se':>7}")
+    out = probe_objective(prog, run_dir, list(p.ages), p.steps, p.repeats, p.heldout_rows, list(p.reject), p.each)
+    width = max(8, *(len(r["rejected"]) for r in out["rows"]))
+    result(f"{'age':>5}  {'rejected':<{width}}  {'target':<8}  {'uniform':>8}  {'oracle':>8}  {'delta':>9}  {'se':>7}")
     for r in out["rows"]:
         se = float("nan") if r["delta_se"] is None else r["delta_se"]
-        result(f"{r['age']:>5}  {r['target']:<8}  {r['uniform']:8.4f}  {r['oracle']:8.4f}  {r['delta']:+9.5f}  {se:7.5f}")
+        result(f"{r['age']:>5}  {r['rejected']:<{width}}  {r['target']:<8}  {r['uniform']:8.4f}  {r['oracle']:8.4f}  "
+               f"{r['delta']:+9.5f}  {se:7.5f}")
     say(f"[probe] {out['setup']['seconds']:.0f} s; wrote {run_dir / 'probe.json'}, probe.png and probe.md")
     return out

@@ -140,7 +140,8 @@ def run(prog: QuickstartProgram) -> dict:
 
 
 def run_probe(prog: QuickstartProgram, run: Path) -> None:
-    """The probe of what each objective wants (`datarater.meta.probe`), written to RUN/probe/."""
+    """The probe of what each objective wants (`datarater.meta.probe`), rejecting every corrupted
+    kind and each kind alone (what the audit can expect the rater to learn), written to RUN/probe/."""
     from datarater.programs.probe import probe_objective
 
-    probe_objective(prog, run / "probe", ages=list(prog.quickstart.probe_ages))
+    probe_objective(prog, run / "probe", ages=list(prog.quickstart.probe_ages), each=True)

@@ -338,18 +338,34 @@ def plot_nll_delta(out_dir: Path, run_names: list[str], groups: list[str], delta
     return _save(fig, out_dir, f"nll_delta_by_{what}.png")
 
 
+def plt_colours(n: int) -> list:
+    """``n`` distinguishable colours (tab10 up to 10, tab20 beyond)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i) for i in range(n)]
+
+
 def plot_probe(out_dir: Path, rows: Sequence[Mapping], title: str) -> str:
     """The objective probe: outer loss with oracle minus uniform weights against inner-LM age, one
-    line per target, with standard-error bars (`datarater.meta.probe`)."""
-    fig = _new_figure(6.4, 4.0)
-    ax = fig.subplots()
-    for target in dict.fromkeys(r["target"] for r in rows):
-        mine = [r for r in rows if r["target"] == target]
-        se = [0.0 if r["delta_se"] is None or np.isnan(r["delta_se"]) else r["delta_se"] for r in mine]
-        ax.errorbar([r["age"] for r in mine], [r["delta"] for r in mine], yerr=se, marker="o", capsize=3, label=target)
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("inner LM age (steps)")
-    ax.set_ylabel("outer loss, oracle - uniform (nats)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(title="outer loss on")
+    panel per target and one line per oracle (what it rejects), with standard-error bars
+    (`datarater.meta.probe`)."""
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    oracles = list(dict.fromkeys(r.get("rejected", "") for r in rows))
+    fig = _new_figure(4.6 * len(targets) + (1.8 if len(oracles) > 1 else 0.0), 4.0)
+    axes = np.atleast_1d(fig.subplots(1, len(targets), sharey=True))
+    colours = plt_colours(len(oracles))
+    for ax, target in zip(axes, targets, strict=True):
+        for oracle, colour in zip(oracles, colours, strict=True):
+            mine = [r for r in rows if r["target"] == target and r.get("rejected", "") == oracle]
+            se = [0.0 if r["delta_se"] is None or np.isnan(r["delta_se"]) else r["delta_se"] for r in mine]
+            ax.errorbar([r["age"] for r in mine], [r["delta"] for r in mine], yerr=se, marker="o", capsize=3,
+                        label=oracle or None, lw=2.0 if oracle == oracles[0] else 1.0, color=colour)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel("inner LM age (steps)")
+        ax.set_title(f"outer loss on {target}", fontsize=9)
+    axes[0].set_ylabel("outer loss, oracle - uniform (nats)")
+    if any(oracles):
+        axes[-1].legend(title="rejected", fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title, fontsize=9)
     return _save(fig, out_dir, "probe.png")
