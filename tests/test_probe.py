@@ -133,7 +133,9 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
 
 def test_oracles_and_the_clean_target_of_the_probe_program():
     from datarater.errors import UserError
-    from datarater.programs.probe import ALL, oracles_for, targets_for
+    from datarater.programs.probe import oracles_for, targets_for
+
+    ALL = "every label but clean"
 
     labels = ["clean", "bad", "worse", "clean"]
     assert list(oracles_for(labels, [], each=False)) == [ALL]
@@ -143,6 +145,10 @@ def test_oracles_and_the_clean_target_of_the_probe_program():
     assert [oracles_for(labels, [], each=True)[ALL](lab, "") for lab in ("clean", "bad", "worse")] == [True, False, False]
     with pytest.raises(UserError, match=r"probe\.reject.*\['typo'\].*labels found: \['bad', 'clean', 'worse'\]"):
         oracles_for(labels, ["bad", "typo"], each=False)
+    by_source = oracles_for(["wiki", "tables", "latex"], [], each=True, by="source", keep=["wiki"])
+    assert list(by_source) == ["every source but wiki", "latex", "tables"]
+    assert [by_source["latex"]("clean", s) for s in ("wiki", "latex", "tables")] == [True, False, True]
+    assert [by_source["every source but wiki"]("", s) for s in ("wiki", "latex")] == [True, False]
 
     # rejecting one kind keeps the target wholly clean: rows with another kind of junk are not in it
     rng = np.random.default_rng(4)
@@ -152,3 +158,18 @@ def test_oracles_and_the_clean_target_of_the_probe_program():
     clean = {bytes(r) for r in held.tokens[row_clean_fraction(held, lambda lab, src: lab == "clean") == 1.0]}
     picked = targets_for(held, rows=64, seed=0)["clean"]["tokens"]
     assert len(picked) == len(clean) > 0 and all(bytes(r) in clean for r in picked)
+
+
+def test_the_probe_target_follows_meta_target_and_bad_settings_are_named():
+    from datarater.config import TargetConfig
+    from datarater.errors import UserError
+    from datarater.programs.probe import target_rule
+
+    name, is_target = target_rule(TargetConfig(sources=["wiki"]), "source")
+    assert name == "target" and is_target("", "wiki") and not is_target("clean", "web")
+    name, is_target = target_rule(TargetConfig(labels=["clean"]), "label")
+    assert name == "clean" and is_target("clean", "web") and not is_target("bad", "web")
+    assert target_rule(TargetConfig(), "label")[0] == "clean"
+    with pytest.raises(UserError, match=r"probe\.by.*meta\.target\.sources"):
+        target_rule(TargetConfig(), "source")
+    assert target_rule(TargetConfig(paths=["x.jsonl"]), "label")[0] == "target"  # meta-training's own target rows

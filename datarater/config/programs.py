@@ -151,6 +151,7 @@ class ProbeConfig:
     heldout_rows: int = 256  # rows of each target batch
     reject: list[str] = field(default_factory=list)  # labels the oracle weights at 0 (empty: all but clean)
     each: bool = False  # also one oracle per label but clean, rejecting that label alone (same draws)
+    by: str = "label"  # label | source (oracles reject sources; the target is meta.target.sources)
 
 
 @dataclass

@@ -84,18 +84,23 @@ def lookahead_loss(lm_params: dict, opt_state, batches: Batch, weights, heldout_
     return float(losses["target"])
 
 
-def probe_targets(heldout: PackedSequences, is_good: IsGood, rows: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def probe_targets(heldout: PackedSequences, is_good: IsGood, rows: int, seed: int, name: str = "clean",
+                  target: PackedSequences | None = None) -> dict[str, dict[str, np.ndarray]]:
     """The outer losses' batches: ``heldout``, up to ``rows`` random rows of the held-out split (the
-    objective meta-training uses), and ``clean``, up to ``rows`` random held-out rows whose tokens all
-    come from documents that pass ``is_good``."""
+    objective meta-training uses), and ``name`` (default ``clean``), up to ``rows`` random rows of
+    ``target`` (the packed outer-loss rows of ``meta.target``) or, without it, of the held-out rows
+    whose tokens all come from documents that pass ``is_good``."""
     rng = np.random.default_rng(seed)
-    clean_rows = np.flatnonzero(row_clean_fraction(heldout, is_good) == 1.0)
-    if not len(clean_rows):
-        raise UserError("no held-out row is wholly from documents the probe counts as good: the corpus needs "
-                        "document labels (corpus=embedded has them) and some clean documents")
-    pick = {"heldout": rng.choice(len(heldout), min(rows, len(heldout)), replace=False),
-            "clean": rng.choice(clean_rows, min(rows, len(clean_rows)), replace=False)}
-    return {name: {k: getattr(heldout, k)[np.sort(i)] for k in FIELDS} for name, i in pick.items()}
+    source = heldout if target is None else target
+    pool = np.flatnonzero(row_clean_fraction(heldout, is_good) == 1.0) if target is None else \
+        np.flatnonzero((target.segment_ids > 0).any(axis=1))
+    if not len(pool):
+        raise UserError(f"probe: no held-out row is wholly from the {name} documents: the corpus needs document "
+                        "labels (corpus=embedded has them) and some clean documents, or a target "
+                        "(meta.target.sources / labels / paths)")
+    pick = {"heldout": (heldout, rng.choice(len(heldout), min(rows, len(heldout)), replace=False)),
+            name: (source, rng.choice(pool, min(rows, len(pool)), replace=False))}
+    return {n: {k: getattr(packed, k)[np.sort(i)] for k in FIELDS} for n, (packed, i) in pick.items()}
 
 
 def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequences, targets: dict[str, Batch],

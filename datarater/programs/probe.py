@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,40 +29,65 @@ from datarater.config import ProbeProgram, QuickstartProgram
 from datarater.console import result, say
 from datarater.errors import UserError
 
-ALL = "every label but clean"
+BY = ("label", "source")
 
 
-def oracles_for(labels: list[str], reject: list[str], each: bool) -> dict:
-    """``{what is rejected: is_good(label, source)}``: the oracle rejecting ``reject`` (every label
-    but clean when empty) and, with ``each``, one per label but clean rejecting it alone. A label
-    in ``reject`` that no training document carries is a UserError naming ``probe.reject``."""
-    present = sorted(set(labels))
-    unknown = [lab for lab in reject if lab not in present]
+def target_rule(target, by: str) -> tuple[str, Callable[[str, str], bool]]:
+    """The probe's second outer loss, besides the held-out split: ``(name, is_target(label, source))``,
+    the held-out rows of ``meta.target``'s selection, or with no target the wholly ``clean`` rows."""
+    if target.mode != "heldout":  # the rows are meta-training's own outer-loss rows (`pack_target`)
+        sources, labels = list(target.sources), list(target.labels)
+        name = "clean" if labels == ["clean"] and not sources and target.mode == "selection" else "target"
+        return name, lambda label, source: (not sources or source in sources) and (not labels or label in labels)
+    if by == "source":
+        raise UserError("config key 'probe.by': 'source' needs a target selected by meta.target.sources=[...] "
+                        "(the sources an oracle keeps, and the outer loss the probe reads)")
+    return "clean", lambda label, source: label == "clean"
+
+
+def oracles_for(values: list[str], reject: list[str], each: bool, by: str = "label",
+                keep: list[str] | None = None) -> dict:
+    """``{what is rejected: is_good(label, source)}`` over the training documents' ``values`` of
+    ``by`` (label or source): the oracle rejecting ``reject`` (when empty, every value but
+    ``keep``, default ``[clean]``) and, with ``each``, one per value outside ``keep`` rejecting it
+    alone. A value in ``reject`` that no training document has is a UserError naming ``probe.reject``."""
+    keep = list(keep or ["clean"])
+    present = sorted(set(values))
+    unknown = [v for v in reject if v not in present]
     if unknown:
-        raise UserError(f"config key 'probe.reject': no training document is labelled {unknown}; "
-                        f"labels found: {present}")
-    out = {" ".join(reject): (lambda label, source: label not in reject)} if reject else \
-        {ALL: (lambda label, source: label == "clean")}
+        raise UserError(f"config key 'probe.reject': no training document has {by} {unknown}; "
+                        f"{by}s found: {present}")
+
+    def value(label: str, source: str) -> str:
+        return label if by == "label" else source
+
+    out = {" ".join(reject): (lambda label, source: value(label, source) not in reject)} if reject else \
+        {f"every {by} but {', '.join(keep)}": (lambda label, source: value(label, source) in keep)}
     if each:
-        for lab in present:
-            if lab != "clean":
-                out.setdefault(lab, lambda label, source, lab=lab: label != lab)
+        for v in present:
+            if v not in keep:
+                out.setdefault(v, lambda label, source, v=v: value(label, source) != v)
     return out
 
 
-def targets_for(held, rows: int, seed: int) -> dict:
-    """The probe's outer-loss batches: the held-out split, and its wholly ``clean`` rows whatever the
+def targets_for(held, rows: int, seed: int, rule: tuple[str, Callable[[str, str], bool]] | None = None,
+                target=None) -> dict:
+    """The probe's outer-loss batches: the held-out split, and the target's rows: those of
+    ``target`` (meta-training's packed outer-loss rows of ``meta.target``) or, without it, the
+    held-out rows wholly from ``rule``'s documents (default the ``clean`` ones), whatever the
     oracles reject (not the rows an oracle keeps, which may hold other kinds of junk)."""
     from datarater.meta.probe import probe_targets
 
-    return probe_targets(held, lambda label, source: label == "clean", rows, seed)
+    name, is_target = rule or ("clean", lambda label, source: label == "clean")
+    return probe_targets(held, is_target, rows, seed, name=name, target=target)
 
 
 def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: list[int], steps: int = 0,
                     repeats: int = 8, heldout_rows: int = 256, reject: list[str] | None = None,
-                    each: bool = False) -> dict:
+                    each: bool = False, by: str = "label") -> dict:
     """Runs the probe with ``prog``'s model, corpus, data, inner optimiser and meta settings."""
-    from datarater.data.corpus import load_splits
+    from datarater.data.corpus import pack_split
+    from datarater.data.target import pack_target, read_with_target
     from datarater.data.tokenizer import make_tokenizer
     from datarater.eval.report.plots import plot_probe
     from datarater.meta.core import MetaProblem
@@ -74,29 +100,38 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     inner = prog.inner if isinstance(prog, QuickstartProgram) else prog.train
     m = prog.meta
     steps = steps or m.unroll
+    if by not in BY:
+        raise UserError(f"config key 'probe.by': {by!r} is not one of {list(BY)}")
+    rule = target_rule(m.target, by)
     tok = make_tokenizer(prog.data)
-    splits = load_splits(prog.corpus, prog.data, tok, splits=("train", "heldout"), on_build=say)
-    train, held = splits["train"], splits["heldout"]
-    if not any(train.labels):
+    # read as meta-training reads: the same target rows, with the same checks of the target
+    resolved = read_with_target(prog.corpus, tok, m.target, ("train", "heldout"), on_build=say)
+    train, held = (pack_split(resolved.splits[s], prog.data, tok, s) for s in ("train", "heldout"))
+    target_rows = pack_target(resolved, prog.data, tok)[0] if m.target.mode != "heldout" else None
+    if by == "label" and not any(train.labels):
         raise UserError(f"probe: the corpus {prog.corpus.name} carries no labels (the oracle needs them): "
-                        "use a labelled corpus, e.g. corpus=embedded")
-    oracles = oracles_for(train.labels, list(reject or []), each)
+                        "use a labelled corpus, e.g. corpus=embedded, or probe.by=source with meta.target.sources")
+    if by == "label":
+        oracles = oracles_for(train.labels, list(reject or []), each, "label", list(m.target.labels) or ["clean"])
+    else:
+        oracles = oracles_for(train.sources, list(reject or []), each, "source", list(m.target.sources))
     rejected = ", ".join(oracles)
     inner_tx = make_optimizer(dataclasses.replace(inner, steps=m.lifetime), eps_root=m.inner_eps_root)
     lm = init_lm(prog.model, m.seed, make_mesh(prog.mesh), prog.mesh.rules, inner_tx)
     problem = MetaProblem(lm.graphdef, None, inner_tx, m.grad_mode)
-    targets = targets_for(held, heldout_rows, m.seed)
+    targets = targets_for(held, heldout_rows, m.seed, rule, target_rows)
     shares = {name: float(np.mean(row_clean_fraction(train, good))) for name, good in oracles.items()}
     share = next(iter(shares.values()))
     say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
-        f"{f'; and {len(oracles) - 1} labels one by one' if len(oracles) > 1 else ''}); "
+        f"{f'; and {len(oracles) - 1} {by}s one by one' if len(oracles) > 1 else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
     rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, sorted(ages), steps, repeats,
                  m.inner_batch_size, m.seed)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     setup = {"corpus": prog.corpus.name, "model": prog.model.name, "steps": steps, "batch_size": m.inner_batch_size,
-             "repeats": repeats, "heldout_rows": heldout_rows, "lifetime": m.lifetime, "rejected": rejected,
+             "repeats": repeats, "heldout_rows": heldout_rows, "lifetime": m.lifetime, "rejected": rejected, "by": by,
+             "target": rule[0],
              "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
     plain = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()} for r in rows]
     (out / "probe.json").write_text(json.dumps({"setup": setup, "rows": plain}, indent=2) + "\n")
@@ -138,7 +173,8 @@ def run(prog: ProbeProgram) -> dict:
 
     run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=())
     p = prog.probe
-    out = probe_objective(prog, run_dir, list(p.ages), p.steps, p.repeats, p.heldout_rows, list(p.reject), p.each)
+    out = probe_objective(prog, run_dir, list(p.ages), p.steps, p.repeats, p.heldout_rows, list(p.reject), p.each,
+                          p.by)
     width = max(8, *(len(r["rejected"]) for r in out["rows"]))
     result(f"{'age':>5}  {'rejected':<{width}}  {'target':<8}  {'uniform':>8}  {'oracle':>8}  {'delta':>9}  {'se':>7}")
     for r in out["rows"]:
