@@ -127,7 +127,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
     atexit.register(metrics.close)  # also when the run stops on an error
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),
-                                                      "by_source": {k: list(v) for k, v in by_source.items()},
+                                                      "by_source": dict(by_source),  # Checkpointer.save copies it
                                                       "provenance": {"program": "meta-train", "datarater": __version__,
                                                                      "config_digest": config_digest(run_dir)}}))
     if mirror is not None:  # each finished checkpoint reaches the URL

@@ -36,9 +36,12 @@ def target_rule(target, by: str) -> tuple[str, Callable[[str, str], bool]]:
     """The probe's second outer loss, besides the held-out split: ``(name, is_target(label, source))``,
     the held-out rows of ``meta.target``'s selection, or with no target the wholly ``clean`` rows."""
     if target.mode != "heldout":  # the rows are meta-training's own outer-loss rows (`pack_target`)
-        sources, labels = list(target.sources), list(target.labels)
-        name = "clean" if labels == ["clean"] and not sources and target.mode == "selection" else "target"
-        return name, lambda label, source: (not sources or source in sources) and (not labels or label in labels)
+        from datarater.data.documents import Document
+        from datarater.data.target import _matches
+
+        name = "clean" if list(target.labels) == ["clean"] and not target.sources and target.mode == "selection" \
+            else "target"
+        return name, lambda label, source: _matches(Document("", "", source, label), target)
     if by == "source":
         raise UserError("config key 'probe.by': 'source' needs a target selected by meta.target.sources=[...] "
                         "(the sources an oracle keeps, and the outer loss the probe reads)")
@@ -108,10 +111,10 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     resolved = read_with_target(prog.corpus, tok, m.target, ("train", "heldout"), on_build=say)
     train, held = (pack_split(resolved.splits[s], prog.data, tok, s) for s in ("train", "heldout"))
     target_rows = pack_target(resolved, prog.data, tok)[0] if m.target.mode != "heldout" else None
-    if by == "label" and not any(train.labels):
-        raise UserError(f"probe: the corpus {prog.corpus.name} carries no labels (the oracle needs them): "
-                        "use a labelled corpus, e.g. corpus=embedded, or probe.by=source with meta.target.sources")
     if by == "label":
+        if not any(train.labels):
+            raise UserError(f"probe: the corpus {prog.corpus.name} carries no labels (the oracle needs them): "
+                            "use a labelled corpus, e.g. corpus=embedded, or probe.by=source with meta.target.sources")
         oracles = oracles_for(train.labels, list(reject or []), each, "label", list(m.target.labels) or ["clean"])
     else:
         oracles = oracles_for(train.sources, list(reject or []), each, "source", list(m.target.sources))
@@ -153,8 +156,8 @@ def probe_markdown(rows: list[dict], setup: dict, png: str) -> str:
     for target in dict.fromkeys(r["target"] for r in rows):
         lines += [f"Outer loss on `{target}`:", "", "| rejected | " + " | ".join(f"age {a}" for a in ages) + " |",
                   "|---|" + "---|" * len(ages)]
-        for rejected in dict.fromkeys(r.get("rejected", setup["rejected"]) for r in rows):
-            cells = {r["age"]: r for r in rows if r["target"] == target and r.get("rejected", setup["rejected"]) == rejected}
+        for rejected in dict.fromkeys(r["rejected"] for r in rows):
+            cells = {r["age"]: r for r in rows if r["target"] == target and r["rejected"] == rejected}
             lines.append(f"| {rejected} | " + " | ".join(_cell(cells.get(a)) for a in ages) + " |")
         lines.append("")
     lines += [f"![objective probe](probe/{png})", ""]

@@ -338,11 +338,11 @@ def plot_nll_delta(out_dir: Path, run_names: list[str], groups: list[str], delta
     return _save(fig, out_dir, f"nll_delta_by_{what}.png")
 
 
-def plt_colours(n: int) -> list:
+def _line_colors(n: int) -> list:
     """``n`` distinguishable colours (tab10 up to 10, tab20 beyond)."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i) for i in range(n)]
 
 
@@ -351,13 +351,13 @@ def plot_probe(out_dir: Path, rows: Sequence[Mapping], title: str) -> str:
     panel per target and one line per oracle (what it rejects), with standard-error bars
     (`datarater.meta.probe`)."""
     targets = list(dict.fromkeys(r["target"] for r in rows))
-    oracles = list(dict.fromkeys(r.get("rejected", "") for r in rows))
+    oracles = list(dict.fromkeys(r["rejected"] for r in rows))
     fig = _new_figure(4.6 * len(targets) + (1.8 if len(oracles) > 1 else 0.0), 4.0)
     axes = np.atleast_1d(fig.subplots(1, len(targets), sharey=True))
-    colours = plt_colours(len(oracles))
+    colours = _line_colors(len(oracles))
     for ax, target in zip(axes, targets, strict=True):
         for oracle, colour in zip(oracles, colours, strict=True):
-            mine = [r for r in rows if r["target"] == target and r.get("rejected", "") == oracle]
+            mine = [r for r in rows if r["target"] == target and r["rejected"] == oracle]
             se = [0.0 if r["delta_se"] is None or np.isnan(r["delta_se"]) else r["delta_se"] for r in mine]
             ax.errorbar([r["age"] for r in mine], [r["delta"] for r in mine], yerr=se, marker="o", capsize=3,
                         label=oracle or None, lw=2.0 if oracle == oracles[0] else 1.0, color=colour)
