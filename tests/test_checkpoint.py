@@ -80,15 +80,21 @@ def test_an_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):
         subprocess.run(["chattr", "-i", str(d)])
 
 
-def test_the_extra_dict_is_saved_as_it_was_when_save_was_called(tmp_path):
+def test_the_extra_dict_is_saved_as_it_was_when_save_was_called(tmp_path, monkeypatch):
     """The writer is asynchronous: lists the caller changes after `save` returns (meta-train's
-    per-source sums) must not reach the checkpoint, or a resumed run logs other means."""
+    per-source sums) must not reach the checkpoint, or a resumed run logs other means. What the
+    writer is handed is recorded, so the check does not depend on how fast it writes."""
+    import orbax.checkpoint as ocp
+
+    handed, json_save = [], ocp.args.JsonSave
+    monkeypatch.setattr(ocp.args, "JsonSave", lambda item: (handed.append(item), json_save(item))[1])
     d = tmp_path / "checkpoints"
     ckpt = Checkpointer(d, keep=5)
     sums = {"json": [1.5, 2]}
     ckpt.save(1, _state(1.0), {"by_source": sums})
     sums["json"][0] += 100.0  # the next step accumulates in place while the save may still be running
     sums["json"][1] += 1
+    assert handed == [{"by_source": {"json": [1.5, 2]}}]  # the writer's copy did not follow the caller's change
     ckpt.close()
     again = Checkpointer(d, keep=5)
     _, _, extra = again.restore_latest(abstract_like(_state(0.0)))

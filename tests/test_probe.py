@@ -173,3 +173,66 @@ def test_the_probe_target_follows_meta_target_and_bad_settings_are_named():
     with pytest.raises(UserError, match=r"probe\.by.*meta\.target\.sources"):
         target_rule(TargetConfig(), "source")
     assert target_rule(TargetConfig(paths=["x.jsonl"]), "label")[0] == "target"  # meta-training's own target rows
+    with pytest.raises(UserError, match=r"probe\.by.*meta\.target selects .*labels \['clean'\]"):
+        target_rule(TargetConfig(labels=["clean"]), "source")  # a labels target names no source to keep
+    from datarater.programs.probe import oracles_for
+
+    with pytest.raises(UserError, match=r"meta\.target\.sources.*\['clean'\].*keep nothing.*\['latex', 'wiki'\]"):
+        oracles_for(["wiki", "latex"], [], each=False, by="source", keep=["clean"])
+
+
+@pytest.mark.parametrize("key,kwargs", [("probe.ages", {"ages": []}), ("probe.ages", {"ages": [0, -5]}),
+                                        ("probe.repeats", {"repeats": 0}), ("probe.heldout_rows", {"heldout_rows": 0})])
+def test_probe_settings_that_give_no_row_are_refused_by_key(key, kwargs):
+    from datarater.errors import UserError
+    from datarater.programs.probe import check_settings
+
+    settings = {"ages": [0, 50], "steps": 0, "repeats": 8, "heldout_rows": 256} | kwargs
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        check_settings(**settings)
+
+
+def test_probe_markdown_and_plot_show_every_target_and_oracle(tmp_path):
+    from datarater.eval.report.plots import plot_probe
+    from datarater.programs.probe import probe_markdown
+
+    def row(age, rejected, target, delta, se):
+        return {"age": age, "rejected": rejected, "target": target, "uniform": 2.0, "oracle": None if delta is None
+                else 2.0 + delta, "delta": delta, "delta_se": se}
+
+    rows = [row(0, "all", "heldout", -0.01, 0.002), row(0, "all", "target", -0.02, 0.003),
+            row(0, "tables", "heldout", 0.001, None), row(0, "tables", "target", None, None),
+            row(50, "all", "heldout", -0.005, 0.001), row(50, "all", "target", 0.0, 0.0005)]
+    setup = {"steps": 2, "model": "pico", "repeats": 4, "batch_size": 8, "target": "target",
+             "target_rows": "meta.target's outer-loss rows: sources ['wiki']"}
+    png = plot_probe(tmp_path, rows, "title")
+    assert (tmp_path / png).stat().st_size > 0
+    md = probe_markdown(rows, setup, png).splitlines()
+    assert any("sources ['wiki']" in line for line in md) and not any("wholly clean" in line for line in md)
+    at = md.index("Outer loss on `target`:")
+    assert md[at + 2] == "| rejected | age 0 | age 50 |"
+    assert md[at + 4] == "| all | -0.02000 ± 0.00300 | +0.00000 ± 0.00050 |"
+    assert md[at + 5] == "| tables | not finite | – |"  # a null delta, and an age with no row
+    heldout = md.index("Outer loss on `heldout`:")
+    assert md[heldout + 5] == "| tables | +0.00100 | – |"
+
+
+def test_datarater_probe_by_source_writes_rows_for_every_oracle_and_target(doc_corpus, tmp_path):
+    import json
+
+    from datarater.cli import main
+
+    run = tmp_path / "probe"
+    assert main(["probe", f"run_dir={run}", "model=pico", "corpus=files", f"corpus.paths=[{doc_corpus}]",
+                 "data.seq_len=64",
+                 "meta.target.sources=[inspect,typing]", "probe.by=source", "probe.each=true", "probe.reject=[logging]",
+                 "probe.ages=[0,3]", "probe.repeats=2", "probe.heldout_rows=8", "meta.inner_batch_size=4"]) == 0
+    got = json.loads((run / "probe.json").read_text())
+    sources = sorted({d["source"] for d in map(json.loads, doc_corpus.read_text().splitlines())} - {"inspect", "typing"})
+    oracles = list(dict.fromkeys(r["rejected"] for r in got["rows"]))
+    assert oracles == sorted(sources, key=lambda s: s != "logging")  # the asked-for one first, then each alone
+    assert len(got["rows"]) == 2 * 2 * len(sources)  # ages x targets x oracles (logging's once)
+    assert {r["target"] for r in got["rows"]} == {"heldout", "target"}
+    assert got["setup"]["target_rows"] == "meta.target's outer-loss rows: sources ['inspect', 'typing']"
+    assert 0 < got["setup"]["good_token_share"] < 1
+    assert "sources ['inspect', 'typing']" in (run / "probe.md").read_text() and (run / "probe.png").stat().st_size > 0

@@ -149,8 +149,9 @@ class ProbeConfig:
     steps: int = 0  # T inner steps looked ahead (0 = meta.unroll)
     repeats: int = 8  # draws of T batches averaged at each age
     heldout_rows: int = 256  # rows of each target batch
-    reject: list[str] = field(default_factory=list)  # labels the oracle weights at 0 (empty: all but clean)
-    each: bool = False  # also one oracle per label but clean, rejecting that label alone (same draws)
+    reject: list[str] = field(default_factory=list)  # labels (by=source: sources) the oracle weights at 0
+    # (empty: all but the kept ones: clean, or meta.target.labels / meta.target.sources)
+    each: bool = False  # also one oracle per label (by=source: source) not kept, rejecting it alone (same draws)
     by: str = "label"  # label | source (oracles reject sources; the target is meta.target.sources)
 
 

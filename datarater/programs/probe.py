@@ -10,9 +10,9 @@ data at that age; at zero or above, a rater cannot learn to reject it from that 
 ``probe.each`` the same draws are also looked ahead with one oracle per label, rejecting that label
 alone: which kinds of data the objective rewards rejecting, one by one.
 
-    RUN/probe.json   the rows (age, target, uniform, oracle, delta, delta_se) and the setup
-    RUN/probe.png    delta against age, one line per target
-    RUN/probe.md     the table, for the report
+    RUN/probe.json   the rows (age, rejected, target, uniform, oracle, delta, delta_se) and the setup
+    RUN/probe.png    delta against age, one panel per target, one line per oracle (what it rejects)
+    RUN/probe.md     one table per target (rows: what is rejected; columns: ages), for the report
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ BY = ("label", "source")
 
 def target_rule(target, by: str) -> tuple[str, Callable[[str, str], bool]]:
     """The probe's second outer loss, besides the held-out split: ``(name, is_target(label, source))``,
-    the held-out rows of ``meta.target``'s selection, or with no target the wholly ``clean`` rows."""
+    the held-out rows of ``meta.target``'s selection, or with no target the wholly ``clean`` rows.
+    ``by=source`` needs a target selected by source: its sources are what the oracles keep."""
+    if by == "source" and not target.sources:
+        raise UserError("config key 'probe.by': 'source' needs a target selected by meta.target.sources=[...] "
+                        "(the sources an oracle keeps, and the outer loss the probe reads); "
+                        f"meta.target selects {described(target)}")
     if target.mode != "heldout":  # the rows are meta-training's own outer-loss rows (`pack_target`)
         from datarater.data.documents import Document
         from datarater.data.target import _matches
@@ -42,10 +47,15 @@ def target_rule(target, by: str) -> tuple[str, Callable[[str, str], bool]]:
         name = "clean" if list(target.labels) == ["clean"] and not target.sources and target.mode == "selection" \
             else "target"
         return name, lambda label, source: _matches(Document("", "", source, label), target)
-    if by == "source":
-        raise UserError("config key 'probe.by': 'source' needs a target selected by meta.target.sources=[...] "
-                        "(the sources an oracle keeps, and the outer loss the probe reads)")
     return "clean", lambda label, source: label == "clean"
+
+
+def described(target) -> str:
+    """The probe's second target's rows, in words, for messages and the report."""
+    if target.mode == "heldout":
+        return "no target (the probe reads the wholly clean held-out rows)"
+    parts = [f"{k} {list(getattr(target, k))}" for k in ("labels", "sources", "paths") if list(getattr(target, k))]
+    return "meta.target's outer-loss rows: " + (" and ".join(parts) or target.mode)
 
 
 def oracles_for(values: list[str], reject: list[str], each: bool, by: str = "label",
@@ -60,6 +70,10 @@ def oracles_for(values: list[str], reject: list[str], each: bool, by: str = "lab
     if unknown:
         raise UserError(f"config key 'probe.reject': no training document has {by} {unknown}; "
                         f"{by}s found: {present}")
+    if not reject and not set(keep) & set(present):
+        key = "meta.target.sources" if by == "source" else "meta.target.labels"
+        raise UserError(f"config key '{key}': no training document has {by} {keep}, so the oracle would keep "
+                        f"nothing; {by}s found: {present} (or name what to reject with probe.reject=[...])")
 
     def value(label: str, source: str) -> str:
         return label if by == "label" else source
@@ -105,6 +119,7 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     steps = steps or m.unroll
     if by not in BY:
         raise UserError(f"config key 'probe.by': {by!r} is not one of {list(BY)}")
+    check_settings(ages, steps, repeats, heldout_rows)
     rule = target_rule(m.target, by)
     tok = make_tokenizer(prog.data)
     # read as meta-training reads: the same target rows, with the same checks of the target
@@ -125,8 +140,9 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     targets = targets_for(held, heldout_rows, m.seed, rule, target_rows)
     shares = {name: float(np.mean(row_clean_fraction(train, good))) for name, good in oracles.items()}
     share = next(iter(shares.values()))
+    alone = len(oracles) - 1
     say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
-        f"{f'; and {len(oracles) - 1} {by}s one by one' if len(oracles) > 1 else ''}); "
+        f"{f'; and {alone} more {by}{_s(alone)}, each alone' if alone else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
     rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, sorted(ages), steps, repeats,
                  m.inner_batch_size, m.seed)
@@ -134,9 +150,10 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     out.mkdir(parents=True, exist_ok=True)
     setup = {"corpus": prog.corpus.name, "model": prog.model.name, "steps": steps, "batch_size": m.inner_batch_size,
              "repeats": repeats, "heldout_rows": heldout_rows, "lifetime": m.lifetime, "rejected": rejected, "by": by,
-             "target": rule[0],
+             "target": rule[0], "target_rows": described(m.target) if m.target.mode != "heldout" else
+             "wholly clean held-out rows",
              "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
-    plain = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()} for r in rows]
+    plain = [{k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in r.items()} for r in rows]
     (out / "probe.json").write_text(json.dumps({"setup": setup, "rows": plain}, indent=2) + "\n")
     title = f"{prog.model.name} on {prog.corpus.name}, T={steps}, B={m.inner_batch_size}"
     png = plot_probe(out, plain, title)
@@ -149,7 +166,8 @@ def probe_markdown(rows: list[dict], setup: dict, png: str) -> str:
              f"Outer loss after T={setup['steps']} inner steps from one {setup['model']} LM at each age, with uniform "
              f"weights and with oracle weights that reject the data named in each row ({setup['repeats']} draws of "
              f"batches of {setup['batch_size']}, the same draws for every oracle), on the same-corpus held-out split "
-             "(`heldout`, the paper's objective) and on wholly clean held-out rows (`clean`). Each cell is "
+             f"(`heldout`, the paper's objective) and on `{setup['target']}`, "
+             f"{setup.get('target_rows', 'wholly clean held-out rows')}. Each cell is "
              "delta = oracle - uniform (nats) ± its standard error over the draws; delta < 0: the objective "
              "rewards rejecting that data at that age, at 0 or above a rater cannot learn to reject it from it.", ""]
     ages = sorted(dict.fromkeys(r["age"] for r in rows))
@@ -167,8 +185,30 @@ def probe_markdown(rows: list[dict], setup: dict, png: str) -> str:
 def _cell(r: dict | None) -> str:
     if r is None:
         return "–"
+    if r["delta"] is None:  # a loss that was not finite (written as null)
+        return "not finite"
     se = "" if r["delta_se"] is None else f" ± {r['delta_se']:.5f}"
     return f"{r['delta']:+.5f}{se}"
+
+
+def _num(v, spec: str) -> str:
+    return format(float("nan") if v is None else v, spec)
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+def check_settings(ages, steps: int, repeats: int, heldout_rows: int) -> None:
+    """Refuses probe settings that cannot give a row, naming the key, before any compute."""
+    if not list(ages):
+        raise UserError("config key 'probe.ages': empty; give the inner-LM ages to probe, e.g. probe.ages=[0,50,150]")
+    bad = [a for a in ages if int(a) != a or a < 0]
+    if bad:
+        raise UserError(f"config key 'probe.ages': ages are steps of the inner LM, whole numbers >= 0; got {bad}")
+    for key, v, low in (("probe.steps", steps, 0), ("probe.repeats", repeats, 1), ("probe.heldout_rows", heldout_rows, 1)):
+        if v < low:
+            raise UserError(f"config key '{key}': must be at least {low}; got {v}")
 
 
 def run(prog: ProbeProgram) -> dict:
@@ -178,11 +218,10 @@ def run(prog: ProbeProgram) -> dict:
     p = prog.probe
     out = probe_objective(prog, run_dir, list(p.ages), p.steps, p.repeats, p.heldout_rows, list(p.reject), p.each,
                           p.by)
-    width = max(8, *(len(r["rejected"]) for r in out["rows"]))
+    width = max([8] + [len(r["rejected"]) for r in out["rows"]])
     result(f"{'age':>5}  {'rejected':<{width}}  {'target':<8}  {'uniform':>8}  {'oracle':>8}  {'delta':>9}  {'se':>7}")
     for r in out["rows"]:
-        se = float("nan") if r["delta_se"] is None else r["delta_se"]
-        result(f"{r['age']:>5}  {r['rejected']:<{width}}  {r['target']:<8}  {r['uniform']:8.4f}  {r['oracle']:8.4f}  "
-               f"{r['delta']:+9.5f}  {se:7.5f}")
+        result(f"{r['age']:>5}  {r['rejected']:<{width}}  {r['target']:<8}  {_num(r['uniform'], '8.4f')}  "
+               f"{_num(r['oracle'], '8.4f')}  {_num(r['delta'], '+9.5f')}  {_num(r['delta_se'], '7.5f')}")
     say(f"[probe] {out['setup']['seconds']:.0f} s; wrote {run_dir / 'probe.json'}, probe.png and probe.md")
     return out

@@ -359,7 +359,8 @@ def plot_probe(out_dir: Path, rows: Sequence[Mapping], title: str) -> str:
         for oracle, colour in zip(oracles, colours, strict=True):
             mine = [r for r in rows if r["target"] == target and r["rejected"] == oracle]
             se = [0.0 if r["delta_se"] is None or np.isnan(r["delta_se"]) else r["delta_se"] for r in mine]
-            ax.errorbar([r["age"] for r in mine], [r["delta"] for r in mine], yerr=se, marker="o", capsize=3,
+            delta = [np.nan if r["delta"] is None else r["delta"] for r in mine]  # null: not finite
+            ax.errorbar([r["age"] for r in mine], delta, yerr=se, marker="o", capsize=3,
                         label=oracle or None, lw=2.0 if oracle == oracles[0] else 1.0, color=colour)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xlabel("inner LM age (steps)")
