@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(VENV)/bin/datarater train-lm model=nano corpus.paths=[runs/sample.jsonl] train.steps=100 run_dir=runs/first-lm
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not slow" --ignore=tests/faults
+	$(VENV)/bin/pytest -q -rs -m "not slow" --ignore=tests/faults
 
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m slow --ignore=tests/faults

@@ -6,11 +6,14 @@ copy of the URL before the run (so a run resumes from what the URL holds, on any
 `Mirror.push` uploads what changed and removes what the run removed (rotated checkpoints) after
 each checkpoint and at the end. Partial orbax saves (``*.orbax-checkpoint-tmp*``) are never
 uploaded (a push killed midway can leave a step folder half uploaded: restore then falls back past
-it, as for any damaged step); a pull refuses to drop a staging copy holding files never pushed. ``file://`` URLs are plain local paths.
+it, as for any damaged step). A staging copy holding files a failed push never sent is the newer
+copy: the next pull sends them (when the URL still holds what the last push left) or refuses,
+naming both, and never drops them. ``file://`` URLs are plain local paths.
 
 Task files and tokenizer files at a URL are read through `fetch`, a local copy made once per
-URL and size. Writing is one process's: a multi-process run needs a run directory every process
-sees (a shared file system), and is refused a URL.
+URL, size and version (mtime / ETag where the filesystem gives one). Writing is one process's: a
+multi-process run needs a run directory every process sees (a shared file system), and is refused
+a URL. A URL that cannot be reached (network, credentials) is a `UserError` naming the key and URL.
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ def _fs(url: str, key: str):
                         "(gcsfs for gs://, s3fs for s3://)") from None
 
 
+@contextmanager
+def _reaching(key: str, url: str, doing: str) -> Iterator[None]:
+    """Errors of the filesystem behind ``url`` (network, credentials, a library's own exception
+    types) as one `UserError` naming the key, the URL and what was being done."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - gcsfs/s3fs/aiohttp raise many types; each is reported, none swallowed
+        raise UserError(f"config key '{key}': {doing} '{url}' failed: {type(e).__name__}: {e}; check the network "
+                        "and credentials, then rerun") from None
+
+
+_VERSION_FIELDS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "mtime", "LastModified", "updated", "created")
+
+
 def _cache_root(kind: str) -> Path:
     base = os.environ.get(STAGING_ENV) or os.path.join("~", ".cache", "datarater", "staging")
     return Path(os.path.expanduser(base)) / kind
@@ -61,19 +80,22 @@ def fetch(url: str, key: str) -> str:
     if not is_url(url):
         return local_path(url)
     fs, path = _fs(url, key)
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        raise UserError(f"config key '{key}': '{url}' does not exist") from None
+    with _reaching(key, url, "reading"):
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise UserError(f"config key '{key}': '{url}' does not exist") from None
     if info.get("type") == "directory":
         raise UserError(f"config key '{key}': '{url}' is a directory; name the file")
     size = int(info.get("size") or 0)
-    digest = hashlib.sha1(f"{url}\0{size}".encode()).hexdigest()[:16]
+    version = "\0".join(str(info[k]) for k in _VERSION_FIELDS if info.get(k) is not None)
+    digest = hashlib.sha1(f"{url}\0{size}\0{version}".encode()).hexdigest()[:16]
     out = _cache_root("files") / digest / os.path.basename(path.rstrip("/"))
     if not out.is_file() or out.stat().st_size != size:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
-        fs.get_file(path, str(tmp))
+        with _reaching(key, url, "reading"):
+            fs.get_file(path, str(tmp))
         tmp.replace(out)
     return str(out)
 
@@ -90,8 +112,13 @@ class Mirror:
         self.url, self.key = url.rstrip("/"), key
         self.fs, self.root = _fs(self.url, key)
         self.local = _cache_root("runs") / hashlib.sha1(self.url.encode()).hexdigest()[:16]
+        self.resent = 0  # files a failed push had left unsent, sent by `pull`
 
     def _remote_files(self) -> dict[str, int]:
+        with _reaching(self.key, self.url, "listing"):
+            return self._list_remote()
+
+    def _list_remote(self) -> dict[str, int]:
         if not self.fs.exists(self.root):
             return {}
         out = {}
@@ -120,38 +147,58 @@ class Mirror:
         (self.local / PUSHED).write_text(json.dumps({k: list(v) for k, v in state.items()}))
 
     def pull(self) -> int:
-        """Makes the staging folder an exact copy of the URL; returns the files copied down."""
+        """Makes the staging folder an exact copy of the URL; returns the files copied down. A
+        staging copy a failed push left (files the URL lacks) is sent instead, when the URL still
+        holds what the last push left there (``self.resent`` counts them); otherwise refused."""
         import shutil
 
         remote = self._remote_files()
         before = self._pushed() if self.local.exists() else None
-        if before is not None and self._local_files() != before:  # a failed push: this copy holds what the URL lacks
-            raise UserError(f"config key '{self.key}': {self.local} holds files not yet at {self.url} (a push "
-                            "failed); fix access to the URL and rerun, or remove that folder to start from the URL")
+        local = self._local_files() if before is not None else {}
+        if before is not None and local != before:  # a failed push: this copy holds what the URL lacks
+            if remote and not self._continues(remote, before, local):
+                raise UserError(f"config key '{self.key}': {self.local} holds files a failed push never sent to "
+                                f"{self.url}, and the URL has changed since; keep one: remove that folder to start "
+                                "from the URL, or move the URL's copy aside and rerun to send this one")
+            if not remote:
+                self._record({})  # nothing there: send the whole copy
+            self.resent = self.push()
+            return 0
         if self.local.exists():
             shutil.rmtree(self.local)
         self.local.mkdir(parents=True)
-        for rel in remote:
-            dest = self.local / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(f"{self.root.rstrip('/')}/{rel}", str(dest))
+        with _reaching(self.key, self.url, "copying down"):
+            for rel in remote:
+                dest = self.local / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(f"{self.root.rstrip('/')}/{rel}", str(dest))
         self._record(self._local_files())
         return len(remote)
 
+    @staticmethod
+    def _continues(remote: dict[str, int], before: dict, local: dict) -> bool:
+        """Whether the URL holds only what the last finished push left and what a failed push since
+        sent of the staging copy (nobody else wrote there): then sending the rest is safe."""
+        sent = all(size in {before.get(rel, (None,))[0], local.get(rel, (None,))[0]} for rel, size in remote.items())
+        kept = all(rel in remote for rel, st in before.items() if local.get(rel) == st)
+        return sent and kept
+
     def push(self) -> int:
         """Uploads the files that changed since the last push and removes from the URL those the
-        run removed; returns the files uploaded."""
+        run removed; returns the files uploaded. A push that fails keeps the record of the last
+        one that finished, so the next push (or pull) sends everything since."""
         before = self._pushed() or {}
         now = self._local_files()
         base = self.root.rstrip("/")
         changed = [rel for rel, st in now.items() if before.get(rel) != st]
-        for rel in changed:
-            parent = f"{base}/{rel}".rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.put_file(str(self.local / rel), f"{base}/{rel}")
-        for rel in set(before) - set(now):
-            if self.fs.exists(f"{base}/{rel}"):
-                self.fs.rm_file(f"{base}/{rel}")
+        with _reaching(self.key, self.url, f"pushing the run (kept in {self.local}) to"):
+            for rel in changed:
+                parent = f"{base}/{rel}".rsplit("/", 1)[0]
+                self.fs.makedirs(parent, exist_ok=True)
+                self.fs.put_file(str(self.local / rel), f"{base}/{rel}")
+            for rel in set(before) - set(now):
+                if self.fs.exists(f"{base}/{rel}"):
+                    self.fs.rm_file(f"{base}/{rel}")
         self._record(now)
         return len(changed)
 
@@ -166,7 +213,8 @@ def staged(run_dir: str, log: Callable[[str], None] | None = None) -> Iterator[t
     mirror = Mirror(run_dir)
     pulled = mirror.pull()
     if log:
-        log(f"[remote] {run_dir}: working in {mirror.local} ({pulled} files pulled)")
+        log(f"[remote] {run_dir}: working in {mirror.local} ({pulled} files pulled"
+            + (f"; {mirror.resent} files a failed push left, sent now)" if mirror.resent else ")"))
     try:
         yield str(mirror.local), mirror
     except BaseException:
@@ -189,11 +237,12 @@ def fetch_folder(url: str, required: tuple[str, ...], optional: tuple[str, ...],
     out.mkdir(parents=True, exist_ok=True)
     for name in required + optional:
         src = f"{root.rstrip('/')}/{name}"
-        if not fs.exists(src):
-            if name in required:
-                raise UserError(f"config key '{key}': '{url.rstrip('/')}/{name}' does not exist")
-            continue
-        tmp = out / f"{name}.part"
-        fs.get_file(src, str(tmp))
+        with _reaching(key, url, "reading"):
+            if not fs.exists(src):
+                if name in required:
+                    raise UserError(f"config key '{key}': '{url.rstrip('/')}/{name}' does not exist")
+                continue
+            tmp = out / f"{name}.part"
+            fs.get_file(src, str(tmp))
         tmp.replace(out / name)
     return str(out)

@@ -9,6 +9,7 @@ import shutil
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from datarater.errors import UserError
 from datarater.remote import Mirror, fetch, is_url
@@ -43,9 +44,9 @@ def test_the_mirror_uploads_changes_removes_what_the_run_removed_and_skips_parti
     (m.local / "metrics.jsonl").write_text("{}\n")
     assert m.push() == 1
     assert sorted(memfs.find("/runs/a")) == ["/runs/a/config.yaml", "/runs/a/metrics.jsonl"]
-    (m.local / "stray").write_text("not at the URL")
-    with pytest.raises(UserError, match="not yet at memory://runs/a"):  # never pushed: not thrown away
-        Mirror("memory://runs/a").pull()
+    (m.local / "stray").write_text("not at the URL")  # as a failed push leaves it: never sent, never thrown away
+    again = Mirror("memory://runs/a")
+    assert again.pull() == 0 and again.resent == 1 and memfs.cat("/runs/a/stray") == b"not at the URL"
     (m.local / "stray").unlink()
     (m.local / "config.yaml").write_text("changed since\n")
     m.push()
@@ -59,6 +60,8 @@ def test_fetch_copies_a_file_once_and_names_a_missing_one(memfs):
     memfs.pipe("/data/t.jsonl", b"abc")
     local = fetch("memory://data/t.jsonl", "eval.tasks")
     assert open(local, "rb").read() == b"abc" and fetch("memory://data/t.jsonl", "eval.tasks") == local
+    memfs.pipe("/data/t.jsonl", b"xyz")  # rewritten, the same size: a new version, so a new copy
+    assert open(fetch("memory://data/t.jsonl", "eval.tasks"), "rb").read() == b"xyz"
     with pytest.raises(UserError, match=r"'eval.tasks'.*memory://data/none.jsonl' does not exist"):
         fetch("memory://data/none.jsonl", "eval.tasks")
 
@@ -143,3 +146,62 @@ def test_meta_train_at_memory_leaves_its_rater_there(doc_corpus, memfs, tmp_path
     local.pull()
     rater, cfg = load_rater(local.local)
     assert cfg.d_model == 32 and json.loads((local.local / "rater.json").read_text())["digest"]
+
+
+class Unreachable(MemoryFileSystem):
+    """The memory filesystem, with its network down: every call raises, as gcsfs/s3fs do offline."""
+
+    protocol = "unreachable"
+    down = True
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return MemoryFileSystem._strip_protocol(str(path).replace("unreachable://", "memory://", 1))
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name in ("info", "exists", "find", "get_file", "put_file", "makedirs", "rm_file") and Unreachable.down:
+            def fail(*a, **k):
+                raise ConnectionError("Cannot connect to host storage.example:443")
+            return fail
+        return attr
+
+
+@pytest.fixture
+def unreachable(memfs):
+    fsspec.register_implementation("unreachable", Unreachable, clobber=True)
+    Unreachable.down = True
+    yield memfs  # the same store as memory:// (class-level), reached when `down` is False
+    Unreachable.down = False
+
+
+def test_an_unreachable_url_is_one_message_naming_the_key_and_a_failed_push_is_sent_later(unreachable, tmp_path):
+    from datarater.remote import fetch_folder
+
+    for call, key in ((lambda: fetch("unreachable://data/t.jsonl", "eval.tasks"), "eval.tasks"),
+                      (lambda: fetch_folder("unreachable://tok", ("tokenizer.json",), (), "data.tokenizer_path"),
+                       "data.tokenizer_path"),
+                      (lambda: Mirror("unreachable://runs/b").pull(), "run_dir")):
+        with pytest.raises(UserError, match=rf"'{key}': .*'unreachable://.*' failed: ConnectionError: Cannot connect"):
+            call()
+
+    Unreachable.down = False
+    m = Mirror("unreachable://runs/b")
+    assert m.pull() == 0
+    (m.local / "checkpoints" / "1").mkdir(parents=True)
+    (m.local / "checkpoints" / "1" / "data").write_text("one")
+    assert m.push() == 1
+    (m.local / "checkpoints" / "2").mkdir()
+    (m.local / "checkpoints" / "2" / "data").write_text("two")
+    Unreachable.down = True  # the network goes while the run pushes its next checkpoint
+    with pytest.raises(UserError, match=rf"'run_dir': pushing the run \(kept in {m.local}\) to 'unreachable://runs/b'"):
+        m.push()
+    Unreachable.down = False  # back: a rerun sends what the failed push left, keeping the staging copy
+    rerun = Mirror("unreachable://runs/b")
+    assert rerun.pull() == 0 and rerun.resent == 1 and unreachable.cat("/runs/b/checkpoints/2/data") == b"two"
+    (rerun.local / "checkpoints" / "3").mkdir()
+    (rerun.local / "checkpoints" / "3" / "data").write_text("three")  # never sent ...
+    unreachable.pipe("/runs/b/checkpoints/9/data", b"another machine's")  # ... and someone else wrote there
+    with pytest.raises(UserError, match="never sent to unreachable://runs/b, and the URL has changed since"):
+        Mirror("unreachable://runs/b").pull()
+    assert (rerun.local / "checkpoints" / "3" / "data").read_text() == "three"  # nothing thrown away

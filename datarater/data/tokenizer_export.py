@@ -44,7 +44,8 @@ def byte_tokenizer_json(add_bos: bool) -> str:
     try:
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     except ImportError:
-        raise UserError("exporting the byte tokenizer needs the 'tokenizers' package: pip install 'datarater[hf]'") from None
+        raise UserError("config key 'format': hf writes the byte tokenizer with the 'tokenizers' package: "
+                        "pip install 'datarater[hf]'") from None
     bt = ByteTokenizer()
     vocab = {SPECIAL_NAMES["pad"]: bt.pad_id, SPECIAL_NAMES["bos"]: bt.bos_id, SPECIAL_NAMES["eos"]: bt.eos_id}
     vocab.update({ch: b + ByteTokenizer.OFFSET for b, ch in byte_to_unicode().items()})

@@ -37,7 +37,7 @@ def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     try:
         from safetensors.numpy import save_file
     except ImportError:
-        raise UserError("format=hf needs the 'safetensors' package: pip install 'datarater[hf]'") from None
+        raise UserError("config key 'format': hf needs the 'safetensors' package: pip install 'datarater[hf]'") from None
     save_file(tensors, str(path), metadata={"format": "pt"})  # "pt": what transformers expects to read
 
 
