@@ -70,7 +70,7 @@ SUBCOMMANDS.update({
         "write the documents the per-item acceptance rule keeps at curate.discard, with a manifest",
     ),
     "eval": Subcommand(
-        "eval", EvalProgram, "datarater.programs.eval:run", (("eval", validate_eval),),
+        "eval", EvalProgram, "datarater.programs.eval:run", (("eval", validate_eval), ("logging", C.validate_logging)),
         "NLL (nats/token, bits/byte) and zero-shot multiple-choice accuracy of a train-lm run",
     ),
     "sweep": Subcommand(

@@ -278,3 +278,11 @@ def test_evaluate_lm_on_a_trained_run(doc_corpus, tmp_path):
     assert on_disk["tasks"]["piqa"]["acc"] == task["acc"]
     md = (run / "eval" / "results.md").read_text()
     assert "| piqa | piqa | 5 |" in md and "bits/byte" in md
+    # the results are also one metric row at the LM's step (the trackers' input); a rerun replaces it
+    from datarater.train.metrics import read_metrics
+
+    evaluate_lm(prog)
+    rows = read_metrics(run / "eval" / "metrics.jsonl")
+    assert len(rows) == 1 and rows[0]["step"] == 10
+    assert rows[0]["nll"]["validation"] == results["nll"]["validation"]["nll"]
+    assert rows[0]["piqa"]["acc"] == task["acc"] and rows[0]["piqa"]["acc_norm"] == task["acc_norm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datarater.config.groups import LoggingConfig
 from datarater.errors import UserError
 
 # eval.normalize: which accuracies results.md shows (results.json always holds all three)
@@ -34,6 +35,7 @@ class EvalProgram:
     lm_run: str = ""  # a train-lm run directory
     run_dir: str = ""  # where results go; "" = LM_RUN/eval
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # the results' row also goes to these trackers
 
 
 def _check(cond: bool, key: str, msg: str) -> None:

@@ -118,6 +118,27 @@ def run(prog: EvalProgram) -> dict:
         (out_dir / RESULTS_MD).write_text(table)
     except OSError as err:
         raise UserError(f"run_dir {out_dir}: cannot write results: {err.strerror}") from None
+    track(out_dir, prog, results)
     result(table)
     say(f"[eval] wrote {out_dir / RESULTS_JSON} and {RESULTS_MD}")
     return results
+
+
+def track(out_dir: Path, prog: EvalProgram, results: dict) -> None:
+    """The results as one metric row at the LM's step (``nll/<set>``, ``bits_per_byte/<set>``,
+    ``<task>/acc``, ...) in ``out_dir/metrics.jsonl`` and ``logging.trackers``; evaluating the same
+    step again replaces its row."""
+    from datarater.rundir import run_config
+    from datarater.train.trackers import Trackers
+
+    step = int(results["step"])
+    row = {"step": step,
+           "nll": {name: r["nll"] for name, r in results["nll"].items()},
+           "bits_per_byte": {name: r["bits_per_byte"] for name, r in results["nll"].items()},
+           **{task: {k: v for k, v in r.items() if k.startswith("acc")} for task, r in results["tasks"].items()}}
+    metrics = Trackers(out_dir, prog.logging, run_config(prog), "eval")
+    try:
+        metrics.truncate_after(step - 1)
+        metrics.write(row)
+    finally:
+        metrics.close()
