@@ -92,6 +92,11 @@ def test_the_numpy_rater_scores_chunks_as_ours(mlp):
     pos = np.broadcast_to(np.arange(16), (4, 16)).astype(np.int32)
     ours = np.asarray(rater(jnp.asarray(tokens, jnp.int32), jnp.asarray(seg), jnp.asarray(pos)))
     np.testing.assert_allclose(np_rater.score_tokens(tokens, lengths), ours, rtol=1e-4, atol=1e-5)
+    # a SentencePiece rater loads and scores tokens too; only encoding text is the caller's
+    sp = NumpyRater(rater_tensors(params, cfg), rater_config(cfg, 16, {**tok, "kind": "sentencepiece"}))
+    np.testing.assert_allclose(sp.score_tokens(tokens, lengths), ours, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="'sentencepiece': encode the text with it yourself"):
+        sp.encode("text")
 
 
 def test_export_of_a_rater_run_loads_and_scores_documents_as_score_does(tmp_path):

@@ -39,6 +39,8 @@ def test_encode_decode_and_special_ids(doc_corpus, tmp_path):
     tok = make_tokenizer(DataConfig(tokenizer="hf", tokenizer_path=str(folder)))  # the folder, or the file
     assert isinstance(tok, HFTokenizer)
     assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2) and tok.vocab_size == 300  # the trainer puts specials first
+    as_url = make_tokenizer(DataConfig(tokenizer="hf", tokenizer_path=f"file://{folder}"))  # file:// is local
+    assert as_url.encode("a test").tolist() == tok.encode("a test").tolist()
     text = "Return the number of items in the container.\n  Ünïcödé too."
     ids = tok.encode(text)
     assert ids.dtype == np.int32 and 0 < len(ids) < len(text.encode())  # merges: fewer ids than bytes

@@ -164,11 +164,11 @@ def _config_specials(path: str) -> dict[str, str]:
 def tokenizer_file(cfg: DataConfig) -> str:
     """``data.tokenizer_path`` as a local path: a URL (gs://, s3://, memory://) is fetched first
     (an hf folder URL: its tokenizer.json and, when there is one, tokenizer_config.json)."""
-    from datarater.remote import fetch, fetch_folder, is_url
+    from datarater.remote import fetch, fetch_folder, is_url, local_path
 
     path = cfg.tokenizer_path
     if not is_url(path):
-        return path
+        return local_path(path)  # file:///x is /x
     if cfg.tokenizer == "hf":
         if path.endswith(".json"):
             folder, name = path.rsplit("/", 1)

@@ -49,6 +49,9 @@ def write_local_tasks(patterns: list[str], out_dir: str | Path) -> list[str]:
                             f"{', '.join(HARNESS_PROMPTS)}); use lm-eval's own task for it")
         text, choice, target = HARNESS_PROMPTS[task.schema]
         name = TASK_PREFIX + task.name
+        if name in names:
+            raise UserError(f"{path}: a second task file named '{task.name}' (lm-eval task '{name}'); task names "
+                            "come from file stems, so rename one of the files")
         config = {
             "task": name,
             "dataset_path": "json",

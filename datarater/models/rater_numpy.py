@@ -55,11 +55,12 @@ class NumpyRater:
             from tokenizers import Tokenizer
 
             self._hf = Tokenizer.from_file(tokenizer_path)
-        elif self.tok_info["kind"] != "byte":
-            raise ValueError(f"tokenizer kind {self.tok_info['kind']!r}: encode the text yourself and call score_tokens")
 
     def encode(self, text: str) -> np.ndarray:
         """A document's ids as the rater saw them: ``[bos] + tokens + [eos]`` (as trained)."""
+        if self.tok_info["kind"] not in ("hf", "byte"):  # e.g. SentencePiece: score_tokens still works
+            raise ValueError(f"tokenizer kind {self.tok_info['kind']!r}: encode the text with it yourself "
+                             "([bos] + ids + [eos] as config.json's tokenizer says) and call score_tokens")
         if self._hf is not None:
             ids = np.asarray(self._hf.encode(text, add_special_tokens=False).ids, np.int64)
         else:

@@ -37,13 +37,21 @@ def _pop_option(args: list[str], name: str) -> str | None:
 
 def prepare_argv(argv: list[str], task_dir: str) -> list[str]:
     """lm-eval's argv for ours: ``--local_tasks`` written as task YAMLs into ``task_dir`` and added
-    with ``--include_path`` (and as ``--tasks`` when none are given)."""
+    with ``--include_path`` (and as ``--tasks`` when none are given). lm-eval takes one include
+    path: a folder the user gave with ``--include_path`` is copied into ``task_dir`` beside them."""
+    import shutil
+
     from datarater.eval.harness import write_local_tasks
 
     args = list(argv)
     local = _pop_option(args, LOCAL)
     if local is not None:
         names = write_local_tasks([p for p in local.split(",") if p], task_dir)
+        theirs = _pop_option(args, "--include_path")
+        if theirs is not None:
+            if not os.path.isdir(theirs):
+                raise UserError(f"--include_path: '{theirs}' is not a folder of task YAMLs")
+            shutil.copytree(theirs, os.path.join(task_dir, "include_path"))
         args += ["--include_path", task_dir]
         if not any(a == "--tasks" or a.startswith("--tasks=") for a in args):
             args += ["--tasks", ",".join(names)]

@@ -48,3 +48,27 @@ def test_winogrande_and_a_missing_run_are_clear_errors(tmp_path, capsys):
     piqa.write_text(json.dumps({"goal": "g", "sol1": "a", "sol2": "b", "label": 0}) + "\n")
     assert main(["--model", "datarater", "--model_args", f"run={tmp_path / 'nowhere'}", "--local_tasks", str(piqa)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_local_tasks_beside_a_users_include_path_keep_both(tmp_path):
+    from datarater.programs.lm_eval import prepare_argv
+
+    piqa = tmp_path / "mini_piqa.jsonl"
+    piqa.write_text(json.dumps({"goal": "g", "sol1": "a", "sol2": "b", "label": 0}) + "\n")
+    theirs = tmp_path / "their_tasks"
+    (theirs / "sub").mkdir(parents=True)
+    (theirs / "sub" / "mine.yaml").write_text("task: mine\n")
+    task_dir = tmp_path / "tasks"
+    task_dir.mkdir()
+    argv = prepare_argv(["--model", "datarater", "--include_path", str(theirs), "--local_tasks", str(piqa)],
+                        str(task_dir))
+    assert argv.count("--include_path") == 1 and argv[argv.index("--include_path") + 1] == str(task_dir)
+    assert (task_dir / "include_path" / "sub" / "mine.yaml").read_text() == "task: mine\n"  # theirs, still found
+    assert argv[argv.index("--tasks") + 1] == "local_mini_piqa"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mini_piqa.jsonl").write_text(piqa.read_text())
+    from datarater.errors import UserError
+
+    with pytest.raises(UserError, match="a second task file named 'mini_piqa'.*rename one"):
+        prepare_argv(["--local_tasks", f"{piqa},{other / 'mini_piqa.jsonl'}"], str(tmp_path / "t2"))
