@@ -41,7 +41,9 @@ def _hf_tokenizer():
     ("tokenizers", _hf_tokenizer, r"'data\.tokenizer': hf needs the 'tokenizers' package: pip install"),
 ])
 def test_a_missing_optional_package_is_named_with_its_key_and_install(module, call, says, monkeypatch):
-    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    # as if not installed: importing it, or any submodule an earlier test left cached, raises ImportError
+    for name in [module] + [m for m in sys.modules if m.startswith(module + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(UserError, match=says):
         call()
 
