@@ -110,8 +110,11 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
     assert len(targets["clean"]["tokens"]) > 0 and len(targets["heldout"]["tokens"]) == 8
     assert all(bytes(row) in wholly_clean for row in targets["clean"]["tokens"])
 
+    calls = []
     rows = probe(problem, theta, opt, train, targets, {"nothing": lambda lab, src: True}, ages=[2, 0], steps=2,
-                 repeats=2, batch_size=B, seed=0)
+                 repeats=2, batch_size=B, seed=0, on_progress=lambda *a: calls.append(a))
+    # progress in inner steps: 2 to age 2, and per draw 2 look-aheads (uniform, one oracle) of 2 steps
+    assert calls[-1] == (2 + 2 * 2 * 2 * 2, 2 + 2 * 2 * 2 * 2, 2) and [c[0] for c in calls] == sorted(c[0] for c in calls)
     assert [(r["age"], r["target"]) for r in rows] == [(0, "heldout"), (0, "clean"), (2, "heldout"), (2, "clean")]
     for r in rows:  # every document good: the oracle weights are the uniform ones
         assert r["oracle"] == pytest.approx(r["uniform"], abs=1e-6) and abs(r["delta"]) < 1e-6

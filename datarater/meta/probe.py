@@ -105,7 +105,7 @@ def probe_targets(heldout: PackedSequences, is_good: IsGood, rows: int, seed: in
 
 def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequences, targets: dict[str, Batch],
           oracles: Mapping[str, IsGood], ages: Iterable[int], steps: int, repeats: int, batch_size: int,
-          seed: int = 0) -> list[dict]:
+          seed: int = 0, on_progress: Callable[[int, int, int], None] | None = None) -> list[dict]:
     """Look-ahead losses under uniform weights and under each oracle's at each age of one inner LM.
 
     The LM ``(lm_params, opt_state)`` (age 0) trains with uniform weights on shuffled batches of
@@ -116,7 +116,8 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     ``targets`` (`probe_targets`). Returns one row per age, oracle and target: ``{age, rejected,
     target, uniform, oracle, delta, delta_se}`` (``rejected`` the oracle's name), the losses averaged
     over the draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over
-    the draws (NaN for one draw).
+    the draws (NaN for one draw). ``on_progress(done, total, age)`` is called as the work goes, in
+    inner steps (training to an age, and each look-ahead's ``steps``).
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"need steps >= 1 and repeats >= 1, got {steps}, {repeats}")
@@ -129,16 +130,26 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     rng = np.random.default_rng(seed + 1)
     one = np.ones((1, batch_size), np.float32)
     theta, opt, age, out = lm_params, opt_state, 0, []
+    ages = sorted(set(ages))
+    total = (ages[-1] if ages else 0) + len(ages) * repeats * (1 + len(oracles)) * steps
+    done = 0
+
+    def report() -> None:
+        if on_progress is not None:
+            on_progress(done, total, age)
 
     def losses(batches, weights) -> dict[str, float]:
         got = jax.device_get(_lookahead_losses(problem, theta, opt, batches, weights, targets))
         return {name: float(v) for name, v in got.items()}
 
-    for target_age in sorted(set(ages)):
+    for target_age in ages:
         while age < target_age:
             batch = {k: v[None] for k, v in _fields(next(aging)).items()}
             theta, opt = _advance(problem, theta, opt, batch, one)
             age += 1
+            done += 1
+            if age % 25 == 0:
+                report()
         uniform = {n: [] for n in names}
         oracle = {(o, n): [] for o in oracles for n in names}
         for _ in range(repeats):
@@ -149,6 +160,8 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
             for o, w in weights_of.items():
                 for name, value in losses(batches, w[index]).items():
                     oracle[o, name].append(value)
+            done += (1 + len(oracles)) * steps
+            report()
         for o in oracles:
             for name in names:
                 u, v = np.array(uniform[name]), np.array(oracle[o, name])

@@ -144,8 +144,20 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
         f"{f'; and {alone} more {by}{_s(alone)}, each alone' if alone else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
+    progress: list = []
+
+    def show(done: int, total: int, age: int) -> None:  # a line with the ETA, at most every 5 s
+        from datarater.console import Progress
+
+        if not progress:
+            progress.append(Progress(total, label="probe"))
+            progress.append(0.0)
+        if time.perf_counter() - progress[1] >= 5.0 or done == total:
+            progress[1] = time.perf_counter()
+            progress[0].show(done, age=age)
+
     rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, sorted(ages), steps, repeats,
-                 m.inner_batch_size, m.seed)
+                 m.inner_batch_size, m.seed, on_progress=show)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     setup = {"corpus": prog.corpus.name, "model": prog.model.name, "steps": steps, "batch_size": m.inner_batch_size,
