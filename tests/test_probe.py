@@ -238,4 +238,6 @@ def test_datarater_probe_by_source_writes_rows_for_every_oracle_and_target(doc_c
     assert {r["target"] for r in got["rows"]} == {"heldout", "target"}
     assert got["setup"]["target_rows"] == "meta.target's outer-loss rows: sources ['inspect', 'typing']"
     assert 0 < got["setup"]["good_token_share"] < 1
-    assert "sources ['inspect', 'typing']" in (run / "probe.md").read_text() and (run / "probe.png").stat().st_size > 0
+    md = (run / "probe.md").read_text()
+    assert "sources ['inspect', 'typing']" in md and (run / "probe.png").stat().st_size > 0
+    assert "](probe.png)" in md  # the plot's link resolves from probe.md itself

@@ -190,7 +190,7 @@ def probe_markdown(rows: list[dict], setup: dict, png: str) -> str:
             cells = {r["age"]: r for r in rows if r["target"] == target and r["rejected"] == rejected}
             lines.append(f"| {rejected} | " + " | ".join(_cell(cells.get(a)) for a in ages) + " |")
         lines.append("")
-    lines += [f"![objective probe](probe/{png})", ""]
+    lines += [f"![objective probe]({png})", ""]  # beside probe.md; the report rewrites it
     return "\n".join(lines)
 
 

@@ -171,7 +171,8 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
                    "validation split, the target's, and the validation split per source and per label.\n\n" + head + body)
     probe = run_dir / "probe" / "probe.md"
     if probe.exists():
-        out.append(probe.read_text())
+        # probe.md links its plot beside itself; the report sits one folder up
+        out.append(probe.read_text().replace("](probe.png)", "](probe/probe.png)"))
     return out
 
 
