@@ -40,7 +40,8 @@ def _hf_tokenizer():
     ("tokenizers", _tokenizer_export, r"'format': hf writes the byte tokenizer .*'tokenizers'.*datarater\[hf\]"),
     ("tokenizers", _hf_tokenizer, r"'data\.tokenizer': hf needs the 'tokenizers' package: pip install"),
 ])
-def test_a_missing_optional_package_is_named_with_its_key_and_install(module, call, says, monkeypatch):
+def test_a_missing_optional_package_is_named_with_its_key_and_install(module, call, says, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a call that wrongly succeeds writes here, not in the checkout
     # as if not installed: importing it, or any submodule an earlier test left cached, raises ImportError
     for name in [module] + [m for m in sys.modules if m.startswith(module + ".")]:
         monkeypatch.setitem(sys.modules, name, None)

@@ -66,6 +66,17 @@ def test_fetch_copies_a_file_once_and_names_a_missing_one(memfs):
         fetch("memory://data/none.jsonl", "eval.tasks")
 
 
+def test_a_task_file_at_a_url_read_with_a_limit_counts_the_whole_file(memfs):
+    from datarater.eval.accuracy import _items_in_file
+    from datarater.eval.tasks import load_task
+
+    item = {"goal": "g", "sol1": "a", "sol2": "b", "label": 0}
+    memfs.pipe("/data/piqa.jsonl", ("\n".join(json.dumps(item) for _ in range(5)) + "\n").encode())
+    task = load_task("memory://data/piqa.jsonl", limit=2)
+    assert len(task.items) == 2 and task.path == "memory://data/piqa.jsonl"
+    assert _items_in_file(task) == 5  # lm-eval's "original" count: read from the local copy, not the URL
+
+
 def test_a_program_without_url_support_refuses_one_rather_than_writing_a_local_memory_folder(tmp_path, monkeypatch):
     from datarater.rundir import normal_path
 

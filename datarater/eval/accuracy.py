@@ -19,7 +19,7 @@ def _chance(task: Task) -> float:
 def _items_in_file(task: Task) -> int:
     """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer)."""
     try:
-        with open(task.path, encoding="utf-8") as f:
+        with open(task.local or task.path, encoding="utf-8") as f:  # a URL's local copy
             return sum(1 for line in f if line.strip())
     except OSError:
         return len(task.items)

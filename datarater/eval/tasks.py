@@ -53,8 +53,9 @@ class Task:
     name: str  # the file's stem, e.g. "piqa_validation"
     schema: str  # a key of SCHEMAS
     items: list[MCItem] = field(default_factory=list)
-    path: str = ""
+    path: str = ""  # as given: a local path or an fsspec URL (messages name it)
     skipped_blank_lines: int = 0
+    local: str = ""  # the file read: the path itself, or the local copy of a URL
 
 
 class _Malformed(Exception):
@@ -209,7 +210,7 @@ def load_task(path: str | Path, limit: int = 0) -> Task:
     if not path.is_file():
         raise UserError(f"task file '{path}' does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     name = path.name.split(".")[0]
-    task = Task(name=name, schema="", path=shown)
+    task = Task(name=name, schema="", path=shown, local=str(path))
     parse: Callable[[dict], MCItem] | None = None
     for line_no, rec in _records(path, shown):
         if rec is None:
