@@ -144,19 +144,18 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
         f"{f'; and {alone} more {by}{_s(alone)}, each alone' if alone else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
-    progress: list = []
+    from datarater.console import Progress
+
+    progress, shown = None, 0.0
 
     def show(done: int, total: int, age: int) -> None:  # a line with the ETA, at most every 5 s
-        from datarater.console import Progress
+        nonlocal progress, shown
+        progress = progress or Progress(total, label="probe")
+        if time.perf_counter() - shown >= 5.0 or done == total:
+            shown = time.perf_counter()
+            progress.show(done, age=age)
 
-        if not progress:
-            progress.append(Progress(total, label="probe"))
-            progress.append(0.0)
-        if time.perf_counter() - progress[1] >= 5.0 or done == total:
-            progress[1] = time.perf_counter()
-            progress[0].show(done, age=age)
-
-    rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, sorted(ages), steps, repeats,
+    rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, ages, steps, repeats,
                  m.inner_batch_size, m.seed, on_progress=show)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
