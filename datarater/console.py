@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -43,19 +43,24 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """A progress line every call: step, the fields given, ETA (stderr, process 0)."""
+    """A progress line per call, or at most one every ``every`` seconds (and always the last):
+    step, the fields given, ETA (stderr, process 0). ``clock`` is for tests."""
 
-    def __init__(self, total_steps: int, start_step: int = 0, label: str = "train"):
+    def __init__(self, total_steps: int, start_step: int = 0, label: str = "train", every: float = 0.0,
+                 clock: Callable[[], float] | None = None):
         self.total = total_steps
         self.start_step = start_step
         self.label = label
-        self.t0 = time.perf_counter()
+        self.every = every
+        self.clock = clock or time.perf_counter
+        self.t0 = self.clock()
+        self.shown_at = -math.inf
 
     def eta(self, step: int) -> float:
         done = step - self.start_step
         if done <= 0:
             return math.inf
-        return (time.perf_counter() - self.t0) / done * (self.total - step)
+        return (self.clock() - self.t0) / done * (self.total - step)
 
     def line(self, step: int, **fields: Any) -> str:
         parts = [f"[{self.label}] step {step}/{self.total}"]
@@ -67,4 +72,8 @@ class Progress:
         return " | ".join(parts)
 
     def show(self, step: int, **fields: Any) -> None:
+        now = self.clock()
+        if now - self.shown_at < self.every and step < self.total:
+            return
+        self.shown_at = now
         say(self.line(step, **fields))

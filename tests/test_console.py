@@ -1,4 +1,4 @@
-"""The console: messages only from process 0, durations one way, the progress line's ETA."""
+"""The console: messages only from process 0, durations one way, the progress line's ETA and cadence."""
 
 from __future__ import annotations
 
@@ -27,9 +27,19 @@ def test_durations():
     assert console.format_duration(float("inf")) == "?"
 
 
-def test_progress_line_eta(monkeypatch):
+def test_progress_line_eta():
     clock = iter([100.0, 110.0])  # constructed at t=100, asked at t=110
-    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
-    p = console.Progress(total_steps=30, start_step=10, label="x")
+    p = console.Progress(total_steps=30, start_step=10, label="x", clock=lambda: next(clock))
     # 10 s for steps 10 -> 15: 2 s a step, 15 steps to go
     assert p.line(15, loss=1.23456, tok_s="1,000", skipped=None) == "[x] step 15/30 | loss 1.235 | tok_s 1,000 | ETA 0:30"
+
+
+def test_progress_at_most_one_line_every_so_often_and_always_the_last(capsys):
+    now = [0.0]
+    p = console.Progress(total_steps=10, label="x", every=5.0, clock=lambda: now[0])
+    for step, t in [(1, 1.0), (2, 4.0), (3, 6.0), (4, 10.0), (5, 11.5), (10, 12.0)]:
+        now[0] = t
+        p.show(step)
+    shown = [line.split(" | ")[0] for line in capsys.readouterr().err.splitlines()]
+    # step 1 (the first), 3 (5 s after 1), 5 (5.5 s after 3) and 10, the last, 0.5 s after 5
+    assert shown == ["[x] step 1/10", "[x] step 3/10", "[x] step 5/10", "[x] step 10/10"]

@@ -117,7 +117,7 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     target, uniform, oracle, delta, delta_se}`` (``rejected`` the oracle's name), the losses averaged
     over the draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over
     the draws (NaN for one draw). ``on_progress(done, total, age)`` is called as the work goes, in
-    inner steps (training to an age, and each look-ahead's ``steps``).
+    inner steps: once at 0 before any, every 25 steps of training to an age, after each look-ahead.
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"need steps >= 1 and repeats >= 1, got {steps}, {repeats}")
@@ -142,6 +142,7 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
         got = jax.device_get(_lookahead_losses(problem, theta, opt, batches, weights, targets))
         return {name: float(v) for name, v in got.items()}
 
+    report()  # done 0: the caller's clock starts here
     for target_age in ages:
         while age < target_age:
             batch = {k: v[None] for k, v in _fields(next(aging)).items()}
@@ -157,11 +158,13 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
             batches = {k: getattr(train, k)[index] for k in FIELDS}
             for name, value in losses(batches, np.ones(index.shape, np.float32)).items():
                 uniform[name].append(value)
+            done += steps
+            report()
             for o, w in weights_of.items():
                 for name, value in losses(batches, w[index]).items():
                     oracle[o, name].append(value)
-            done += (1 + len(oracles)) * steps
-            report()
+                done += steps
+                report()
         for o in oracles:
             for name in names:
                 u, v = np.array(uniform[name]), np.array(oracle[o, name])

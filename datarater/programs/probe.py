@@ -146,13 +146,13 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
     from datarater.console import Progress
 
-    progress, shown = None, 0.0
+    progress: Progress | None = None
 
-    def show(done: int, total: int, age: int) -> None:  # a line with the ETA, at most every 5 s
-        nonlocal progress, shown
-        progress = progress or Progress(total, label="probe")
-        if time.perf_counter() - shown >= 5.0 or done == total:
-            shown = time.perf_counter()
+    def show(done: int, total: int, age: int) -> None:  # the first call (done 0) starts the clock
+        nonlocal progress
+        if progress is None:
+            progress = Progress(total, start_step=done, label="probe", every=5.0)
+        elif done > progress.start_step:
             progress.show(done, age=age)
 
     rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, ages, steps, repeats,
