@@ -115,6 +115,17 @@ def test_a_malformed_line_names_file_and_line(tmp_path, bad_line, message):
     assert f"{f}:3:" in str(e.value)
 
 
+def test_a_limit_stops_before_a_bad_line_and_the_whole_file_is_still_counted(tmp_path):
+    from datarater.eval.accuracy import _items_in_file
+
+    f = tmp_path / "piqa.jsonl"
+    f.write_bytes(f"{PIQA_OK}\n\n{PIQA_OK}\n".encode() + b'{"goal": "\xff"}\n')  # line 4: not UTF-8
+    task = load_task(f, limit=2)
+    assert len(task.items) == 2 and _items_in_file(task) == 3  # lm-eval's "original": non-blank lines
+    with pytest.raises(UserError, match=f"{f}:4: not a valid JSON line"):
+        load_task(f)
+
+
 @pytest.mark.parametrize(
     "record, message",
     [

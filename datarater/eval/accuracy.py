@@ -17,9 +17,11 @@ def _chance(task: Task) -> float:
 
 
 def _items_in_file(task: Task) -> int:
-    """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer)."""
+    """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer): its
+    non-blank lines, counted as bytes (lines past the limit were never parsed, so a bad byte there is
+    not an error here)."""
     try:
-        with open(task.local or task.path, encoding="utf-8") as f:  # a URL's local copy
+        with open(task.local or task.path, "rb") as f:  # a URL's local copy
             return sum(1 for line in f if line.strip())
     except OSError:
         return len(task.items)
