@@ -76,9 +76,10 @@ def _may_change(key: str, may_change: tuple[str, ...]) -> bool:
 
 
 def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...] = (),
-                    write: bool = True) -> tuple[Path, bool]:
+                    write: bool = True, recorded_as: str | None = None) -> tuple[Path, bool]:
     """Creates ``run_dir`` and writes ``config.yaml`` (``write=False``: the caller does, with
-    `save_config`, once its own checks pass); returns ``(path, resuming)``.
+    `save_config`, once its own checks pass); returns ``(path, resuming)``. Its ``run_dir`` is
+    ``recorded_as`` when given (the URL a local staging folder mirrors), else the normalised path.
 
     If the directory already holds a config that differs in keys other than ``may_change`` (exact
     keys, or prefixes ending in ``.``: ``"mesh."``), the run stops with the list of differing keys
@@ -86,7 +87,7 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
     counts as its default, which is what that run used.
     """
     path = normal_path(run_dir)
-    new = run_config(config, path)
+    new = run_config(config, recorded_as or path)
     cfg_file = path / CONFIG_FILE
     # Only a run that got as far as a checkpoint is protected: a start that failed on bad input
     # can be corrected and run again in the same directory.
@@ -111,17 +112,17 @@ def prepare_run_dir(run_dir: str | Path, config: Any, may_change: tuple[str, ...
         except OSError as e:
             raise UserError(f"run_dir {path} cannot be created: {e.strerror}") from None
     if write:
-        save_config(path, config)
+        save_config(path, config, recorded_as)
     return path, resuming
 
 
-def save_config(path: Path, config: Any) -> None:
+def save_config(path: Path, config: Any, recorded_as: str | None = None) -> None:
     """Writes ``RUN/config.yaml`` (process 0, atomically). `prepare_run_dir` does it unless told not
     to: a program that first checks what the run directory holds (`datarater score`) writes it
     once those checks pass, so a refused rerun leaves the config of what is there."""
     if jax.process_index() != 0:
         return
-    write_text_atomic(path / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(run_config(config, path))))
+    write_text_atomic(path / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(run_config(config, recorded_as or path))))
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -141,7 +142,7 @@ def config_digest(run_dir: str | Path) -> str | None:
     return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest() if path.exists() else None
 
 
-def run_config(config: Any, path: Path | None = None) -> dict[str, Any]:
+def run_config(config: Any, path: Path | str | None = None) -> dict[str, Any]:
     """A program config as the plain resolved dict that ``config.yaml`` holds, its ``run_dir``
     the normalised ``path`` when given (also what the trackers record)."""
     out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -104,8 +104,10 @@ def test_train_lm_at_memory_saves_resumes_on_a_fresh_machine_and_reads_urls(doc_
     straight = train_lm(compose(SUBCOMMANDS["train-lm"], args(tmp_path / "local")))
     remote = train_lm(compose(SUBCOMMANDS["train-lm"], args("memory://runs/lm")))
     assert remote["final_val_nll"] == straight["final_val_nll"]  # the corpus read through fsspec is the same
+    assert remote["run_dir"] == "memory://runs/lm" and remote["staging"].startswith(str(tmp_path / "staging"))
     held = set(memfs.find("/runs/lm"))
     assert {"/runs/lm/config.yaml", "/runs/lm/metrics.jsonl", "/runs/lm/summary.json"} <= held
+    assert "run_dir: memory://runs/lm\n" in memfs.cat_file("/runs/lm/config.yaml").decode()  # not the staging path
     assert {p.split("/")[4] for p in held if p.startswith("/runs/lm/checkpoints/")} == {"2", "4", "6"}
     # a run killed after its step-4 checkpoint, resumed on a machine without the staging folder
     for p in [p for p in held if p.startswith(("/runs/lm/checkpoints/6/", "/runs/lm/summary.json"))]:

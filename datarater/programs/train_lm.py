@@ -78,7 +78,7 @@ def run(prog: TrainLMProgram) -> dict:
 
 
 def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
-    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS)
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror and mirror.url)
     cfg, train = prog.model, prog.train
     tokenizer = make_tokenizer(prog.data)
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -118,7 +118,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     # what produced this run's checkpoints and summary (a consumer compares the config digest)
     provenance = {"program": "train-lm", "config_digest": config_digest(run_dir), "datarater": __version__,
                   "curate": consumer_identity(prog.curate, prog.target)}
-    metrics = Trackers(run_dir, prog.logging, run_config(prog), "train-lm")  # metrics.jsonl and logging.trackers
+    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror and mirror.url), "train-lm")  # metrics.jsonl and logging.trackers
     atexit.register(metrics.close)  # also when the run stops on an error
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
     pending: list[tuple[int, dict]] = []  # per-step metrics still on device
@@ -274,7 +274,8 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
                                 train.batch_size // micro, mesh, rules)  # a microbatch's rows at a time
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
-        "run_dir": str(run_dir),
+        "run_dir": mirror.url if mirror else str(run_dir),
+        **({"staging": str(run_dir)} if mirror else {}),  # the local copy the URL mirrors
         "steps": step,
         "provenance": provenance,
         "final_val_nll": last_val,
