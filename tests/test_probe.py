@@ -243,3 +243,16 @@ def test_datarater_probe_by_source_writes_rows_for_every_oracle_and_target(doc_c
     md = (run / "probe.md").read_text()
     assert "sources ['inspect', 'typing']" in md and (run / "probe.png").stat().st_size > 0
     assert "](probe.png)" in md  # the plot's link resolves from probe.md itself
+
+
+def test_the_report_links_the_probe_plot_from_its_own_folder(tmp_path):
+    from datarater.programs.report import included_markdown
+
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "probe.png").write_bytes(b"png")
+    md = tmp_path / "probe" / "probe.md"
+    md.write_text("## Probe\n\n![objective probe](probe.png) see [docs](https://x.org/a.md) or [up](#probe)\n")
+    text = included_markdown(md, tmp_path)
+    link = text.split("![objective probe](")[1].split(")")[0]
+    assert (tmp_path / link).read_bytes() == b"png"  # resolves from the report's folder
+    assert "[docs](https://x.org/a.md)" in text and "[up](#probe)" in text  # absolute links and anchors kept

@@ -171,9 +171,18 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
                    "validation split, the target's, and the validation split per source and per label.\n\n" + head + body)
     probe = run_dir / "probe" / "probe.md"
     if probe.exists():
-        # probe.md links its plot beside itself; the report sits one folder up
-        out.append(probe.read_text().replace("](probe.png)", "](probe/probe.png)"))
+        out.append(included_markdown(probe, run_dir))
     return out
+
+
+def included_markdown(md: Path, report_dir: Path) -> str:
+    """The text of ``md`` with its relative links made relative to ``report_dir`` (which holds it
+    in a subfolder: probe.md links its plot beside itself, the report sits a folder up)."""
+    import os
+    import re
+
+    rel = Path(os.path.relpath(md.parent, report_dir)).as_posix()
+    return re.sub(r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)\)", lambda m: f"]({rel}/{m.group(1)})", md.read_text())
 
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
