@@ -10,100 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_synthetic import SOURCES, section, synthetic_row_nll, synthetic_runs, synthetic_scores, table_rows
 
-from datarater.errors import UserError
 from datarater.eval.audit import roc_auc
 from datarater.eval.report.analysis import (
-    baseline_nlls,
     baselines_by_model,
-    best_ratio,
     best_ratios,
-    delta_vs_baseline,
     extreme_indices,
     kept_fraction_by_source,
     model_order,
-    nll_by_group,
-    noise_threshold,
 )
-from datarater.eval.report.inputs import ReportInputs, RowNLL, RunResult, ScoreTable, as_score_table
-from datarater.eval.report.tables import md_escape, printable_excerpt, results_markdown, write_results_csv
+from datarater.eval.report.inputs import ReportInputs
+from datarater.eval.report.tables import md_escape, printable_excerpt, write_results_csv
 from datarater.eval.report.write import write_report
-
-SOURCES = ["wiki", "news", "chat", "tables"]
-LABELS = ["clean", "mojibake", "all_caps"]
-
-
-def synthetic_curve(final: float, flops_per_step: float, curate_per_step: float, steps: int = 100):
-    return [
-        (s, s * flops_per_step, s * curate_per_step, final + 3.0 * np.exp(-s / 15.0)) for s in range(0, steps + 1, 10)
-    ]
-
-
-def synthetic_runs() -> list[RunResult]:
-    runs = []
-    final_nano = {
-        ("none", 0.0): 2.50,
-        ("datarater", 0.25): 2.46,
-        ("datarater", 0.5): 2.42,
-        ("datarater", 0.9): 2.60,
-        ("random", 0.25): 2.52,
-        ("random", 0.5): 2.55,
-        ("random", 0.9): 2.70,
-    }
-    for (curator, rho), final in final_nano.items():
-        runs.append(_run("nano", 1e9, 2_000_000, curator, rho, final))
-    for curator, rho, final in (("none", 0.0, 2.2), ("datarater", 0.5, 2.1), ("random", 0.25, 2.25)):
-        runs.append(_run("micro", 4e9, 9_000_000, curator, rho, final))
-    return runs
-
-
-def _run(model, fps, n_params, curator, rho, final) -> RunResult:
-    curate = 0.0 if curator == "none" else 0.1 * fps
-    tasks = {
-        "piqa": {"acc": 0.55 + final / 100, "acc_norm": 0.56, "n": 50},
-        "arc_easy": {"acc": 0.3, "acc_norm": 0.31, "n": 40},
-    }
-    return RunResult(
-        name=f"{model}-{curator}-{rho}",
-        model=model,
-        curator=curator,
-        discard=rho,
-        flops_per_step=fps,
-        curve=synthetic_curve(final, fps, curate),
-        final_val_nll=final,
-        tasks=tasks,
-        n_params=n_params,
-    )
-
-
-def synthetic_scores(n: int = 120, seed: int = 0) -> ScoreTable:
-    rng = np.random.default_rng(seed)
-    sources = [SOURCES[i % len(SOURCES)] for i in range(n)]
-    labels = [LABELS[i % len(LABELS)] if i % 2 else "clean" for i in range(n)]
-    texts = []
-    for i, (s, lab) in enumerate(zip(sources, labels, strict=True)):
-        base = f"Document {i} from {s}. Some prose | with a pipe and *stars*.\nSecond line."
-        if lab == "mojibake":
-            base = base.replace("o", "Ã¶") + "\x00\x01"
-        elif lab == "all_caps":
-            base = base.upper()
-        texts.append(base)
-    scores = rng.normal(size=n) + np.array([1.5 if lab == "clean" else 0.0 for lab in labels])
-    return ScoreTable(
-        ids=[f"train-{i:08d}" for i in range(n)],
-        sources=sources,
-        scores=scores,
-        texts=texts,
-        n_segments=rng.integers(1, 4, size=n),
-        labels=labels,
-        curator_scores={"random": rng.normal(size=n), "heuristic": -np.array([t.count("Ã") for t in texts], float)},
-    )
-
-
-def synthetic_row_nll(runs: list[RunResult], table: ScoreTable) -> RowNLL:
-    rng = np.random.default_rng(1)
-    tokens = rng.integers(50, 128, size=len(table))
-    return RowNLL(nats={r.name: tokens * rng.uniform(1.5, 4.0, size=len(table)) for r in runs}, tokens=tokens)
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +42,6 @@ def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
     assert data[12:16] == b"IHDR"
     return struct.unpack(">II", data[16:24])
-
-
-def section(md: str, heading: str) -> str:
-    start = md.index(heading)
-    nxt = re.search(r"^#{2,3} ", md[start + len(heading) :], flags=re.M)
-    return md[start : start + len(heading) + (nxt.start() if nxt else len(md))]
-
-
-def table_rows(text: str) -> list[list[str]]:
-    """Cells of the Markdown table rows in ``text`` (header and separator excluded), split on unescaped pipes."""
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in rows[2:]]
 
 
 def test_every_linked_image_exists_and_is_a_reasonable_png(report):
@@ -244,41 +151,6 @@ def test_results_table_baselines_best_ratio_and_gains(report):
     assert by_key[("nano", "none", "0%")][5] == "baseline"
 
 
-def test_best_ratio_counts_the_baseline_breaks_ties_low_and_never_picks_an_unfinished_run():
-    assert best_ratio(2.5, [(0.25, 2.6), (0.5, 2.55)]) == 0.0  # every filtered run is worse: unfiltered
-    assert best_ratio(2.5, [(0.5, 2.45), (0.25, 2.48)]) == 0.5
-    assert best_ratio(2.5, [(0.75, 2.4), (0.25, 2.4)]) == 0.25  # ties: the smaller ratio
-    assert best_ratio(2.4, [(0.5, 2.4)]) == 0.0  # a tie with the baseline too
-    inf, nan = float("inf"), float("nan")
-    assert best_ratio(2.5, [(0.5, inf), (0.9, nan)]) == 0.0  # inf: the run has no summary (sweep.final_nll)
-    assert best_ratio(inf, [(0.5, 2.6), (0.25, inf)]) == 0.5
-    assert best_ratio(None, [(0.5, 2.6)]) == 0.5  # no baseline run at all
-    assert best_ratio(inf, [(0.5, inf)]) is None and best_ratio(None, []) is None
-
-
-def test_delta_vs_baseline_and_the_baseline_of_each_model():
-    assert delta_vs_baseline(2.1, 2.2) == pytest.approx(-0.1)
-    assert delta_vs_baseline(2.2, 2.2) == 0.0
-    assert np.isnan(delta_vs_baseline(2.1, None)) and np.isnan(delta_vs_baseline(None, 2.2))
-    assert delta_vs_baseline(float("inf"), 2.2) == float("inf")  # an unfinished run stays visibly unfinished
-    runs = synthetic_runs()
-    assert baseline_nlls(runs) == {"nano": 2.5, "micro": 2.2}
-    assert baseline_nlls([r for r in runs if r.model == "micro" or r.curator != "none"]) == {"micro": 2.2}
-
-
-def test_results_markdown_of_the_sweep():
-    runs = [r for r in synthetic_runs() if r.model == "nano" and r.discard in (0.0, 0.5)]
-    runs.append(_run("micro", 4e9, 9_000_000, "datarater", 0.5, float("inf")))  # no baseline, did not finish
-    md = results_markdown(runs, {"nano-datarater-0.5": 0.3}, {"datarater": 0.5, "random": 0.0}, {"nano": [2.5, 2.52]})
-    rows = {r[0]: r for r in table_rows(md)}
-    assert rows["nano-none-0.0"][5:] == ["+0.0000", "baseline"]
-    assert rows["nano-datarater-0.5"][3:] == ["0.5", "2.4200", "-0.0800", "30.0%"]
-    assert rows["nano-random-0.5"][5:] == ["+0.0500", "not reached"]  # no gain given
-    assert rows["micro-datarater-0.5"][4:6] == ["inf", "+nan"]
-    assert "Best discard ratio per curator (smallest model, by final held-out NLL): datarater 0.5, random 0" in md
-    assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in md
-
-
 def test_audit_table_in_the_report_matches_roc_auc(report):
     path, _, table = report
     rows = table_rows(section(path.read_text(), "## 9."))
@@ -316,16 +188,6 @@ def test_nll_by_source_and_label_matches_its_definition(report):
     assert len(table_rows(text[: text.index("By label:")])) == len(runs)  # by source: one row per run
 
 
-def test_nll_by_group_weights_rows_by_their_tokens(tmp_path):
-    out = nll_by_group(np.array([10.0, 30.0, 5.0]), np.array([10, 10, 0]), ["a", "a", "b"])
-    assert out["all"] == 45.0 / 20 and out["a"] == 40.0 / 20  # token-weighted, not a mean of row NLLs
-    assert np.isnan(out["b"])  # no predicted token: no NLL
-    with pytest.raises(UserError, match="score table has 120 rows"):
-        write_report(tmp_path, ReportInputs(
-            runs=synthetic_runs(), scores=synthetic_scores(),
-            row_nll=RowNLL(nats={"nano-none-0.0": np.ones(3)}, tokens=np.ones(3))))
-
-
 def test_missing_inputs_leave_sections_out_with_a_reason(tmp_path):
     path = write_report(tmp_path, ReportInputs(runs=[]))
     md = path.read_text()
@@ -337,42 +199,6 @@ def test_missing_inputs_leave_sections_out_with_a_reason(tmp_path):
     assert "_Left out: the scored corpus carries no corruption labels._" in md
     assert "_Left out: no per-row NLL of the sweep's LMs given._" in md
     assert md.count("_Left out:") == 2
-
-
-def test_score_table_from_columns_and_rows_and_bad_input():
-    t = synthetic_scores(n=6)
-    cols = {
-        "id": t.ids,
-        "source": t.sources,
-        "score": t.scores,
-        "text": t.texts,
-        "n_segments": t.n_segments,
-        "label": t.labels,
-    }
-    rows = [
-        {
-            "id": t.ids[i],
-            "source": t.sources[i],
-            "score": t.scores[i],
-            "text": t.texts[i],
-            "n_segments": int(t.n_segments[i]),
-            "label": t.labels[i],
-            "curator_scores": {"random": float(t.curator_scores["random"][i])},
-        }
-        for i in range(6)
-    ]
-    a, b = as_score_table(cols), as_score_table(rows)
-    assert a.ids == b.ids == t.ids and a.labels == b.labels == t.labels
-    np.testing.assert_array_equal(a.scores, b.scores)
-    np.testing.assert_array_equal(b.curator_scores["random"], t.curator_scores["random"])
-    with pytest.raises(UserError, match="missing key 'text'"):
-        as_score_table({k: v for k, v in cols.items() if k != "text"})
-    with pytest.raises(UserError, match="5 sources"):
-        as_score_table({**cols, "source": t.sources[:5]})
-    with pytest.raises(UserError, match="NaN"):
-        as_score_table({**cols, "score": np.where(np.arange(6) == 2, np.nan, t.scores)})
-    with pytest.raises(UserError, match="row 1: missing key 'score'"):
-        as_score_table([rows[0], {k: v for k, v in rows[1].items() if k != "score"}])
 
 
 def test_results_csv(tmp_path, report):
@@ -388,41 +214,3 @@ def test_results_csv(tmp_path, report):
     assert float(rows["micro-datarater-0.5"]["delta_vs_baseline"]) == pytest.approx(2.1 - 2.2)
     assert float(rows["nano-datarater-0.5"]["train_flops"]) == pytest.approx(100 * 1e9)
     assert float(rows["nano-datarater-0.5"]["piqa/acc_norm"]) == 0.56
-
-
-def test_model_order_falls_back_to_flops_per_step_without_parameter_counts():
-    runs = synthetic_runs()
-    for r in runs:
-        r.n_params = None
-        if r.model == "nano":
-            r.flops_per_step = 1e12  # now the largest by FLOPs per step
-    assert model_order(runs) == ["micro", "nano"]
-
-
-def test_duplicate_run_names_are_an_error(tmp_path):
-    runs = synthetic_runs()
-    runs[1].name = runs[0].name
-    with pytest.raises(UserError, match="unique"):
-        write_report(tmp_path, ReportInputs(runs=runs))
-
-
-def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
-    runs = synthetic_runs()
-    spread = [2.50, 2.52, 2.47]  # nano unfiltered over three seeds, the baseline's first
-    thr = noise_threshold(spread)
-    assert thr == pytest.approx(2 * np.sqrt(2) * np.std(spread, ddof=1))
-    assert noise_threshold([2.5]) is None and noise_threshold([2.5, float("nan")]) is None
-    md = write_report(tmp_path, ReportInputs(runs=runs, baseline_spread={"nano": spread})).read_text()
-    part = section(md, "## 1.")
-    assert "outside seed spread" in part and f"{thr:.4f}" in part
-    for row in table_rows(part):
-        model, curator, nll, beyond = row[0], row[1], float(row[3]), row[5]
-        base = 2.50 if model == "nano" else 2.2
-        if curator == "none" or model != "nano":  # micro has no spread: nothing claimed
-            assert beyond == "—", row
-        else:
-            assert beyond == ("yes" if abs(nll - base) > thr else "no"), row
-    assert {r[5] for r in table_rows(part) if r[0] == "nano" and r[1] != "none"} == {"yes", "no"}
-    # without a spread the table keeps its columns
-    plain = section(write_report(tmp_path / "p", ReportInputs(runs=runs)).read_text(), "## 1.")
-    assert "outside seed spread" not in plain and "Run-to-run noise" not in plain
