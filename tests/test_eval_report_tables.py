@@ -17,7 +17,7 @@ from datarater.eval.report.analysis import (
     noise_threshold,
 )
 from datarater.eval.report.inputs import ReportInputs, RowNLL, as_score_table
-from datarater.eval.report.tables import results_markdown
+from datarater.eval.report.tables import nll_name, results_markdown
 from datarater.eval.report.write import write_report
 
 
@@ -54,6 +54,20 @@ def test_results_markdown_of_the_sweep():
     assert rows["micro-datarater-0.5"][4:6] == ["inf", "+nan"]
     assert "Best discard ratio per curator (smallest model, by final held-out NLL): datarater 0.5, random 0" in md
     assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in md
+    assert md.startswith("| run | model | curator | discard | final held-out NLL |")
+
+
+def test_tables_and_plots_name_the_set_their_nll_is_on(tmp_path):
+    assert [nll_name(on) for on in ("validation", "target", "source:wiki", "label:clean")] == [
+        "held-out NLL", "target NLL", "NLL on source wiki", "NLL on label clean"]
+    runs = synthetic_runs()
+    md = results_markdown(runs, {}, {"datarater": 0.5}, None, on="target")
+    assert md.startswith("| run | model | curator | discard | final target NLL |") and "by final target NLL)" in md
+    report = write_report(tmp_path, ReportInputs(runs=runs, nll="NLL on source wiki", curve_nll="held-out NLL")).read_text()
+    assert "| model | curator | discard | final NLL on source wiki |" in report
+    assert "## 2. Held-out NLL against compute" in report  # a source's NLL has no curve: the curves are the corpus's
+    assert "| curator | best discard | final NLL on source wiki of nano |" in report
+    assert "target NLL" not in report and "final held-out NLL" not in report
 
 
 def test_nll_by_group_weights_rows_by_their_tokens(tmp_path):

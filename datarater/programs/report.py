@@ -187,7 +187,7 @@ def included_markdown(md: Path, report_dir: Path) -> str:
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.eval.report.inputs import ReportInputs
-    from datarater.eval.report.tables import write_results_csv
+    from datarater.eval.report.tables import nll_name, write_results_csv
     from datarater.eval.report.write import write_report
     from datarater.programs.sweep import run_results
 
@@ -216,7 +216,8 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
              "of final NLL per validation set",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
-                                              baseline_spread=spread,
+                                              baseline_spread=spread, nll=nll_name(on),
+                                              curve_nll=nll_name("target" if on == "target" else "validation"),
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     _publish(run_dir, sweep_dir / "results.csv", sweep, path)

@@ -279,7 +279,7 @@ def run(prog: SweepProgram) -> dict:
     (run_dir / "comparison.json").write_text(json.dumps(
         {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
     write_results_csv(run_dir / "results.csv", results, gains)
-    md = results_markdown(results, gains, best, spread)
+    md = results_markdown(results, gains, best, spread, select_set(prog))
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog))
     (run_dir / "results.md").write_text(md)
     (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))

@@ -97,8 +97,9 @@ def _log_x(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overlap
 
 
-def plot_nll_vs_flops(out_dir: Path, model: str, runs: Sequence[RunResult], baseline: RunResult | None) -> str:
-    """One figure per model size, a panel per curator: held-out NLL against training + curation FLOPs."""
+def plot_nll_vs_flops(out_dir: Path, model: str, runs: Sequence[RunResult], baseline: RunResult | None,
+                      nll: str = "held-out NLL") -> str:
+    """One figure per model size, a panel per curator: ``nll`` (the curves' set) against training + curation FLOPs."""
     curators = sorted({r.curator for r in runs if r.curator != BASELINE_CURATOR}) or [BASELINE_CURATOR]
     ratio_color = _ratio_colors([r.discard for r in runs])
     ncols = min(3, len(curators))
@@ -125,7 +126,7 @@ def plot_nll_vs_flops(out_dir: Path, model: str, runs: Sequence[RunResult], base
             ax.set_xlabel("train + curation FLOPs (log)")
             ax.tick_params(labelbottom=True)
         if k % ncols == 0:
-            ax.set_ylabel("held-out NLL (nats/token)")
+            ax.set_ylabel(f"{nll} (nats/token)")
         ax.grid(True, which="both", alpha=0.3)
     _zoomed_ylim(axes[0][0], ys)
     for k in range(len(curators), nrows * ncols):
@@ -138,11 +139,11 @@ def plot_nll_vs_flops(out_dir: Path, model: str, runs: Sequence[RunResult], base
         ),
     )
     fig.legend([handles[k] for k in order], order, loc="outside right center", fontsize=9)
-    fig.suptitle(f"{model}: held-out NLL against compute (one panel per curator)", fontsize=12)
+    fig.suptitle(f"{model}: {nll} against compute (one panel per curator)", fontsize=12)
     return _save(fig, out_dir, f"nll_vs_flops_{_safe_name(model)}.png")
 
 
-def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str, float]) -> str:
+def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str, float], nll: str = "held-out NLL") -> str:
     """(a) final NLL against discard ratio on the smallest model; (b) baseline vs best ratio across model sizes."""
     order = model_order(runs)
     smallest = order[0]
@@ -177,7 +178,7 @@ def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str,
     ax_a.set_xticks(swept, [f"{x:.0%}" for x in swept])
     ax_a.set_title(f"ratio sweep on {smallest} (★ = best ratio)", fontsize=11)
     ax_a.set_xlabel("discard ratio ρ (fraction of the stream dropped)")
-    ax_a.set_ylabel("final held-out NLL (nats/token)")
+    ax_a.set_ylabel(f"final {nll} (nats/token)")
     ax_a.grid(True, alpha=0.3)
     ax_a.legend(fontsize=8)
 
@@ -204,7 +205,7 @@ def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str,
     _log_x(ax_b)
     ax_b.set_title("best ratio across model sizes", fontsize=11)
     ax_b.set_xlabel("total training + curation compute (FLOPs, log)")
-    ax_b.set_ylabel("final held-out NLL (nats/token)")
+    ax_b.set_ylabel(f"final {nll} (nats/token)")
     ax_b.grid(True, which="both", alpha=0.3)
     ax_b.legend(fontsize=8)
     return _save(fig, out_dir, "best_ratio.png")

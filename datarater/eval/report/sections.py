@@ -70,12 +70,13 @@ def _on_scores(heading: str):
     return wrap
 
 
-def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Sequence[float]] | None = None) -> list[str]:
+def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Sequence[float]] | None = None,
+                    nll: str = "held-out NLL") -> list[str]:
     md = ["## 1. Results", ""]
     if not runs:
         return md + _left_out("no runs given")
     missing = [m for m in model_order(runs) if m not in baselines_by_model(runs)]
-    md += results_table(runs, gains, spread)
+    md += results_table(runs, gains, spread, nll)
     md += [
         "",
         "NLL in nats per token on the validation set named in the notes above; Δ < 0 is better than the unfiltered run of the same size. "
@@ -89,8 +90,8 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
     return md
 
 
-def section_curves(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
-    md = ["## 2. Held-out NLL against compute", ""]
+def section_curves(out_dir: Path, runs: Sequence[RunResult], nll: str = "held-out NLL") -> list[str]:
+    md = [f"## 2. {nll[0].upper() + nll[1:]} against compute", ""]
     if not any(curve_xy(r)[0].size for r in runs):
         return md + _left_out("no run has an evaluation curve with positive FLOPs")
     baselines = baselines_by_model(runs)
@@ -99,7 +100,7 @@ def section_curves(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
         if not any(curve_xy(r)[0].size for r in mine):
             md += [f"{model}: no evaluation curve.", ""]
             continue
-        _image(md, f"held-out NLL vs FLOPs, {model}", plot_nll_vs_flops(out_dir, model, mine, baselines.get(model)))
+        _image(md, f"{nll} vs FLOPs, {model}", plot_nll_vs_flops(out_dir, model, mine, baselines.get(model), nll))
     md += [
         "Each panel: one curator, a line per discard ratio; dashed black: the unfiltered baseline of the same size. "
         "Compute counts the curator's inference on the oversampled stream. When early losses are far above the end of "
@@ -109,7 +110,7 @@ def section_curves(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
     return md
 
 
-def section_best_ratio(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
+def section_best_ratio(out_dir: Path, runs: Sequence[RunResult], nll: str = "held-out NLL") -> list[str]:
     md = ["## 3. Best ratio across model sizes", ""]
     best = best_ratios(runs)
     if not best:
@@ -123,8 +124,8 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult]) -> list[str]:
         f"Best discard ratio per curator, chosen by final NLL (on the set of section 1) on the smallest model ({md_escape(order[0])}):",
         "",
     ]
-    md += md_table(["curator", "best discard", f"final NLL on {md_escape(order[0])}"], rows) + [""]
-    _image(md, "best ratio", plot_best_ratio(out_dir, runs, best))
+    md += md_table(["curator", "best discard", f"final {nll} of {md_escape(order[0])}"], rows) + [""]
+    _image(md, "best ratio", plot_best_ratio(out_dir, runs, best, nll))
     return md
 
 

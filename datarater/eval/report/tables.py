@@ -113,8 +113,20 @@ def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> 
     return md + ([""] if md else [])
 
 
+def nll_name(on: str) -> str:
+    """How tables and plots name the final NLL of ``on``, the set that picks the best ratio
+    (``sweep.select_on``: validation, target, source:<name>, label:<name>)."""
+    if on == "validation":
+        return "held-out NLL"
+    if on == "target":
+        return "target NLL"
+    kind, _, name = on.partition(":")
+    return f"NLL on {kind} {name}"
+
+
 def results_table(
-    runs: Sequence[RunResult], gains: Mapping[str, float | None] | None, spread: Mapping[str, Sequence[float]] | None
+    runs: Sequence[RunResult], gains: Mapping[str, float | None] | None, spread: Mapping[str, Sequence[float]] | None,
+    nll: str = "held-out NLL",
 ) -> list[str]:
     """The report's results table: a row per run with its final NLL, Δ vs the unfiltered run, net compute gain,
     FLOPs and mean accuracies; with a seed ``spread``, also whether Δ is beyond run-to-run noise."""
@@ -142,7 +154,7 @@ def results_table(
         if show_noise:
             thr = thresholds.get(r.model)
             rows[-1].insert(5, "—" if is_base or thr is None or not finite(delta) else ("yes" if abs(delta) > thr else "no"))
-    head = ["model", "curator", "discard", "final val NLL", "Δ NLL vs baseline", "net compute gain",
+    head = ["model", "curator", "discard", f"final {nll}", "Δ NLL vs baseline", "net compute gain",
             "FLOPs (train+curate)", "mean acc", "mean acc_norm"]
     if show_noise:
         head.insert(5, "outside seed spread")
@@ -150,17 +162,18 @@ def results_table(
 
 
 def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float],
-                     spread: dict[str, list[float]] | None = None) -> str:
-    """The sweep's ``results.md``: a row per run in the given order, the best ratio per curator, the seed noise."""
+                     spread: dict[str, list[float]] | None = None, on: str = "validation") -> str:
+    """The sweep's ``results.md``: a row per run in the given order, the best ratio per curator, the
+    seed noise; NLLs on ``on``, the set that picks the best ratio."""
     base_nll = baseline_nlls(results)
-    lines = ["| run | model | curator | discard | final val NLL | vs unfiltered | net compute gain |",
+    lines = [f"| run | model | curator | discard | final {nll_name(on)} | vs unfiltered | net compute gain |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         delta = delta_vs_baseline(r.final_val_nll, base_nll.get(r.model))
         gain = "baseline" if r.curator == BASELINE_CURATOR else (
             "not reached" if gains.get(r.name) is None else f"{100 * gains[r.name]:.1f}%")
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
-    lines += ["", "Best discard ratio per curator (smallest model, by final held-out NLL): "
+    lines += ["", f"Best discard ratio per curator (smallest model, by final {nll_name(on)}): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
     lines += [""] + noise_lines(spread or {}, list(spread or {}))
     return "\n".join(lines).rstrip() + "\n"

@@ -36,11 +36,11 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
         ratios, ratios_from = list(DEFAULT_RATIOS), "the default sweep"
     md = [f"# {inputs.title}", ""]
     md += [f"- {line}" for line in inputs.notes] + ([""] if inputs.notes else [])
-    md += section_results(runs, inputs.gains, inputs.baseline_spread)
+    md += section_results(runs, inputs.gains, inputs.baseline_spread, inputs.nll)
     for block in inputs.sections:
         md += [block.rstrip(), ""]
-    md += section_curves(out, runs)
-    md += section_best_ratio(out, runs)
+    md += section_curves(out, runs, inputs.curve_nll)
+    md += section_best_ratio(out, runs, inputs.nll)
     md += section_histograms(table, out)
     md += section_kept(table, out, ratios, ratios_from)
     md += section_extremes(table)
