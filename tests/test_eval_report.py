@@ -214,3 +214,6 @@ def test_results_csv(tmp_path, report):
     assert float(rows["micro-datarater-0.5"]["delta_vs_baseline"]) == pytest.approx(2.1 - 2.2)
     assert float(rows["nano-datarater-0.5"]["train_flops"]) == pytest.approx(100 * 1e9)
     assert float(rows["nano-datarater-0.5"]["piqa/acc_norm"]) == 0.56
+    assert {r["nll_set"] for r in rows.values()} == {"validation"}
+    on_target = write_results_csv(tmp_path / "t.csv", runs, gains, on="target")
+    assert {r["nll_set"] for r in csv.DictReader(on_target.open())} == {"target"}

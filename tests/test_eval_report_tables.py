@@ -17,7 +17,7 @@ from datarater.eval.report.analysis import (
     noise_threshold,
 )
 from datarater.eval.report.inputs import ReportInputs, RowNLL, as_score_table
-from datarater.eval.report.tables import nll_name, results_markdown
+from datarater.eval.report.tables import curve_set, nll_name, results_markdown
 from datarater.eval.report.write import write_report
 
 
@@ -58,8 +58,9 @@ def test_results_markdown_of_the_sweep():
 
 
 def test_tables_and_plots_name_the_set_their_nll_is_on(tmp_path):
-    assert [nll_name(on) for on in ("validation", "target", "source:wiki", "label:clean")] == [
-        "held-out NLL", "target NLL", "NLL on source wiki", "NLL on label clean"]
+    sets = ("validation", "target", "source:wiki", "label:clean")
+    assert [nll_name(on) for on in sets] == ["held-out NLL", "target NLL", "NLL on source wiki", "NLL on label clean"]
+    assert [curve_set(on) for on in sets] == ["validation", "target", "validation", "validation"]  # curves: 2 sets
     runs = synthetic_runs()
     md = results_markdown(runs, {}, {"datarater": 0.5}, None, on="target")
     assert md.startswith("| run | model | curator | discard | final target NLL |") and "by final target NLL)" in md

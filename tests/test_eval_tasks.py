@@ -124,6 +124,8 @@ def test_a_limit_stops_before_a_bad_line_and_the_whole_file_is_still_counted(tmp
     assert len(task.items) == 2 and _items_in_file(task) == 3  # lm-eval's "original": non-blank lines
     with pytest.raises(UserError, match=f"{f}:4: not a valid JSON line"):
         load_task(f)
+    f.write_bytes(b"\xef\xbb\xbf\n" + f"{PIQA_OK}\n{PIQA_OK}\n".encode())  # a first line holding only a BOM is blank
+    assert _items_in_file(load_task(f, limit=1)) == 2
 
 
 @pytest.mark.parametrize(

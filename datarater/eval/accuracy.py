@@ -22,7 +22,10 @@ def _items_in_file(task: Task) -> int:
     not an error here)."""
     try:
         with open(task.local or task.path, "rb") as f:  # a URL's local copy
-            return sum(1 for line in f if line.strip())
+            count = 0
+            for i, line in enumerate(f):
+                count += bool((line.removeprefix(b"\xef\xbb\xbf") if i == 0 else line).strip())  # as tasks._records
+            return count
     except OSError:
         return len(task.items)
 

@@ -182,12 +182,14 @@ def included_markdown(md: Path, report_dir: Path) -> str:
     import re
 
     rel = Path(os.path.relpath(md.parent, report_dir)).as_posix()
-    return re.sub(r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)\)", lambda m: f"]({rel}/{m.group(1)})", md.read_text())
+    # inline links and images, with an optional "title"; URLs, absolute paths and anchors are kept
+    link = r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)(\s+\"[^\"]*\")?\)"
+    return re.sub(link, lambda m: f"]({rel}/{m.group(1)}{m.group(2) or ''})", md.read_text())
 
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.eval.report.inputs import ReportInputs
-    from datarater.eval.report.tables import nll_name, write_results_csv
+    from datarater.eval.report.tables import curve_set, nll_name, write_results_csv
     from datarater.eval.report.write import write_report
     from datarater.programs.sweep import run_results
 
@@ -201,7 +203,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     on = select_set(sweep)
     runs, spread = finished_runs(sweep_dir, on)
     results, gains = run_results(runs, on)
-    write_results_csv(sweep_dir / "results.csv", results, gains)
+    write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run
     sample = validation_sample(sweep, prog.rows) if prog.rows > 0 else None
     table = score_table(sweep, sweep_dir, rater_run, sample) if sample else None
@@ -217,7 +219,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread, nll=nll_name(on),
-                                              curve_nll=nll_name("target" if on == "target" else "validation"),
+                                              curve_nll=nll_name(curve_set(on)),
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     _publish(run_dir, sweep_dir / "results.csv", sweep, path)

@@ -35,7 +35,7 @@ from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.gain import net_compute_gain, read_curve
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.inputs import RunResult
-from datarater.eval.report.tables import results_markdown, write_results_csv
+from datarater.eval.report.tables import curve_set, results_markdown, write_results_csv
 from datarater.models.flops import lm_param_counts
 
 
@@ -219,7 +219,7 @@ def run_results(runs: list[PlannedRun], on: str = "validation",
     on the evaluation curve of ``on`` (the corpus's validation split, or the target's); without
     ``count_curation`` the curator's FLOPs are left out (scores computed once, amortised)."""
     results, curves = [], {}
-    key = "target_nll" if on == "target" else "val_nll"  # the curve has these two; source/label sets only at the end
+    key = "target_nll" if curve_set(on) == "target" else "val_nll"  # source/label sets only at the end
     for r in runs:
         curve = read_curve(r.program.run_dir, with_step=True, key=key)
         curves[r.name] = curve
@@ -278,7 +278,7 @@ def run(prog: SweepProgram) -> dict:
             c.gain, c.gain_amortised = gains[name], amortised.get(name)
     (run_dir / "comparison.json").write_text(json.dumps(
         {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
-    write_results_csv(run_dir / "results.csv", results, gains)
+    write_results_csv(run_dir / "results.csv", results, gains, select_set(prog))
     md = results_markdown(results, gains, best, spread, select_set(prog))
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog))
     (run_dir / "results.md").write_text(md)

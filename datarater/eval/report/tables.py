@@ -113,6 +113,13 @@ def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> 
     return md + ([""] if md else [])
 
 
+def curve_set(on: str) -> str:
+    """The set of the evaluation curves (and so of net compute gain) when ``on`` picks the best
+    ratio: the target's when it is the target, else the corpus's validation split (a source's or a
+    label's NLL is measured only at the end)."""
+    return "target" if on == "target" else "validation"
+
+
 def nll_name(on: str) -> str:
     """How tables and plots name the final NLL of ``on``, the set that picks the best ratio
     (``sweep.select_on``: validation, target, source:<name>, label:<name>)."""
@@ -179,9 +186,12 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mapping[str, float | None] | None) -> Path:
+def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mapping[str, float | None] | None,
+                      on: str = "validation") -> Path:
     """One row per run: sizes, FLOPs, final NLL, Δ vs baseline, net compute gain, per-task metrics.
 
+    ``final_val_nll`` is the NLL on ``on`` (sweep.select_on: validation, target, source:<name>, ...),
+    named in the ``nll_set`` column (the column keeps its name for readers of older files).
     ``net_compute_gain`` is a number, "not reached", "baseline" or empty when not computed.
     """
     check_runs(runs)
@@ -198,6 +208,7 @@ def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mappin
         "train_flops",
         "curate_flops",
         "final_val_nll",
+        "nll_set",
         "delta_vs_baseline",
         "net_compute_gain",
     ]
@@ -226,6 +237,7 @@ def write_results_csv(path: str | Path, runs: Sequence[RunResult], gains: Mappin
                 "" if last[1] is None else float(last[1]),
                 "" if last[2] is None else float(last[2]),
                 float(r.final_val_nll) if finite(r.final_val_nll) else "",
+                on,
                 repr(delta) if finite(delta) else "",
                 gain,
             ]
