@@ -150,9 +150,11 @@ def test_meta_train_at_memory_leaves_its_rater_there(doc_corpus, memfs, tmp_path
              "rater.d_model=32", "rater.n_layers=1", "rater.n_heads=2", "rater.d_head=16", "rater.d_ff=64",
              "data.seq_len=32", "meta.inner_batch_size=4", "meta.outer_batch_size=4", "meta.population=2",
              "corpus.heldout_fraction=0.2", "meta.steps=2", "meta.log_every=1", f"corpus.paths=[{doc_corpus}]"]
-    meta_train(compose(SUBCOMMANDS["meta-train"], [*small, "run_dir=memory://runs/meta"]))
+    summary = meta_train(compose(SUBCOMMANDS["meta-train"], [*small, "run_dir=memory://runs/meta"]))
     held = set(memfs.find("/runs/meta"))
     assert {"/runs/meta/config.yaml", "/runs/meta/rater.json", "/runs/meta/summary.json"} <= held
+    assert summary["run_dir"] == "memory://runs/meta" and summary["staging"].startswith(str(tmp_path / "staging"))
+    assert "run_dir: memory://runs/meta\n" in memfs.cat_file("/runs/meta/config.yaml").decode()
     assert any(p.startswith("/runs/meta/rater/") for p in held)
     shutil.rmtree(tmp_path / "staging")  # another machine: the rater comes back from the URL alone
     local = Mirror("memory://runs/meta")
