@@ -67,3 +67,11 @@ def swiglu_lm(doc_corpus, tmp_path_factory) -> Path:
         "train.checkpoint_every=6", f"run_dir={run}",
     ]))
     return run
+
+
+@pytest.fixture(scope="session")
+def clean_docs() -> list:
+    """60 clean documents of the embedded corpus's harvest (seed 0), shared by its tests."""
+    from datarater.data.embedded.harvest import HarvestConfig, harvest
+
+    return harvest(seed=0, cfg=HarvestConfig(max_documents=60))
