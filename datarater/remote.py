@@ -203,6 +203,14 @@ class Mirror:
         return len(changed)
 
 
+def recorded_run_dir(local: str | os.PathLike, mirror: Mirror | None) -> dict[str, str]:
+    """What a run's records (config.yaml, summary.json, the trackers) name as its ``run_dir``: the
+    URL a staging folder mirrors, with ``staging`` the local copy; else the local path."""
+    if mirror is None:
+        return {"run_dir": str(local)}
+    return {"run_dir": mirror.url, "staging": str(local)}
+
+
 @contextmanager
 def staged(run_dir: str, log: Callable[[str], None] | None = None) -> Iterator[tuple[str, Mirror | None]]:
     """``(local run directory, its Mirror or None)``: a URL is pulled into staging before the body

@@ -9,7 +9,7 @@ from flax import nnx
 
 from datarater.config import TrainLMProgram
 from datarater.data.tokenizer import make_tokenizer
-from datarater.eval.tasks import Task, load_tasks
+from datarater.eval.tasks import Task, count_lines, load_tasks
 
 
 def _chance(task: Task) -> float:
@@ -17,15 +17,9 @@ def _chance(task: Task) -> float:
 
 
 def _items_in_file(task: Task) -> int:
-    """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer): its
-    non-blank lines, counted as bytes (lines past the limit were never parsed, so a bad byte there is
-    not an error here)."""
+    """Items of the whole task file (lm-eval's "original" sample count; ``limit`` reads fewer)."""
     try:
-        with open(task.local or task.path, "rb") as f:  # a URL's local copy
-            count = 0
-            for i, line in enumerate(f):
-                count += bool((line.removeprefix(b"\xef\xbb\xbf") if i == 0 else line).strip())  # as tasks._records
-            return count
+        return count_lines(task.local or task.path)  # a URL's local copy
     except OSError:
         return len(task.items)
 

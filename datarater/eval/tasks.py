@@ -177,14 +177,25 @@ def detect_schema(keys: list[str] | set[str], where: str) -> str:
     raise UserError(f"{where}: unknown task schema; keys seen: {sorted(present)}; schemas known: {known}")
 
 
+def _lines(f) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a file opened in binary mode, a leading UTF-8 BOM dropped."""
+    for line_no, raw in enumerate(f, start=1):
+        yield line_no, raw.removeprefix(b"\xef\xbb\xbf") if line_no == 1 else raw
+
+
+def count_lines(path: str | Path) -> int:
+    """Non-blank lines of a task file (lm-eval's "original" sample count), read as `_records` reads
+    them but never parsed: a line past an ``eval.limit`` that is not valid is not an error here."""
+    with open(path, "rb") as f:
+        return sum(1 for _, raw in _lines(f) if raw.strip())
+
+
 def _records(path: Path, shown: str = "") -> Iterator[tuple[int, dict | None]]:
     """``(line number, record)``; ``None`` for a blank line. Messages name ``shown`` (default ``path``)."""
     name = shown or path
     try:
         with open(path, "rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
+            for line_no, raw in _lines(f):
                 if not raw.strip():
                     yield line_no, None
                     continue

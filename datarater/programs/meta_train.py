@@ -47,7 +47,7 @@ from datarater.models.rater import Rater
 from datarater.models.transformer import CausalLM
 from datarater.parallel.mesh import make_mesh
 from datarater.parallel.population import PopulationLayout
-from datarater.remote import Mirror, staged
+from datarater.remote import Mirror, recorded_run_dir, staged
 from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
@@ -70,7 +70,7 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
 def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, PackedSequences] | None = None) -> dict:
     """Runs meta-training; ``splits`` (train, heldout) may be given instead of reading the corpus."""
     m = prog.meta
-    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror and mirror.url)
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror.url if mirror else None)
     tokenizer = make_tokenizer(prog.data)
     for key, cfg in (("model", prog.model), ("rater", prog.rater)):
         if tokenizer.vocab_size > cfg.vocab_size:
@@ -123,7 +123,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
             f"({m.microbatch_rows} rows per device each)")
 
     data = MetaData(batches, m)
-    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror and mirror.url), "meta-train")  # metrics.jsonl and logging.trackers
+    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror.url if mirror else None), "meta-train")  # metrics.jsonl and logging.trackers
     atexit.register(metrics.close)  # also when the run stops on an error
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),
@@ -229,8 +229,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
     save_rater(run_dir, host_copy(state.arrays["eta"]),
                info={"program": "meta-train", "meta_step": step, "updates": members.updates,
                      "config_digest": config_digest(run_dir), "datarater": __version__})
-    summary = {"run_dir": mirror.url if mirror else str(run_dir), **({"staging": str(run_dir)} if mirror else {}),
-               "steps": step, "updates": members.updates, "skipped_updates": members.skipped,
+    summary = {**recorded_run_dir(run_dir, mirror), "steps": step, "updates": members.updates, "skipped_updates": members.skipped,
                "diverged_members": members.diverged, "resets": members.resets, "documents": stats.as_dict()}
     if is_main_process():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -10,6 +10,7 @@ finished LM's NLL on the same rows, by source and label.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 
@@ -178,9 +179,6 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
 def included_markdown(md: Path, report_dir: Path) -> str:
     """The text of ``md`` with its relative links made relative to ``report_dir`` (which holds it
     in a subfolder: probe.md links its plot beside itself, the report sits a folder up)."""
-    import os
-    import re
-
     rel = Path(os.path.relpath(md.parent, report_dir)).as_posix()
     # inline links and images, with an optional "title"; URLs, absolute paths and anchors are kept
     link = r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)(\s+\"[^\"]*\")?\)"

@@ -38,7 +38,7 @@ from datarater.errors import UserError
 from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
-from datarater.remote import Mirror, staged
+from datarater.remote import Mirror, recorded_run_dir, staged
 from datarater.rundir import config_digest, prepare_run_dir, run_config
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.loop import Loop
@@ -78,7 +78,7 @@ def run(prog: TrainLMProgram) -> dict:
 
 
 def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
-    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror and mirror.url)
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror.url if mirror else None)
     cfg, train = prog.model, prog.train
     tokenizer = make_tokenizer(prog.data)
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -118,7 +118,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     # what produced this run's checkpoints and summary (a consumer compares the config digest)
     provenance = {"program": "train-lm", "config_digest": config_digest(run_dir), "datarater": __version__,
                   "curate": consumer_identity(prog.curate, prog.target)}
-    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror and mirror.url), "train-lm")  # metrics.jsonl and logging.trackers
+    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror.url if mirror else None), "train-lm")  # metrics.jsonl and logging.trackers
     atexit.register(metrics.close)  # also when the run stops on an error
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
     pending: list[tuple[int, dict]] = []  # per-step metrics still on device
@@ -274,8 +274,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
                                 train.batch_size // micro, mesh, rules)  # a microbatch's rows at a time
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
-        "run_dir": mirror.url if mirror else str(run_dir),
-        **({"staging": str(run_dir)} if mirror else {}),  # the local copy the URL mirrors
+        **recorded_run_dir(run_dir, mirror),  # a URL run: the URL, and its local copy as "staging"
         "steps": step,
         "provenance": provenance,
         "final_val_nll": last_val,
