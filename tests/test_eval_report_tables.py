@@ -8,6 +8,7 @@ import pytest
 from report_synthetic import make_run, section, synthetic_runs, synthetic_scores, table_rows
 
 from datarater.errors import UserError
+from datarater.eval.gain import curve_key
 from datarater.eval.report.analysis import (
     baseline_nlls,
     best_ratio,
@@ -17,7 +18,7 @@ from datarater.eval.report.analysis import (
     noise_threshold,
 )
 from datarater.eval.report.inputs import ReportInputs, RowNLL, as_score_table
-from datarater.eval.report.tables import curve_set, nll_name, results_markdown
+from datarater.eval.report.tables import nll_name, results_markdown
 from datarater.eval.report.write import write_report
 
 
@@ -60,13 +61,13 @@ def test_results_markdown_of_the_sweep():
 def test_tables_and_plots_name_the_set_their_nll_is_on(tmp_path):
     sets = ("validation", "target", "source:wiki", "label:clean")
     assert [nll_name(on) for on in sets] == ["held-out NLL", "target NLL", "NLL on source wiki", "NLL on label clean"]
-    assert [curve_set(on) for on in sets] == ["validation", "target", "validation", "validation"]  # curves: 2 sets
+    assert [curve_key(on) for on in sets] == ["val_nll", "target_nll", "nll/source:wiki", "nll/label:clean"]
     runs = synthetic_runs()
     md = results_markdown(runs, {}, {"datarater": 0.5}, None, on="target")
     assert md.startswith("| run | model | curator | discard | final target NLL |") and "by final target NLL)" in md
-    report = write_report(tmp_path, ReportInputs(runs=runs, nll="NLL on source wiki", curve_nll="held-out NLL")).read_text()
+    report = write_report(tmp_path, ReportInputs(runs=runs, nll="NLL on source wiki")).read_text()
     assert "| model | curator | discard | final NLL on source wiki |" in report
-    assert "## 2. Held-out NLL against compute" in report  # a source's NLL has no curve: the curves are the corpus's
+    assert "## 2. NLL on source wiki against compute" in report  # the curves are on the set that picks the ratio
     assert "| curator | best discard | final NLL on source wiki of nano |" in report
     assert "target NLL" not in report and "final held-out NLL" not in report
 

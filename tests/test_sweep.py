@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -102,11 +103,40 @@ def test_sweep_selects_on_the_target_and_names_extra_raters(tmp_path):
     prog.curate.rater_run = str(meta)
     resolve_target(prog)
     assert prog.target.labels == ["clean"] and select_set(prog) == "target"
+    assert lm_program(prog, "nano", "none", 0.0).eval.curve_sets == []  # the target's curve is always there
     prog.sweep.select_on = "label:clean"
     assert select_set(prog) == "label:clean"
     other = lm_program(prog, "nano", "other", 0.5)
+    assert other.eval.curve_sets == ["label:clean"] and prog.eval.curve_sets == []  # its curve: the gain on it
     assert (other.curate.name, other.curate.rater_run, other.curate.scores) == ("datarater", "/r/other", "/s/other")
     assert other.run_dir.endswith("lm/nano-other-0.5") and other.target.labels == ["clean"]
     assert lm_program(prog, "nano", "other", 0.0).curate.name == "none"
     with pytest.raises(UserError, match="sweep.curators.*unknown curator 'nope'"):
         compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", "sweep.curators=[nope]"])
+
+
+def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
+    """With sweep.select_on=source:wiki the gain comes from the runs' curves on that source (metric
+    nll/source:wiki), not from the corpus's validation curve; a run without that curve gets none."""
+    import json
+
+    from datarater.programs.sweep import PlannedRun, lm_program, run_results
+
+    prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
+                                          "sweep.select_on=source:wiki"])
+    flops = [0.0, 100.0, 200.0]
+    curves = {"none": ([5, 4, 3], [5, 4, 3]), "random": ([5, 3, 2.5], [5, 4, 3])}  # (source:wiki, validation)
+    runs = []
+    for curator, (wiki, val) in curves.items():
+        p = lm_program(prog, "nano", curator, 0.5 if curator != "none" else 0.0)
+        Path(p.run_dir).mkdir(parents=True)
+        rows = [{"step": i, "train_flops": f, "curate_flops": 0.0, "val_nll": v, "nll/source:wiki": w}
+                for i, (f, w, v) in enumerate(zip(flops, wiki, val, strict=True))]
+        (Path(p.run_dir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (Path(p.run_dir) / "summary.json").write_text(json.dumps({"final_nll_sets": {"validation": val[-1], "source:wiki": wiki[-1]}}))
+        runs.append(PlannedRun(Path(p.run_dir).name, "nano", curator, p.curate.discard, p))
+    results, gains = run_results(runs, "source:wiki")
+    assert gains == {"nano-random-0.5": pytest.approx(0.5)}  # reaches 3 nats on wiki at 100 of 200 FLOPs
+    assert [r.final_val_nll for r in results] == [3, 2.5]
+    assert run_results(runs, "validation")[1] == {"nano-random-0.5": pytest.approx(0.0)}
+    assert run_results(runs, "source:web")[1] == {}  # no curve on it: no gain, rather than another set's

@@ -127,3 +127,21 @@ def test_batch_larger_than_split_is_a_clear_error(doc_corpus, tmp_path):
 def test_vocab_smaller_than_tokenizer_is_refused(doc_corpus, tmp_path):
     with pytest.raises(UserError, match="model.vocab_size"):
         train_lm(program(*overrides(doc_corpus, tmp_path / "run", 5, "model.vocab_size=100")))
+
+
+def test_a_validation_group_is_evaluated_along_the_curve(doc_corpus, tmp_path):
+    """eval.curve_sets: a source's NLL at every evaluation (what a sweep selecting on it reads its
+    net compute gain from); a group the validation split lacks is refused before any compute."""
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*must be source:<name> or label:<name>; got 'logging'"):
+        program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[logging]"))
+    with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*'source:nope' is no group.*source:logging"):
+        train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:nope]")))
+    assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
+    summary = train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:logging]", "train.eval_batches=0")))
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if "val_nll" in r]
+    assert [r["step"] for r in rows] == [0, 10] and all("nll/source:logging" in r for r in rows)
+    last = rows[-1]
+    # all of the source's validation rows, packed on their own: its final NLL, not the whole split's
+    assert last["nll/source:logging"] == pytest.approx(summary["final_nll_sets"]["source:logging"], rel=1e-3)
+    assert abs(last["nll/source:logging"] - last["val_nll"]) > 1e-2

@@ -22,6 +22,9 @@ class EvalConfig:
     validation: list[str] = field(default_factory=list)  # extra validation corpora (globs, like corpus.paths)
     max_sequences: int = 0  # packed sequences per validation set, 0 = all
     every: int = 0  # train-lm: evaluate the tasks every N steps (0 = only at the end)
+    # train-lm: groups of the validation split (source:<name>, label:<name>) also evaluated along the
+    # curve, each as metric "nll/<group>" (the sweep sets it when sweep.select_on names one)
+    curve_sets: list[str] = field(default_factory=list)
     batch_size: int = 32  # sequences per forward pass
     # accuracy shown in results.md: raw (summed log-lik) | char (per character: lm-eval's acc_norm) |
     # byte (per UTF-8 byte: acc_bytes) | both (raw and char) | all
@@ -49,6 +52,9 @@ def validate_eval(e: EvalConfig, prefix: str = "eval") -> None:
     _check(e.batch_size > 0, f"{prefix}.batch_size", f"must be a positive integer, got {e.batch_size}")
     _check(e.normalize in NORMALIZE_CHOICES, f"{prefix}.normalize",
            f"must be one of {', '.join(NORMALIZE_CHOICES)}; got '{e.normalize}'")
+    for i, g in enumerate(e.curve_sets):
+        _check(isinstance(g, str) and g.startswith(("source:", "label:")) and g.partition(":")[2] != "",
+               f"{prefix}.curve_sets[{i}]", f"must be source:<name> or label:<name>; got {g!r}")
     for k in ("tasks", "validation"):
         for i, p in enumerate(getattr(e, k)):
             _check(isinstance(p, str) and p.strip() != "", f"{prefix}.{k}[{i}]", "is empty: give a file or a glob")

@@ -184,6 +184,21 @@ def validation_groups(resolved: Resolved, target: TargetConfig) -> dict[str, np.
     return groups
 
 
+def group_documents(resolved: Resolved, target: TargetConfig, names: Sequence[str], key: str = "eval.curve_sets"):
+    """The validation documents of each group in ``names`` (`validation_groups`), in the split's
+    order; a name that is no group is refused, naming ``key`` and the groups there are."""
+    groups = validation_groups(resolved, target)
+    docs = resolved.splits["validation"]
+    out = {}
+    for i, name in enumerate(names):
+        if name not in groups:
+            have = ", ".join(g for g in groups if g.startswith(("source:", "label:"))) or "none (one source, one label)"
+            raise UserError(f"config key '{key}[{i}]': '{name}' is no group of the corpus's validation split; "
+                            f"its groups: {have}")
+        out[name] = [d for d, keep in zip(docs, groups[name], strict=True) if keep]
+    return out
+
+
 def curator_texts(corpus: CorpusConfig, target: TargetConfig | None, pool_docs: int = 0, seed: int = 0,
                   prefix: str = "meta.target") -> tuple[list[str], list[str]]:
     """``(target texts, pool texts)`` for curators that model a target (DSIR, the classifier), with

@@ -24,6 +24,13 @@ CurvePoint = tuple[float, float, float]  # (train_flops, curate_flops, val_nll)
 ExtraFlops = float | Callable[[float], float] | None
 
 
+def curve_key(set_name: str) -> str:
+    """The metrics.jsonl key of a train-lm run's evaluation curve on one validation set: ``val_nll``
+    (the corpus's split), ``target_nll`` (the target's), ``nll/<group>`` (source:<s> / label:<l>,
+    where the run had ``eval.curve_sets``)."""
+    return {"validation": "val_nll", "target": "target_nll"}.get(set_name, f"nll/{set_name}")
+
+
 def flops_to_reach(
     curve_flops: Sequence[float], curve_nll: Sequence[float], target_nll: float, interpolation: str = "log"
 ) -> float | None:
@@ -100,13 +107,14 @@ def _flops_per_step_of_run(run_dir: Path) -> float:
     return lm_flops_per_step(prog.model, prog.train.batch_size, prog.data.seq_len)
 
 
-def read_curve(run_dir: str | Path, with_step: bool = False, key: str = "val_nll") -> list[tuple]:
+def read_curve(run_dir: str | Path, with_step: bool = False, key: str = "val_nll", required: bool = True) -> list[tuple]:
     """The evaluation curve of a train-lm run from ``RUN/metrics.jsonl``, sorted by step.
 
-    Rows with ``key`` (``val_nll``: the corpus's validation split; ``target_nll``: the target's)
-    give points ``(train_flops, curate_flops, nll)`` (with the step in front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
+    Rows with ``key`` (`curve_key`: ``val_nll`` the corpus's validation split, ``target_nll`` the
+    target's, ``nll/<group>`` a source's or label's) give points ``(train_flops, curate_flops, nll)`` (with the step in front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
     config.yaml; ``curate_flops`` missing -> 0. A repeated step keeps its last row; lines that
-    are not JSON (a run killed mid-write) are skipped and counted in a warning.
+    are not JSON (a run killed mid-write) are skipped and counted in a warning. No row with ``key``:
+    an error, or ``[]`` when not ``required``.
     """
     path = Path(run_dir).expanduser()
     metrics = path / "metrics.jsonl"
@@ -126,7 +134,7 @@ def read_curve(run_dir: str | Path, with_step: bool = False, key: str = "val_nll
             rows[row["step"]] = row
     if bad:
         log.warning("%s: skipped %d lines that are not JSON", metrics, bad)
-    if not rows:
+    if not rows and required:
         raise UserError(f"{metrics} has no evaluation rows ({key}): train the run first")
     per_step = None
     out = []

@@ -187,7 +187,7 @@ def included_markdown(md: Path, report_dir: Path) -> str:
 
 def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.eval.report.inputs import ReportInputs
-    from datarater.eval.report.tables import curve_set, nll_name, write_results_csv
+    from datarater.eval.report.tables import nll_name, write_results_csv
     from datarater.eval.report.write import write_report
     from datarater.programs.sweep import run_results
 
@@ -211,13 +211,13 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         row_nll = lm_row_nll(sweep_dir, runs, sample[3])
     sections = extra_sections(run_dir, sweep_dir, sweep, runs)
     extra = [f"sweep: `{sweep_dir}`; rater: `{rater_run or 'none'}`; corpus: {sweep.corpus.name}",
-             f"final NLLs and the best ratio below are on the validation set '{on}' (the curves and net compute gain "
-             f"on {'the target' if on == 'target' else 'the corpus'}'s validation split); every set is in the table "
+             f"final NLLs, the best ratio, the curves and net compute gain below are on the validation set '{on}'"
+             + ("" if all(r.curve for r in results) else " (LMs with no curve on it, trained before eval.curve_sets "
+                "existed or stopped before their first evaluation, have no net compute gain)") + "; every set is in the table "
              "of final NLL per validation set",
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread, nll=nll_name(on),
-                                              curve_nll=nll_name(curve_set(on)),
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     _publish(run_dir, sweep_dir / "results.csv", sweep, path)

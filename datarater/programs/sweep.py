@@ -32,10 +32,10 @@ from datarater.config.presets import load_preset
 from datarater.console import say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
-from datarater.eval.gain import net_compute_gain, read_curve
+from datarater.eval.gain import curve_key, net_compute_gain, read_curve
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.inputs import RunResult
-from datarater.eval.report.tables import curve_set, results_markdown, write_results_csv
+from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.models.flops import lm_param_counts
 
 
@@ -77,10 +77,14 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
         curate.reference_run = str(Path(prog.run_dir) / "lm" / run_name(prog.sweep.model, "none", 0.0))
     if curator != "datarater" and curator not in prog.sweep.raters:
         curate.scores = ""  # precomputed side files are the rater's
+    evaluate = copy.deepcopy(prog.eval)
+    on = select_set(prog)
+    if on.startswith(("source:", "label:")) and on not in evaluate.curve_sets:
+        evaluate.curve_sets.append(on)  # the curves, and so net compute gain, on the set that picks the ratio
     return TrainLMProgram(
         run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curator if discard > 0 else "none", discard)),
         model=prog.sweep.compute.apply(load_preset(model)), corpus=copy.deepcopy(prog.corpus), data=copy.deepcopy(prog.data),
-        train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=copy.deepcopy(prog.eval),
+        train=copy.deepcopy(prog.train), mesh=copy.deepcopy(prog.mesh), curate=curate, eval=evaluate,
         target=copy.deepcopy(prog.target), logging=copy.deepcopy(prog.logging),
     )
 
@@ -216,12 +220,13 @@ def evaluate_run_tasks(program: TrainLMProgram) -> dict:
 def run_results(runs: list[PlannedRun], on: str = "validation",
                 count_curation: bool = True) -> tuple[list[RunResult], dict[str, float | None]]:
     """RunResults for the report and the net compute gain of each filtered run against its baseline,
-    on the evaluation curve of ``on`` (the corpus's validation split, or the target's); without
+    on the evaluation curve of ``on`` (the corpus's validation split, the target's, a source's or a label's); without
     ``count_curation`` the curator's FLOPs are left out (scores computed once, amortised)."""
     results, curves = [], {}
-    key = "target_nll" if curve_set(on) == "target" else "val_nll"  # source/label sets only at the end
+    key = curve_key(on)  # a source's or label's curve: the sweep's LMs had it in eval.curve_sets
     for r in runs:
-        curve = read_curve(r.program.run_dir, with_step=True, key=key)
+        # LMs trained before eval.curve_sets have no curve on a source or label: no gain, not another set's
+        curve = read_curve(r.program.run_dir, with_step=True, key=key, required=on in ("validation", "target"))
         curves[r.name] = curve
         tasks_file = Path(r.program.run_dir) / "tasks.json"
         tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else {}

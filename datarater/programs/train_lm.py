@@ -32,9 +32,10 @@ from datarater.data.pipeline import (
 )
 from datarater.data.stream import list_shards, process_shards, sample_rows, train_stream, wants_stream
 from datarater.data.streamed import resolve_streamed
-from datarater.data.target import read_with_target, validation_groups
+from datarater.data.target import group_documents, read_with_target, validation_groups
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
+from datarater.eval.gain import curve_key
 from datarater.models.flops import lm_train_flops_per_token
 from datarater.parallel.activations import batch_split
 from datarater.parallel.mesh import make_mesh, put_batch
@@ -113,6 +114,9 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
         say(f"[data] target: {prog.target.describe()} ({len(resolved.target_validation)} validation documents)")
     for name, packed in splits.items():
         say(f"[data] {name}: {len(packed)} sequences of {prog.data.seq_len} tokens ({packed.num_tokens()} tokens)")
+    # groups of the validation split evaluated along the curve too (unknown ones refused before any compute)
+    groups = {name: pack_split(docs, prog.data, tokenizer, "validation")
+              for name, docs in group_documents(resolved, prog.target, prog.eval.curve_sets).items()}
 
     tx = make_optimizer(train)
     # what produced this run's checkpoints and summary (a consumer compares the config digest)
@@ -175,6 +179,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     if resolved.target_validation:
         target_packed = pack_split(resolved.target_validation, prog.data, tokenizer, "validation")
         target_val = eval_batches(target_packed, train.batch_size, train.eval_batches)
+    group_val = {name: eval_batches(packed, train.batch_size, train.eval_batches) for name, packed in groups.items()}
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
@@ -187,6 +192,8 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
                "curate_flops": step * curate_flops_per_step}
         if target_val:
             row["target_nll"] = evaluate(eval_fn, state.params, target_val, mesh, rules)
+        for name, batches in group_val.items():
+            row[curve_key(name)] = evaluate(eval_fn, state.params, batches, mesh, rules)
         return row
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 

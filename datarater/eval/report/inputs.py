@@ -77,9 +77,8 @@ class ReportInputs:
     # the run-to-run noise that section 1 compares every difference with (`sweep.seeds`).
     baseline_spread: dict[str, list[float]] | None = None
     title: str = "DataRater analysis report"
-    # the sets of the runs' final NLL (`tables.nll_name` of sweep.select_on) and of their curves
+    # the set of the runs' final NLL and of their curves (`tables.nll_name` of sweep.select_on)
     nll: str = "held-out NLL"
-    curve_nll: str = "held-out NLL"
     notes: list[str] = field(default_factory=list)
     # Markdown sections written by the program after the results (target, comparison over seeds,
     # NLL per validation set, the objective probe), each starting with its "## " heading.

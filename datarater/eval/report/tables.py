@@ -113,13 +113,6 @@ def noise_lines(spread: Mapping[str, Sequence[float]], order: Sequence[str]) -> 
     return md + ([""] if md else [])
 
 
-def curve_set(on: str) -> str:
-    """The set of the evaluation curves (and so of net compute gain) when ``on`` picks the best
-    ratio: the target's when it is the target, else the corpus's validation split (a source's or a
-    label's NLL is measured only at the end)."""
-    return "target" if on == "target" else "validation"
-
-
 def nll_name(on: str) -> str:
     """How tables and plots name the final NLL of ``on``, the set that picks the best ratio
     (``sweep.select_on``: validation, target, source:<name>, label:<name>)."""

@@ -39,7 +39,7 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
     md += section_results(runs, inputs.gains, inputs.baseline_spread, inputs.nll)
     for block in inputs.sections:
         md += [block.rstrip(), ""]
-    md += section_curves(out, runs, inputs.curve_nll)
+    md += section_curves(out, runs, inputs.nll)
     md += section_best_ratio(out, runs, inputs.nll)
     md += section_histograms(table, out)
     md += section_kept(table, out, ratios, ratios_from)
