@@ -63,18 +63,50 @@ class Progress:
             return math.inf
         return (self.clock() - self.t0) / done * (self.total - step)
 
-    def line(self, step: int, **fields: Any) -> str:
+    def line(self, step: int, eta: float | None = None, **fields: Any) -> str:
+        """The line at ``step``; ``eta`` (seconds) when the caller knows better than the mean rate."""
         parts = [f"[{self.label}] step {step}/{self.total}"]
         for k, v in fields.items():
             if v is None:
                 continue
             parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-        parts.append(f"ETA {format_duration(self.eta(step))}")
+        parts.append(f"ETA {format_duration(self.eta(step) if eta is None else eta)}")
         return " | ".join(parts)
 
-    def show(self, step: int, **fields: Any) -> None:
+    def show(self, step: int, eta: float | None = None, **fields: Any) -> None:
         now = self.clock()
         if now - self.shown_at < self.every and step < self.total:
             return
         self.shown_at = now
-        say(self.line(step, **fields))
+        say(self.line(step, eta, **fields))
+
+
+class KindRates:
+    """Time left for work of several kinds, each at its own measured rate (a probe's cheap aging
+    steps and its costlier look-aheads): the time between two `update` calls goes to the kinds
+    that advanced, in proportion to their units; a kind not timed yet goes at the mean rate."""
+
+    def __init__(self, totals: dict[str, int], clock: Callable[[], float] | None = None):
+        self.totals = dict(totals)
+        self.clock = clock or time.perf_counter
+        self.done = dict.fromkeys(totals, 0)
+        self.spent = dict.fromkeys(totals, 0.0)
+        self.at = self.clock()
+
+    def update(self, done: dict[str, int]) -> None:
+        now = self.clock()
+        moved = {k: done[k] - self.done[k] for k in self.totals}
+        units = sum(moved.values())
+        for k, n in moved.items():
+            if units > 0:
+                self.spent[k] += (now - self.at) * n / units
+        if units > 0:
+            self.at = now
+        self.done.update(done)
+
+    def eta(self) -> float:
+        units = sum(self.done.values())
+        if units == 0:
+            return math.inf
+        mean = sum(self.spent.values()) / units
+        return sum((self.totals[k] - n) * (self.spent[k] / n if n else mean) for k, n in self.done.items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import pytest
 
 from datarater import console
 
@@ -43,3 +44,21 @@ def test_progress_at_most_one_line_every_so_often_and_always_the_last(capsys):
     shown = [line.split(" | ")[0] for line in capsys.readouterr().err.splitlines()]
     # step 1 (the first), 3 (5 s after 1), 5 (5.5 s after 3) and 10, the last, 0.5 s after 5
     assert shown == ["[x] step 1/10", "[x] step 3/10", "[x] step 5/10", "[x] step 10/10"]
+
+
+def test_kind_rates_time_each_kind_of_work_at_its_own_rate():
+    now = [0.0]
+    r = console.KindRates({"aging": 100, "lookahead": 20}, clock=lambda: now[0])
+    assert r.eta() == float("inf")
+    now[0] = 10.0
+    r.update({"aging": 50, "lookahead": 0})  # 0.2 s an aging step; look-aheads not timed yet: the mean rate
+    assert r.eta() == pytest.approx(50 * 0.2 + 20 * 0.2)
+    now[0] = 30.0
+    r.update({"aging": 50, "lookahead": 10})  # 2 s a look-ahead step
+    assert r.eta() == pytest.approx(50 * 0.2 + 10 * 2.0)
+    # one mean rate over all 60 steps done (30 s) would say 60 x 0.5 = 30 s
+    now[0] = 31.0
+    r.update({"aging": 50, "lookahead": 10})  # nothing advanced: the second goes to the next work done
+    now[0] = 33.0
+    r.update({"aging": 60, "lookahead": 10})
+    assert r.spent["aging"] == pytest.approx(13.0) and r.eta() == pytest.approx(40 * 13 / 60 + 10 * 2.0)

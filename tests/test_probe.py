@@ -116,7 +116,9 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
     # progress in inner steps: 0 first, 2 to age 2, per draw 2 look-aheads (uniform, one oracle) of 2 steps each
     total = 2 + 2 * 2 * 2 * 2
     assert calls[0] == (0, total, 0) and calls[-1] == (total, total, 2)
-    assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) == 1 + 2 * 2 * 2  # one call per look-ahead
+    # one call per look-ahead, and one on reaching age 2 (so a call's work is of one kind)
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) == 1 + 2 * 2 * 2 + 1
+    assert calls[1 + 2 * 2] == (2 * 2 * 2 + 2, total, 2)  # the age-0 look-aheads, then the 2 aging steps
     assert [(r["age"], r["target"]) for r in rows] == [(0, "heldout"), (0, "clean"), (2, "heldout"), (2, "clean")]
     for r in rows:  # every document good: the oracle weights are the uniform ones
         assert r["oracle"] == pytest.approx(r["uniform"], abs=1e-6) and abs(r["delta"]) < 1e-6

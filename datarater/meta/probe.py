@@ -117,7 +117,8 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     target, uniform, oracle, delta, delta_se}`` (``rejected`` the oracle's name), the losses averaged
     over the draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over
     the draws (NaN for one draw). ``on_progress(done, total, age)`` is called as the work goes, in
-    inner steps: once at 0 before any, every 25 steps of training to an age, after each look-ahead.
+    inner steps: once at 0 before any, every 25 steps of training to an age and on reaching it, after
+    each look-ahead (so ``age`` of the ``done`` steps were aging ones, the rest look-aheads).
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"need steps >= 1 and repeats >= 1, got {steps}, {repeats}")
@@ -149,7 +150,7 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
             theta, opt = _advance(problem, theta, opt, batch, one)
             age += 1
             done += 1
-            if age % 25 == 0:
+            if age % 25 == 0 or age == target_age:
                 report()
         uniform = {n: [] for n in names}
         oracle = {(o, n): [] for o in oracles for n in names}

@@ -144,16 +144,20 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     say(f"[probe] {prog.corpus.name}: good-token share of training rows {share:.3f} (rejected: {next(iter(oracles))}"
         f"{f'; and {alone} more {by}{_s(alone)}, each alone' if alone else ''}); "
         f"{prog.model.name}, T={steps}, B={m.inner_batch_size}, {repeats} draws at ages {ages}")
-    from datarater.console import Progress
+    from datarater.console import KindRates, Progress
 
     progress: Progress | None = None
+    rates: KindRates | None = None  # aging steps and look-ahead steps cost differently: an ETA from each rate
 
     def show(done: int, total: int, age: int) -> None:  # the first call (done 0) starts the clock
-        nonlocal progress
+        nonlocal progress, rates
         if progress is None:
             progress = Progress(total, start_step=done, label="probe", every=5.0)
-        elif done > progress.start_step:
-            progress.show(done, age=age)
+            rates = KindRates({"aging": max(ages, default=0), "lookahead": total - max(ages, default=0)})
+        else:
+            rates.update({"aging": age, "lookahead": done - age})
+            if done > progress.start_step:
+                progress.show(done, eta=rates.eta(), age=age)
 
     rows = probe(problem, lm.params, lm.opt_state, train, targets, oracles, ages, steps, repeats,
                  m.inner_batch_size, m.seed, on_progress=show)
