@@ -16,19 +16,13 @@ on the file to see which kinds the clean-target objective rewards rejecting:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import random
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from datarater.data.embedded import corrupt
-from datarater.data.embedded.builder import embedded_documents
-from datarater.data.embedded.naming import EmbeddedSpec
-
-
-def heavy_mojibake(text: str, rng: random.Random, scale: float) -> str:
-    typeset = corrupt.typeset(text, rng, min_non_ascii_per_char=scale / 40)
-    return "".join(corrupt._CP1252[b] for b in typeset.encode("utf-8"))
+from datarater.data.embedded.harvest import HarvestConfig, harvest
 
 
 def main() -> None:
@@ -37,23 +31,18 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=4.0)
     args = parser.parse_args()
     s = args.scale
-    heavy = {"ocr": functools.partial(corrupt.ocr, rate=0.06 * s),
-             "whitespace": functools.partial(corrupt.whitespace, runs_per_char=s / 60),
-             "nonprintable": functools.partial(corrupt.nonprintable, per_char=s / 25),
-             "mojibake": functools.partial(heavy_mojibake, scale=s)}
-    saved = {k: corrupt.CORRUPTIONS[k] for k in heavy}
-    corrupt.CORRUPTIONS.update(heavy)
-    try:
-        docs = embedded_documents(EmbeddedSpec(seed=0, corrupt_fraction=0.5, max_documents=4000, mix="wide"))
-    finally:
-        corrupt.CORRUPTIONS.update(saved)
+    heavy = {"ocr": partial(corrupt.ocr, rate=0.06 * s),
+             "whitespace": partial(corrupt.whitespace, runs_per_char=s / 60),
+             "nonprintable": partial(corrupt.nonprintable, per_char=s / 25),
+             "mojibake": partial(corrupt.mojibake, min_non_ascii_per_char=s / 40)}
+    # the quickstart's corpus, datarater_embedded/seed0_corrupt50_docs4000_wide, with those four heavier
+    docs = corrupt.corrupt_documents(harvest(0, HarvestConfig(max_documents=4000)), seed=0, fraction=0.5,
+                                     kinds=corrupt.MIXES["wide"], corruptions=heavy)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
         for d in docs:
             f.write(json.dumps({"id": d.id, "text": d.text, "source": d.source, "label": d.label}) + "\n")
-    counts: dict[str, int] = {}
-    for d in docs:
-        counts[d.label] = counts.get(d.label, 0) + 1
+    counts = Counter(d.label for d in docs)
     print(f"wrote {len(docs)} documents to {args.out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 

@@ -53,7 +53,8 @@ def test_bad_microbatches_in_meta_train_are_named(capsys, override, expected):
 @pytest.mark.parametrize(
     ("override", "key"),
     [("sweep.compute.dtype=float16", "sweep.compute.dtype"), ("sweep.compute.attention_chunk=-1", "sweep.compute.attention_chunk"),
-     ("sweep.larger=[nano,huge]", "sweep.larger"), ("sweep.compute.d_model=8", "sweep.compute.d_model")],
+     ("sweep.larger=[nano,huge]", "sweep.larger"), ("sweep.compute.d_model=8", "sweep.compute.d_model"),
+     ("sweep.select_on=source:", "sweep.select_on"), ("sweep.select_on=wiki", "sweep.select_on")],
 )
 def test_bad_sweep_models_are_named(capsys, override, key):
     code, _, err = run(capsys, "sweep", override, "corpus.paths=[x.jsonl]")

@@ -190,6 +190,11 @@ def test_labels_match_the_corruption_applied(clean_docs):
             assert after.text != before.text
             assert after.text == CORRUPTIONS[after.label](before.text, document_rng(3, after.label, before.id))
             CHECKS[after.label](before.text, after.text)
+    # a kind at another strength (experiments/heavy_kinds.py): only that kind's documents change
+    heavy = corrupt_documents(clean_docs, seed=3, fraction=0.3, corruptions={"ocr": lambda t, rng: corrupt.ocr(t, rng, 0.5)})
+    assert [d.label for d in heavy] == [d.label for d in out] and "ocr" in labels
+    for light, strong in zip(out, heavy, strict=True):
+        assert (strong.text != light.text) == (light.label == "ocr")
 
 
 def test_corruption_plan_fraction_and_seed():

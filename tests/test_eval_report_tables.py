@@ -47,11 +47,13 @@ def test_delta_vs_baseline_and_the_baseline_of_each_model():
 def test_results_markdown_of_the_sweep():
     runs = [r for r in synthetic_runs() if r.model == "nano" and r.discard in (0.0, 0.5)]
     runs.append(make_run("micro", 4e9, 9_000_000, "datarater", 0.5, float("inf")))  # no baseline, did not finish
-    md = results_markdown(runs, {"nano-datarater-0.5": 0.3}, {"datarater": 0.5, "random": 0.0}, {"nano": [2.5, 2.52]})
+    md = results_markdown(runs, {"nano-datarater-0.5": 0.3, "nano-random-0.5": None}, {"datarater": 0.5, "random": 0.0},
+                          {"nano": [2.5, 2.52]})
     rows = {r[0]: r for r in table_rows(md)}
     assert rows["nano-none-0.0"][5:] == ["+0.0000", "baseline"]
     assert rows["nano-datarater-0.5"][3:] == ["0.5", "2.4200", "-0.0800", "30.0%"]
-    assert rows["nano-random-0.5"][5:] == ["+0.0500", "not reached"]  # no gain given
+    assert rows["nano-random-0.5"][5:] == ["+0.0500", "not reached"]  # its curve never got there
+    assert rows["micro-datarater-0.5"][6] == "not computed"  # no gain at all (no curve on the set)
     assert rows["micro-datarater-0.5"][4:6] == ["inf", "+nan"]
     assert "Best discard ratio per curator (smallest model, by final held-out NLL): datarater 0.5, random 0" in md
     assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in md

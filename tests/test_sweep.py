@@ -133,10 +133,34 @@ def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
         rows = [{"step": i, "train_flops": f, "curate_flops": 0.0, "val_nll": v, "nll/source:wiki": w}
                 for i, (f, w, v) in enumerate(zip(flops, wiki, val, strict=True))]
         (Path(p.run_dir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (Path(p.run_dir) / "summary.json").write_text(json.dumps({"final_nll_sets": {"validation": val[-1], "source:wiki": wiki[-1]}}))
+        (Path(p.run_dir) / "summary.json").write_text(json.dumps({"steps": 2, "train_flops": 200.0, "final_nll_sets": {
+            "validation": val[-1], "source:wiki": wiki[-1]}}))
         runs.append(PlannedRun(Path(p.run_dir).name, "nano", curator, p.curate.discard, p))
     results, gains = run_results(runs, "source:wiki")
     assert gains == {"nano-random-0.5": pytest.approx(0.5)}  # reaches 3 nats on wiki at 100 of 200 FLOPs
     assert [r.final_val_nll for r in results] == [3, 2.5]
     assert run_results(runs, "validation")[1] == {"nano-random-0.5": pytest.approx(0.0)}
-    assert run_results(runs, "source:web")[1] == {}  # no curve on it: no gain, rather than another set's
+    web, gains = run_results(runs, "source:web")
+    assert gains == {}  # no curve on it: no gain, rather than another set's
+    assert [r.flops_per_step for r in web] == [r.flops_per_step for r in results] == [100.0, 100.0]
+
+
+def test_an_lm_started_without_the_selection_curve_resumes_as_started(tmp_path):
+    """A sweep LM checkpointed before the sweep asked for a curve on sweep.select_on keeps its own
+    eval.curve_sets (its config may not change mid-run) rather than being refused."""
+    from datarater.programs.sweep import PlannedRun, keep_started_curves, lm_program
+    from datarater.rundir import has_checkpoint, prepare_run_dir
+
+    prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
+                                          "sweep.select_on=source:wiki"])
+    old = lm_program(prog, "nano", "random", 0.5)
+    old.eval.curve_sets = []
+    prepare_run_dir(old.run_dir, old)  # what an earlier version wrote
+    (Path(old.run_dir) / "checkpoints" / "10").mkdir(parents=True)
+    r = PlannedRun("nano-random-0.5", "nano", "random", 0.5, lm_program(prog, "nano", "random", 0.5))
+    assert r.program.eval.curve_sets == ["source:wiki"] and has_checkpoint(Path(old.run_dir))
+    with pytest.raises(UserError, match=r"eval.curve_sets: \[\] -> \['source:wiki'\]"):
+        prepare_run_dir(r.program.run_dir, r.program, write=False)
+    keep_started_curves(r)
+    assert r.program.eval.curve_sets == []
+    prepare_run_dir(r.program.run_dir, r.program)  # so train-lm resumes it instead of refusing

@@ -135,7 +135,7 @@ def test_a_validation_group_is_evaluated_along_the_curve(doc_corpus, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*must be source:<name> or label:<name>; got 'logging'"):
         program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[logging]"))
-    with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*'source:nope' is no group.*source:logging"):
+    with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*'source:nope' is no group.*their groups: .*source:logging"):
         train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:nope]")))
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
     summary = train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:logging]", "train.eval_batches=0")))

@@ -13,6 +13,12 @@ NORMALIZE_METRICS = {"raw": ("acc",), "char": ("acc_norm",), "byte": ("acc_bytes
 NORMALIZE_CHOICES = tuple(NORMALIZE_METRICS)
 
 
+def is_group(name: str) -> bool:
+    """Whether ``name`` names a group of a validation split: ``source:<name>`` or ``label:<name>``."""
+    kind, sep, value = name.partition(":") if isinstance(name, str) else ("", "", "")
+    return kind in ("source", "label") and bool(sep) and value != ""
+
+
 @dataclass
 class EvalConfig:
     """What to evaluate an LM on."""
@@ -53,8 +59,7 @@ def validate_eval(e: EvalConfig, prefix: str = "eval") -> None:
     _check(e.normalize in NORMALIZE_CHOICES, f"{prefix}.normalize",
            f"must be one of {', '.join(NORMALIZE_CHOICES)}; got '{e.normalize}'")
     for i, g in enumerate(e.curve_sets):
-        _check(isinstance(g, str) and g.startswith(("source:", "label:")) and g.partition(":")[2] != "",
-               f"{prefix}.curve_sets[{i}]", f"must be source:<name> or label:<name>; got {g!r}")
+        _check(is_group(g), f"{prefix}.curve_sets[{i}]", f"must be source:<name> or label:<name>; got {g!r}")
     for k in ("tasks", "validation"):
         for i, p in enumerate(getattr(e, k)):
             _check(isinstance(p, str) and p.strip() != "", f"{prefix}.{k}[{i}]", "is empty: give a file or a glob")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datarater.config.curate import CURATORS
+from datarater.config.eval import is_group
 from datarater.config.groups import (
     CorpusConfig,
     DataConfig,
@@ -150,7 +151,7 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
     for name in s.rater_scores:
         _check(name in s.raters, f"{prefix}.rater_scores.{name}", "names no rater of sweep.raters")
     _check(s.seeds >= 1, f"{prefix}.seeds", f"must be >= 1 (1 = one run each), got {s.seeds}")
-    _check(s.select_on in ("auto", "validation", "target") or s.select_on.startswith(("source:", "label:")),
+    _check(s.select_on in ("auto", "validation", "target") or is_group(s.select_on),
            f"{prefix}.select_on", f"must be auto, validation, target, source:<name> or label:<name>; got '{s.select_on}'")
     for key, preset in [(f"{prefix}.model", s.model), *((f"{prefix}.larger", m) for m in s.larger)]:
         _check(preset in preset_names(), key, f"unknown model preset '{preset}'; available: {', '.join(preset_names())}")

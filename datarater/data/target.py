@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from datarater.config import CorpusConfig, DataConfig
+from datarater.config.eval import is_group
 from datarater.config.groups import TargetConfig
 from datarater.data.corpus import Tokenized, pack_split, read_split_documents
 from datarater.data.documents import Document, ReadStats
@@ -192,9 +193,9 @@ def group_documents(resolved: Resolved, target: TargetConfig, names: Sequence[st
     out = {}
     for i, name in enumerate(names):
         if name not in groups:
-            have = ", ".join(g for g in groups if g.startswith(("source:", "label:"))) or "none (one source, one label)"
-            raise UserError(f"config key '{key}[{i}]': '{name}' is no group of the corpus's validation split; "
-                            f"its groups: {have}")
+            have = ", ".join(g for g in groups if is_group(g)) or "none (one source, one label)"
+            raise UserError(f"config key '{key}[{i}]' (a sweep puts its sweep.select_on there): '{name}' is no "
+                            f"group of the corpus's validation documents; their groups: {have}")
         out[name] = [d for d, keep in zip(docs, groups[name], strict=True) if keep]
     return out
 

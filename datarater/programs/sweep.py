@@ -28,6 +28,7 @@ from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
 from datarater.config.curate import validate_curate
+from datarater.config.eval import is_group
 from datarater.config.presets import load_preset
 from datarater.console import say
 from datarater.errors import UserError
@@ -79,7 +80,7 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
         curate.scores = ""  # precomputed side files are the rater's
     evaluate = copy.deepcopy(prog.eval)
     on = select_set(prog)
-    if on.startswith(("source:", "label:")) and on not in evaluate.curve_sets:
+    if is_group(on) and on not in evaluate.curve_sets:
         evaluate.curve_sets.append(on)  # the curves, and so net compute gain, on the set that picks the ratio
     return TrainLMProgram(
         run_dir=str(Path(prog.run_dir) / "lm" / run_name(model, curator if discard > 0 else "none", discard)),
@@ -173,17 +174,34 @@ def plan_stage2(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
 
 def run_all(runs: list[PlannedRun], label: str) -> None:
     from datarater.programs.train_lm import run as train_lm
+    from datarater.rundir import has_checkpoint
 
     for i, r in enumerate(runs, 1):
         done = (Path(r.program.run_dir) / "summary.json").exists()
         if done:
             check_same_model(r)
+        elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
+            keep_started_curves(r)  # a run that got as far as a checkpoint resumes with its own config
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
         if not done:
             validate_curate(r.program.curate)
             train_lm(r.program)
         if r.program.eval.tasks:
             evaluate_run_tasks(r.program)
+
+
+def keep_started_curves(r: PlannedRun) -> None:
+    """An LM started with other ``eval.curve_sets`` (before the sweep asked for a curve on its
+    sweep.select_on) resumes with its own, since a run's config does not change mid-run; it then
+    has no curve, so no net compute gain, on the sets it lacks."""
+    from datarater.train.load import read_program
+
+    saved = read_program(r.program.run_dir).eval.curve_sets
+    missing = [s for s in r.program.eval.curve_sets if s not in saved]
+    r.program.eval.curve_sets = list(saved)
+    if missing:
+        say(f"[sweep] {r.name} was started without a curve on {', '.join(missing)}: it resumes as started, "
+            "with no net compute gain on that set")
 
 
 def check_same_model(r: PlannedRun) -> None:
@@ -217,6 +235,16 @@ def evaluate_run_tasks(program: TrainLMProgram) -> dict:
     return res
 
 
+def train_flops_per_step(run_dir: str, curve: list[tuple]) -> float:
+    """Training FLOPs per step of a run: from its curve's last point, else its summary (a run
+    with no curve on the set asked for), else 0."""
+    if curve:
+        return curve[-1][1] / max(1, curve[-1][0])
+    summary = Path(run_dir) / "summary.json"
+    data = json.loads(summary.read_text()) if summary.exists() else {}
+    return float(data.get("train_flops") or 0.0) / max(1, int(data.get("steps") or 1))
+
+
 def run_results(runs: list[PlannedRun], on: str = "validation",
                 count_curation: bool = True) -> tuple[list[RunResult], dict[str, float | None]]:
     """RunResults for the report and the net compute gain of each filtered run against its baseline,
@@ -226,15 +254,15 @@ def run_results(runs: list[PlannedRun], on: str = "validation",
     key = curve_key(on)  # a source's or label's curve: the sweep's LMs had it in eval.curve_sets
     for r in runs:
         # LMs trained before eval.curve_sets have no curve on a source or label: no gain, not another set's
-        curve = read_curve(r.program.run_dir, with_step=True, key=key, required=on in ("validation", "target"))
+        curve = read_curve(r.program.run_dir, with_step=True, key=key, required=not is_group(on))
         curves[r.name] = curve
         tasks_file = Path(r.program.run_dir) / "tasks.json"
         tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else {}
         tasks = tasks.get("tasks", tasks)
-        steps = max(1, curve[-1][0]) if curve else 1
         results.append(RunResult(
             name=r.name, model=r.model, curator=r.curator, discard=r.discard,
-            flops_per_step=curve[-1][1] / steps if curve else 0.0, curve=curve, final_val_nll=final_nll(r.program.run_dir, on),
+            flops_per_step=train_flops_per_step(r.program.run_dir, curve), curve=curve,
+            final_val_nll=final_nll(r.program.run_dir, on),
             tasks={k: v for k, v in tasks.items() if isinstance(v, dict) and "acc" in v},
             n_params=lm_param_counts(r.program.model).non_embedding,
         ))

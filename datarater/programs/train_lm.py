@@ -117,6 +117,10 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     # groups of the validation split evaluated along the curve too (unknown ones refused before any compute)
     groups = {name: pack_split(docs, prog.data, tokenizer, "validation")
               for name, docs in group_documents(resolved, prog.target, prog.eval.curve_sets).items()}
+    for name, packed in groups.items():
+        say(f"[data] along the curve too: {name}, {len(packed)} validation sequences ({packed.num_tokens()} tokens)"
+            + (f", the first {train.eval_batches * train.batch_size} at each evaluation (all at the end)"
+               if 0 < train.eval_batches * train.batch_size < len(packed) else ""))
 
     tx = make_optimizer(train)
     # what produced this run's checkpoints and summary (a consumer compares the config digest)

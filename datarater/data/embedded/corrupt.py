@@ -14,7 +14,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from datarater.data.documents import Document
@@ -66,10 +66,10 @@ def _cp1252_table() -> list[str]:
 _CP1252 = _cp1252_table()
 
 
-def mojibake(text: str, rng: random.Random) -> str:
+def mojibake(text: str, rng: random.Random, min_non_ascii_per_char: float = 1 / 40) -> str:
     """Broken encoding: the (typeset) text's UTF-8 bytes decoded as Windows-1252, so that ``’``
     shows as ``â€™``, ``é`` as ``Ã©`` and a non-breaking space as ``Â``."""
-    return "".join(_CP1252[b] for b in typeset(text, rng).encode("utf-8"))
+    return "".join(_CP1252[b] for b in typeset(text, rng, min_non_ascii_per_char).encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,16 +371,19 @@ def corrupt_documents(
     seed: int = 0,
     fraction: float = 0.3,
     kinds: Sequence[str] = PAPER_KINDS,
+    corruptions: Mapping[str, Corruption] | None = None,
 ) -> list[Document]:
     """The documents with a seeded ``fraction`` corrupted (see `corruption_plan`); each keeps its
     id and source, and its label is the corruption applied or `CLEAN` (text unchanged). A
     corruption that would leave the text unchanged (e.g. shuffling a one-word text) is not
-    applied and the document stays `CLEAN`."""
+    applied and the document stays `CLEAN`. ``corruptions`` replaces some kinds' functions (the
+    same kind at another strength, for experiments)."""
+    fns = {**CORRUPTIONS, **(corruptions or {})}
     out: list[Document] = []
     for doc, label in zip(docs, corruption_plan(len(docs), seed, fraction, kinds), strict=True):
         if label == CLEAN:
             out.append(replace(doc, label=CLEAN))
             continue
-        text = CORRUPTIONS[label](doc.text, document_rng(seed, label, doc.id))
+        text = fns[label](doc.text, document_rng(seed, label, doc.id))
         out.append(replace(doc, text=text, label=label if text != doc.text else CLEAN))
     return out

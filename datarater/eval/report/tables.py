@@ -170,8 +170,7 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
              "|---|---|---|---|---|---|---|"]
     for r in results:
         delta = delta_vs_baseline(r.final_val_nll, base_nll.get(r.model))
-        gain = "baseline" if r.curator == BASELINE_CURATOR else (
-            "not reached" if gains.get(r.name) is None else f"{100 * gains[r.name]:.1f}%")
+        gain = "baseline" if r.curator == BASELINE_CURATOR else gain_text(r, gains, None)
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
     lines += ["", f"Best discard ratio per curator (smallest model, by final {nll_name(on)}): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
