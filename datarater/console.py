@@ -97,10 +97,9 @@ class KindRates:
         now = self.clock()
         moved = {k: done[k] - self.done[k] for k in self.totals}
         units = sum(moved.values())
-        for k, n in moved.items():
-            if units > 0:
+        if units > 0:  # else the time goes to the next work done
+            for k, n in moved.items():
                 self.spent[k] += (now - self.at) * n / units
-        if units > 0:
             self.at = now
         self.done.update(done)
 

@@ -185,16 +185,16 @@ def validation_groups(resolved: Resolved, target: TargetConfig) -> dict[str, np.
     return groups
 
 
-def group_documents(resolved: Resolved, target: TargetConfig, names: Sequence[str], key: str = "eval.curve_sets"):
-    """The validation documents of each group in ``names`` (`validation_groups`), in the split's
-    order; a name that is no group is refused, naming ``key`` and the groups there are."""
+def group_documents(resolved: Resolved, target: TargetConfig, names: Sequence[str]) -> dict[str, Tokenized]:
+    """The validation documents of each group in ``names`` (``eval.curve_sets``; `validation_groups`),
+    in the split's order; a name that is no group is refused, naming the key and the groups there are."""
     groups = validation_groups(resolved, target)
     docs = resolved.splits["validation"]
     out = {}
     for i, name in enumerate(names):
         if name not in groups:
             have = ", ".join(g for g in groups if is_group(g)) or "none (one source, one label)"
-            raise UserError(f"config key '{key}[{i}]' (a sweep puts its sweep.select_on there): '{name}' is no "
+            raise UserError(f"config key 'eval.curve_sets[{i}]' (a sweep puts its sweep.select_on there): '{name}' is no "
                             f"group of the corpus's validation documents; their groups: {have}")
         out[name] = [d for d, keep in zip(docs, groups[name], strict=True) if keep]
     return out
