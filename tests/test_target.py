@@ -141,3 +141,18 @@ def test_document_nll_adds_up_to_the_validation_loss(labelled):
         for k, j in enumerate(packed.row_doc_indices(i)):
             pieces[j] += max(int((seg == k + 1).sum()) - 1, 0)
     np.testing.assert_array_equal(count, pieces)
+
+
+def test_curve_groups_are_the_validation_documents_of_a_source_or_label(labelled):
+    from datarater.data.target import group_documents
+
+    r = read_with_target(_corpus(labelled), make_tokenizer(DataConfig()), TargetConfig(), ("train", "validation"))
+    got = group_documents(r, TargetConfig(), ["source:web", "label:junk"])
+    assert 0 < len(got["source:web"]) < len(r.splits["validation"]) and got["label:junk"]
+    assert [d.id for d, _ in got["source:web"]] == [d.id for d, _ in r.splits["validation"] if d.source == "web"]
+    assert [d.id for d, _ in got["label:junk"]] == [d.id for d, _ in r.splits["validation"] if d.label == "junk"]
+    with pytest.raises(UserError, match=r"'source:news' is no group of the corpus's validation documents; .*source:web"):
+        group_documents(r, TargetConfig(), ["source:news"])
+    r.description["evaluation_sample"] = "the first 40 validation documents (5000 tokens)"  # as a streaming read says
+    with pytest.raises(UserError, match=r"is no group of the first 40 validation documents"):
+        group_documents(r, TargetConfig(), ["source:news"])

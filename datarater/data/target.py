@@ -194,8 +194,9 @@ def group_documents(resolved: Resolved, target: TargetConfig, names: Sequence[st
     for i, name in enumerate(names):
         if name not in groups:
             have = ", ".join(g for g in groups if is_group(g)) or "none (one source, one label)"
+            where = resolved.description.get("evaluation_sample", "the corpus's validation documents")  # streaming: a sample
             raise UserError(f"config key 'eval.curve_sets[{i}]' (a sweep puts its sweep.select_on there): '{name}' is no "
-                            f"group of the corpus's validation documents; their groups: {have}")
+                            f"group of {where}; their groups: {have}")
         out[name] = [d for d, keep in zip(docs, groups[name], strict=True) if keep]
     return out
 
