@@ -138,9 +138,14 @@ def test_a_validation_group_is_evaluated_along_the_curve(doc_corpus, tmp_path):
     with pytest.raises(UserError, match=r"eval.curve_sets\[0\].*'source:nope' is no group.*their groups: .*source:logging"):
         train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:nope]")))
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
-    summary = train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:logging]", "train.eval_batches=0")))
+    summary = train_lm(program(*overrides(doc_corpus, run, 10, "eval.curve_sets=[source:logging]", "train.eval_batches=0",
+                                          "target.sources=[itertools]")))
     rows = [r for r in read_metrics(run / "metrics.jsonl") if "val_nll" in r]
-    assert [r["step"] for r in rows] == [0, 10] and all("nll/source:logging" in r for r in rows)
+    assert [r["step"] for r in rows] == [0, 10] and all("nll/source:logging" in r and "target_nll" in r for r in rows)
+    # the target's curve too: its validation documents packed alone (rows cut elsewhere than in the
+    # whole split's packing, so near, not at, their final NLL), not the whole split's
+    assert rows[-1]["target_nll"] == pytest.approx(summary["final_nll_sets"]["target"], abs=0.02)
+    assert abs(rows[-1]["target_nll"] - rows[-1]["val_nll"]) > 0.05
     last = rows[-1]
     # all of the source's validation rows, packed on their own: its final NLL, not the whole split's
     assert last["nll/source:logging"] == pytest.approx(summary["final_nll_sets"]["source:logging"], rel=1e-3)

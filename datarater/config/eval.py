@@ -15,8 +15,8 @@ NORMALIZE_CHOICES = tuple(NORMALIZE_METRICS)
 
 def is_group(name: str) -> bool:
     """Whether ``name`` names a group of a validation split: ``source:<name>`` or ``label:<name>``."""
-    kind, sep, value = name.partition(":") if isinstance(name, str) else ("", "", "")
-    return kind in ("source", "label") and bool(sep) and value != ""
+    kind, _, value = name.partition(":")
+    return kind in ("source", "label") and value != ""
 
 
 @dataclass

@@ -111,7 +111,8 @@ def read_curve(run_dir: str | Path, with_step: bool = False, key: str = "val_nll
     """The evaluation curve of a train-lm run from ``RUN/metrics.jsonl``, sorted by step.
 
     Rows with ``key`` (`curve_key`: ``val_nll`` the corpus's validation split, ``target_nll`` the
-    target's, ``nll/<group>`` a source's or label's) give points ``(train_flops, curate_flops, nll)`` (with the step in front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
+    target's, ``nll/<group>`` a source's or label's) give points ``(train_flops, curate_flops, nll)``
+    (with the step in front when ``with_step``). ``train_flops`` missing -> step x FLOPs per step of the run's
     config.yaml; ``curate_flops`` missing -> 0. A repeated step keeps its last row; lines that
     are not JSON (a run killed mid-write) are skipped and counted in a warning. No row with ``key``:
     an error, or ``[]`` when not ``required``.

@@ -70,7 +70,8 @@ def run(prog: MetaTrainProgram, splits: dict[str, PackedSequences] | None = None
 def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, PackedSequences] | None = None) -> dict:
     """Runs meta-training; ``splits`` (train, heldout) may be given instead of reading the corpus."""
     m = prog.meta
-    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror.url if mirror else None)
+    url = mirror.url if mirror else None  # what the records name as run_dir, when a URL is staged here
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=url)
     tokenizer = make_tokenizer(prog.data)
     for key, cfg in (("model", prog.model), ("rater", prog.rater)):
         if tokenizer.vocab_size > cfg.vocab_size:
@@ -123,7 +124,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
             f"({m.microbatch_rows} rows per device each)")
 
     data = MetaData(batches, m)
-    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror.url if mirror else None), "meta-train")  # metrics.jsonl and logging.trackers
+    metrics = Trackers(run_dir, prog.logging, run_config(prog, url), "meta-train")  # metrics.jsonl and logging.trackers
     atexit.register(metrics.close)  # also when the run stops on an error
     loop = Loop(Checkpointer(run_dir / "checkpoints", keep=m.keep_checkpoints), metrics, m.steps, m.checkpoint_every,
                 snapshot=lambda step: (state.arrays, {"data": data.state(), "book": state.members.as_dict(),

@@ -79,7 +79,8 @@ def run(prog: TrainLMProgram) -> dict:
 
 
 def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
-    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=mirror.url if mirror else None)
+    url = mirror.url if mirror else None  # what the records name as run_dir, when a URL is staged here
+    run_dir, resuming = prepare_run_dir(prog.run_dir, prog, may_change=RESUMABLE_KEYS, recorded_as=url)
     cfg, train = prog.model, prog.train
     tokenizer = make_tokenizer(prog.data)
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -126,7 +127,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     # what produced this run's checkpoints and summary (a consumer compares the config digest)
     provenance = {"program": "train-lm", "config_digest": config_digest(run_dir), "datarater": __version__,
                   "curate": consumer_identity(prog.curate, prog.target)}
-    metrics = Trackers(run_dir, prog.logging, run_config(prog, mirror.url if mirror else None), "train-lm")  # metrics.jsonl and logging.trackers
+    metrics = Trackers(run_dir, prog.logging, run_config(prog, url), "train-lm")  # metrics.jsonl and logging.trackers
     atexit.register(metrics.close)  # also when the run stops on an error
     ckpt = Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints)
     pending: list[tuple[int, dict]] = []  # per-step metrics still on device
@@ -179,11 +180,12 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
     eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
-    target_val = target_packed = None  # the target's validation set along the curve too (net compute gain on it)
+    target_packed = None  # the target's validation set along the curve too (net compute gain on it)
     if resolved.target_validation:
         target_packed = pack_split(resolved.target_validation, prog.data, tokenizer, "validation")
-        target_val = eval_batches(target_packed, train.batch_size, train.eval_batches)
-    group_val = {name: eval_batches(packed, train.batch_size, train.eval_batches) for name, packed in groups.items()}
+    # beside val, along the curve: the target's set, then eval.curve_sets' groups (metric keys: `curve_key`)
+    along = ({"target": target_packed} if target_packed is not None else {}) | groups
+    curve_sets = {name: b for name, packed in along.items() if (b := eval_batches(packed, train.batch_size, train.eval_batches))}
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
@@ -194,9 +196,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     def eval_row(step: int, nll: float) -> dict:
         row = {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
                "curate_flops": step * curate_flops_per_step}
-        if target_val:
-            row["target_nll"] = evaluate(eval_fn, state.params, target_val, mesh, rules)
-        for name, batches in group_val.items():
+        for name, batches in curve_sets.items():
             row[curve_key(name)] = evaluate(eval_fn, state.params, batches, mesh, rules)
         return row
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
