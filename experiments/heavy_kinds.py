@@ -1,12 +1,13 @@
 """Heavier corruptions: does the objective pay for rejecting the mild kinds when they are ~4x as strong?
 
-    python experiments/heavy_kinds.py OUT.jsonl [--scale 4]
+    python experiments/heavy_kinds.py OUT.jsonl [--scale 4] [--kind-scale mojibake=10 ...]
 
 Writes the quickstart's corpus (the embedded corpus, seed 0, half of 4,000 documents corrupted,
 the "wide" mix) as a jsonl file with ``id``, ``text``, ``source`` and ``label``, except that the
 four kinds that rewrite a text only lightly are ``--scale`` times as strong: OCR errors (6% of
 non-space characters by default), whitespace runs (one per 60 characters), control characters
-(one run per 25) and the non-ASCII share that mojibake garbles (1 in 40). The other kinds, the
+(one run per 25) and the non-ASCII share that mojibake garbles (1 in 40); ``--kind-scale KIND=S``
+sets one of the four to its own scale. The other kinds, the
 ids, the sources and which documents are corrupted are the quickstart's. Run the objective probe
 on the file to see which kinds the clean-target objective rewards rejecting:
 
@@ -29,12 +30,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--scale", type=float, default=4.0)
+    parser.add_argument("--kind-scale", action="append", default=[], metavar="KIND=S")
     args = parser.parse_args()
-    s = args.scale
-    heavy = {"ocr": partial(corrupt.ocr, rate=0.06 * s),
-             "whitespace": partial(corrupt.whitespace, runs_per_char=s / 60),
-             "nonprintable": partial(corrupt.nonprintable, per_char=s / 25),
-             "mojibake": partial(corrupt.mojibake, min_non_ascii_per_char=s / 40)}
+    s = dict.fromkeys(("ocr", "whitespace", "nonprintable", "mojibake"), args.scale)
+    for item in args.kind_scale:
+        kind, _, value = item.partition("=")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = 0.0
+        if kind not in s or not scale > 0:
+            parser.error(f"--kind-scale {item!r}: expected KIND=S with KIND one of {sorted(s)} and S > 0")
+        s[kind] = scale
+    heavy = {"ocr": partial(corrupt.ocr, rate=0.06 * s["ocr"]),
+             "whitespace": partial(corrupt.whitespace, runs_per_char=s["whitespace"] / 60),
+             "nonprintable": partial(corrupt.nonprintable, per_char=s["nonprintable"] / 25),
+             "mojibake": partial(corrupt.mojibake, min_non_ascii_per_char=s["mojibake"] / 40)}
     # the quickstart's corpus, datarater_embedded/seed0_corrupt50_docs4000_wide, with those four heavier
     docs = corrupt.corrupt_documents(harvest(0, HarvestConfig(max_documents=4000)), seed=0, fraction=0.5,
                                      kinds=corrupt.MIXES["wide"], corruptions=heavy)
