@@ -25,23 +25,28 @@ from pathlib import Path
 from datarater.data.embedded import corrupt
 from datarater.data.embedded.harvest import HarvestConfig, harvest
 
+LIGHT_KINDS = ("ocr", "whitespace", "nonprintable", "mojibake")
+
+
+def kind_scale(item: str) -> tuple[str, float]:
+    """``KIND=S`` (a light kind and a positive scale) as ``(KIND, S)``."""
+    kind, _, value = item.partition("=")
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = 0.0
+    if kind not in LIGHT_KINDS or not scale > 0:
+        raise argparse.ArgumentTypeError(f"{item!r}: expected KIND=S with KIND one of {list(LIGHT_KINDS)} and S > 0")
+    return kind, scale
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--scale", type=float, default=4.0)
-    parser.add_argument("--kind-scale", action="append", default=[], metavar="KIND=S")
+    parser.add_argument("--kind-scale", type=kind_scale, action="append", default=[], metavar="KIND=S")
     args = parser.parse_args()
-    s = dict.fromkeys(("ocr", "whitespace", "nonprintable", "mojibake"), args.scale)
-    for item in args.kind_scale:
-        kind, _, value = item.partition("=")
-        try:
-            scale = float(value)
-        except ValueError:
-            scale = 0.0
-        if kind not in s or not scale > 0:
-            parser.error(f"--kind-scale {item!r}: expected KIND=S with KIND one of {sorted(s)} and S > 0")
-        s[kind] = scale
+    s = dict.fromkeys(LIGHT_KINDS, args.scale) | dict(args.kind_scale)
     heavy = {"ocr": partial(corrupt.ocr, rate=0.06 * s["ocr"]),
              "whitespace": partial(corrupt.whitespace, runs_per_char=s["whitespace"] / 60),
              "nonprintable": partial(corrupt.nonprintable, per_char=s["nonprintable"] / 25),
