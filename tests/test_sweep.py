@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     if rho > 0:
         again_dir = tmp_path / "sw" / "lm" / "nano-random-0.5-seed1"
         assert read_program(again_dir).train.seed == prog.train.seed + 1
+        assert read_program(again_dir).curate.seed == prog.curate.seed + 1  # random's salt drawn again
         runs = [nll["nano-random-0.5"], final_nll(str(again_dir))]
     else:
         runs = out["baseline_spread"]["nano"]
@@ -145,10 +147,11 @@ def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
     assert [r.flops_per_step for r in web] == [r.flops_per_step for r in results] == [100.0, 100.0]
 
 
-def test_an_lm_started_without_the_selection_curve_resumes_as_started(tmp_path):
-    """A sweep LM checkpointed before the sweep asked for a curve on sweep.select_on keeps its own
-    eval.curve_sets (its config may not change mid-run) rather than being refused."""
-    from datarater.programs.sweep import PlannedRun, keep_started_curves, lm_program
+def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path):
+    """A sweep LM checkpointed before the sweep asked for a curve on sweep.select_on, and a replica
+    checkpointed before replicas drew curate.seed again, keep their own eval.curve_sets and
+    curate.seed (a run's config may not change mid-run) rather than being refused."""
+    from datarater.programs.sweep import PlannedRun, keep_started_config, lm_program, plan_seed_runs
     from datarater.rundir import has_checkpoint, prepare_run_dir
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
@@ -161,6 +164,18 @@ def test_an_lm_started_without_the_selection_curve_resumes_as_started(tmp_path):
     assert r.program.eval.curve_sets == ["source:wiki"] and has_checkpoint(Path(old.run_dir))
     with pytest.raises(UserError, match=r"eval.curve_sets: \[\] -> \['source:wiki'\]"):
         prepare_run_dir(r.program.run_dir, r.program, write=False)
-    keep_started_curves(r)
+    keep_started_config(r)
     assert r.program.eval.curve_sets == []
     prepare_run_dir(r.program.run_dir, r.program)  # so train-lm resumes it instead of refusing
+    prog.sweep.seeds = 2
+    replica = next(x for x in plan_seed_runs(prog, {"random": 0.5}) if x.curator == "random")
+    assert replica.program.curate.seed == prog.curate.seed + 1
+    started = copy.deepcopy(replica.program)
+    started.curate.seed = prog.curate.seed  # what a sweep before the change planned
+    prepare_run_dir(started.run_dir, started)
+    (Path(started.run_dir) / "checkpoints" / "10").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"curate.seed: 0 -> 1"):
+        prepare_run_dir(replica.program.run_dir, replica.program, write=False)
+    keep_started_config(replica)
+    assert replica.program.curate.seed == prog.curate.seed
+    prepare_run_dir(replica.program.run_dir, replica.program)

@@ -1,9 +1,10 @@
 """`datarater sweep`: discard-ratio sweep per curator, best ratio on the smallest model, then larger.
 
     RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
-    RUN/lm/<run>-seed<i>/               a run again with train.seed + i (i < sweep.seeds): the
-                                        unfiltered LM and each curator at its best ratio, with
-                                        random and the oracle at that ratio (the comparison's seeds)
+    RUN/lm/<run>-seed<i>/               a run again with train.seed + i and curate.seed + i
+                                        (i < sweep.seeds): the unfiltered LM and each curator at its
+                                        best ratio, with random and the oracle at that ratio (the
+                                        comparison's seeds)
     RUN/results.csv, RUN/results.md     one row per run: final NLL per validation set, delta, net
                                         compute gain, tasks; then the comparison over seeds
     RUN/comparison.json                 mean ± 95% CI per curator, Welch tests, gap closed
@@ -54,7 +55,7 @@ def run_name(model: str, curator: str, discard: float) -> str:
 
 
 def seed_run_name(model: str, i: int, curator: str = "none", discard: float = 0.0) -> str:
-    """A run of the sweep again with ``train.seed + i`` (init and data order): a replica."""
+    """A run of the sweep again with ``train.seed + i`` and ``curate.seed + i``: a replica."""
     return f"{run_name(model, curator, discard)}-seed{i}"
 
 
@@ -102,7 +103,13 @@ def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
 
 def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
     """Replicas with seeds ``train.seed + 1 ..`` of the unfiltered run, of each curator at its best
-    ratio, and of random and the oracle (when swept) at those ratios."""
+    ratio, and of random and the oracle (when swept) at those ratios.
+
+    A replica draws again everything a run of the curator draws: the LM's init and data order
+    (``train.seed``) and the curator's own draws (``curate.seed``: random's hash salt, the sample
+    DSIR's raw model and the classifier's pool class are fitted on). With the salt fixed, random's
+    replicas would keep the rows of one draw, and its spread over seeds, hence the test against
+    it, would leave out the variance of the draw. The rater being curated is not meta-trained again."""
     m, runs, points = prog.sweep.model, [], [("none", 0.0)]
     for curator, rho in best.items():
         if rho > 0:
@@ -112,6 +119,7 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
             program = lm_program(prog, m, curator, rho)
             program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i, curator, rho))
             program.train.seed += i
+            program.curate.seed += i
             runs.append(PlannedRun(seed_run_name(m, i, curator, rho), m, curator, rho, program))
     return runs
 
@@ -181,7 +189,7 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
         if done:
             check_same_model(r)
         elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
-            keep_started_curves(r)  # a run that got as far as a checkpoint resumes with its own config
+            keep_started_config(r)  # a run that got as far as a checkpoint resumes with its own config
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
         if not done:
             validate_curate(r.program.curate)
@@ -190,18 +198,23 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
             evaluate_run_tasks(r.program)
 
 
-def keep_started_curves(r: PlannedRun) -> None:
-    """An LM started with other ``eval.curve_sets`` (before the sweep asked for a curve on its
-    sweep.select_on) resumes with its own, since a run's config does not change mid-run; it then
-    has no curve, so no net compute gain, on the sets it lacks."""
+def keep_started_config(r: PlannedRun) -> None:
+    """An LM started by an earlier version of the sweep resumes as it was started, since a run's
+    config does not change mid-run: with its own ``eval.curve_sets`` (before the sweep asked for a
+    curve on its sweep.select_on; it then has no curve, so no net compute gain, on the sets it
+    lacks) and its own ``curate.seed`` (a replica started before replicas drew the curator again)."""
     from datarater.train.load import read_program
 
-    saved = read_program(r.program.run_dir).eval.curve_sets
-    missing = [s for s in r.program.eval.curve_sets if s not in saved]
-    r.program.eval.curve_sets = list(saved)
+    saved = read_program(r.program.run_dir)
+    missing = [s for s in r.program.eval.curve_sets if s not in saved.eval.curve_sets]
+    r.program.eval.curve_sets = list(saved.eval.curve_sets)
     if missing:
         say(f"[sweep] {r.name} was started without a curve on {', '.join(missing)}: it resumes as started, "
             "with no net compute gain on that set")
+    if saved.curate.seed != r.program.curate.seed:
+        say(f"[sweep] {r.name} was started with curate.seed={saved.curate.seed} (not {r.program.curate.seed}): "
+            "it resumes as started")
+        r.program.curate.seed = saved.curate.seed
 
 
 def check_same_model(r: PlannedRun) -> None:
