@@ -331,3 +331,20 @@ def test_tfds_missing_dataset_is_a_user_error(tfds_dir):
     cfg = CorpusConfig(kind="tfds", tfds_name="no_such_corpus", tfds_data_dir=str(tfds_dir))
     with pytest.raises(UserError, match=rf"'no_such_corpus'.*data_dir={tfds_dir}"):
         _read(cfg)
+
+
+def test_a_process_that_read_tfds_exits_quietly(tfds_dir):
+    """The exit hook that stops Grain's reader threads looks at every live object; it must not
+    touch what warns on access (TFDS's deprecated builder classes: ~80 warning lines per exit)."""
+    import subprocess
+    import sys
+
+    code = ("import datarater.data.pipeline\n"
+            "from datarater.config import CorpusConfig\n"
+            "from datarater.data.documents import ReadStats\n"
+            "from datarater.data.sources import iter_documents\n"
+            f"cfg = CorpusConfig(kind='tfds', tfds_name='tiny_corpus', tfds_data_dir={str(tfds_dir)!r})\n"
+            "print(len(list(iter_documents(cfg, ReadStats()))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr[-2000:]
+    assert "DEPRECATED" not in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -168,13 +168,20 @@ def test_streamed_training_never_sees_a_target_document(tmp_path):
 
     corpus_path = _write(tmp_path / "corpus.jsonl", 400)
     target_path = tmp_path / "target.jsonl"
-    copied = [json.loads(line) for line in corpus_path.read_text().splitlines()[:30]]  # same texts, other ids
-    target_path.write_text("".join(json.dumps({"id": f"t{i}", "text": r["text"]}) + "\n" for i, r in enumerate(copied)))
+    copied = [json.loads(line) for line in corpus_path.read_text().splitlines()[:45]]  # same texts, other ids
+    target_path.write_text("".join(json.dumps({"id": f"t{i}", "text": r["text"]}) + "\n" for i, r in enumerate(copied[:30])))
+    second = tmp_path / "target2.jsonl"  # a second entry of a weighted target
+    second.write_text("".join(json.dumps({"id": f"u{i}", "text": r["text"]}) + "\n" for i, r in enumerate(copied[30:])))
     corpus = CorpusConfig(paths=[str(corpus_path)], validation_fraction=0.1, heldout_fraction=0.1)
     stats = ReadStats()
-    for target in (TargetConfig(paths=[str(target_path)]), TargetConfig(sources=["corpus"])):
+    for target in (TargetConfig(paths=[str(target_path)]), TargetConfig(paths=[str(target_path), str(second)], weights=[2, 1]),
+                   TargetConfig(sources=["corpus"])):
         st = resolve_streamed(corpus, TOK, target, list_shards(corpus), stats, DATA.seq_len)
-        banned = {keys.key(r["id"]) for r in copied} if target.paths else set()
+        banned = {keys.key(r["id"]) for r in copied[:30 if len(target.paths) == 1 else 45]} if target.paths else set()
+        if target.weights:  # each entry's documents in memory, knowing their entry
+            assert st.resolved.weights == pytest.approx([2 / 3, 1 / 3])
+            assert [d.id[0] for d, _ in st.resolved.target_heldout] == ["tu"[k] for k in st.resolved.heldout_part]
+            assert set(st.resolved.validation_part) == {0, 1}
         seen = set()
         it = make_iterator(train_stream(corpus, DATA, TOK, st.train, 16, 0, stats, shards=st.shards))
         for _ in range(60):  # more than one epoch of the training split

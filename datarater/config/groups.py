@@ -155,7 +155,10 @@ class TargetConfig:
       the training split (the split is by document id);
     - other files (``paths``, the corpus's readers) or a TFDS dataset (``tfds_name``), split by
       id into outer-loss and validation documents; a target document whose text is also in
-      the corpus is an error.
+      the corpus is an error. With ``weights`` (one per entry of ``paths``) the target is a
+      mixture: the outer loss's batches take each entry's rows in proportion to its weight, and
+      an LM's target NLL is the weighted mean of its NLL on each entry's validation documents;
+      without them the entries are one pool.
     """
 
     sources: list[str] = field(default_factory=list)
@@ -165,6 +168,7 @@ class TargetConfig:
     tfds_data_dir: str = ""
     tfds_split: str = "train"
     validation_fraction: float = 0.2  # paths / tfds: share of the target's documents kept for evaluation
+    weights: list[float] = field(default_factory=list)  # paths: one per entry, the mixture's shares (normalised)
 
     @property
     def mode(self) -> str:
@@ -179,6 +183,9 @@ class TargetConfig:
         if self.mode == "selection":
             parts = [f"{k} in {v}" for k, v in (("source", self.sources), ("label", self.labels)) if v]
             return "the corpus's documents with " + " and ".join(parts)
+        if self.weights:
+            total = sum(self.weights)
+            return "a mixture of " + ", ".join(f"{w / total:.0%} {p}" for p, w in zip(self.paths, self.weights, strict=True))
         return f"the documents of {self.paths or self.tfds_name}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from datarater.config.curate import CURATORS
 from datarater.config.eval import is_group
 from datarater.config.groups import (
@@ -136,6 +138,13 @@ def validate_target(t: TargetConfig, prefix: str = "meta.target") -> None:
     _check(not (t.paths and t.tfds_name), f"{prefix}.tfds_name", "and paths are both set: give one or the other")
     _check(0.0 < t.validation_fraction < 1.0, f"{prefix}.validation_fraction",
            f"must be in (0, 1), got {t.validation_fraction}")
+    if t.weights:
+        _check(bool(t.paths), f"{prefix}.weights", "weighs the entries of paths, and no paths are given")
+        _check(len(t.weights) == len(t.paths), f"{prefix}.weights",
+               f"needs one weight per entry of {prefix}.paths ({len(t.paths)}), got {len(t.weights)}")
+        for i, w in enumerate(t.weights):
+            _check(isinstance(w, (int, float)) and math.isfinite(w) and w > 0, f"{prefix}.weights[{i}]",
+                   f"must be a finite number > 0, got {w!r}")
 
 
 def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:

@@ -148,6 +148,30 @@ def pack_documents(
     )
 
 
+def concat_packed(parts: list[PackedSequences]) -> PackedSequences:
+    """The rows of ``parts`` one after another, as one split (ids renumbered in the first's split)."""
+    if not parts:
+        raise ValueError("concat_packed needs at least one part")
+    n_rows = sum(len(p) for p in parts)
+    doc_offset = np.cumsum([0] + [len(p.doc_ids) for p in parts])  # a part's documents follow the earlier parts'
+    piece_offset = np.cumsum([0] + [len(p.row_docs) for p in parts])  # and so do its rows' entries in row_docs
+    split = str(parts[0].ids[0]).rsplit("-", 1)[0] if len(parts[0]) else "rows"
+    labelled = any(p.labels for p in parts)
+    return PackedSequences(
+        tokens=np.concatenate([p.tokens for p in parts]),
+        segment_ids=np.concatenate([p.segment_ids for p in parts]),
+        positions=np.concatenate([p.positions for p in parts]),
+        doc_ids=[d for p in parts for d in p.doc_ids],
+        sources=[x for p in parts for x in p.sources],
+        row_doc_start=np.concatenate([[0]] + [p.row_doc_start[1:] + o for p, o in zip(parts, piece_offset, strict=False)]
+                                     ).astype(np.int64),
+        row_docs=np.concatenate([p.row_docs + o for p, o in zip(parts, doc_offset, strict=False)]).astype(np.int64),
+        ids=np.array([f"{split}-{r:08d}" for r in range(n_rows)], dtype=str),
+        pad_id=parts[0].pad_id,
+        labels=[x for p in parts for x in (p.labels or [""] * len(p.doc_ids))] if labelled else [],
+    )
+
+
 def _concatenate(
     pieces: list[np.ndarray], tokenizer: Tokenizer, add_bos: bool, add_eos: bool
 ) -> tuple[np.ndarray, np.ndarray]:

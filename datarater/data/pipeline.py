@@ -87,6 +87,27 @@ def train_batches(
     return ds.to_iter_dataset(read_options=_READ_OPTIONS)
 
 
+def mixed_batches(packed: PackedSequences, sizes: list[int], weights: list[float], batch_size: int,
+                  seed: int) -> grain.IterDataset:
+    """Infinite batches of ``packed``'s rows drawn part by part in proportion to ``weights``: part
+    ``k`` is the next ``sizes[k]`` rows, reshuffled every epoch; Grain's mix interleaves the parts
+    deterministically, so a batch holds about ``weights[k] * batch_size`` rows of part ``k``
+    (a weighted target's outer loss, `datarater.data.target.target_parts`)."""
+    if batch_size < 1:
+        raise UserError(f"config key 'meta.outer_batch_size': must be a positive integer, got {batch_size}")
+    if len(sizes) != len(weights) or sum(sizes) != len(packed) or min(sizes, default=0) < 1:
+        raise ValueError(f"parts of {sizes} rows (weights {weights}) do not cover the {len(packed)} rows, one row each at least")
+    starts = np.cumsum([0, *sizes])
+    parts = [grain.MapDataset.source(np.arange(starts[k], starts[k + 1], dtype=np.int64)).shuffle(seed=(seed + k) % 2**32)
+             .repeat().to_iter_dataset(read_options=_READ_OPTIONS) for k in range(len(sizes))]
+    return (
+        grain.IterDataset.mix(parts, list(weights))
+        .batch(batch_size, batch_fn=np.asarray)
+        .map(functools.partial(gather_rows, packed))
+        .map(functools.partial(with_keys, packed))
+    )
+
+
 def make_iterator(ds: grain.IterDataset) -> grain.DatasetIterator:
     """A checkpointable iterator over ``ds``."""
     return iter(ds)
@@ -101,7 +122,9 @@ def _close_iterators() -> None:
     """Stop Grain's reader threads while the interpreter can still run their cleanup: otherwise
     each prefetching iterator's ``__del__`` fails during teardown and prints a traceback."""
     for obj in gc.get_objects():
-        if isinstance(obj, grain.DatasetIterator):
+        # type(), not isinstance: isinstance also reads obj.__class__, which some objects (TFDS's
+        # deprecated builder classes) answer with a warning each, about 80 lines at every exit
+        if issubclass(type(obj), grain.DatasetIterator):
             with contextlib.suppress(Exception):
                 obj.close()
             obj.close = _noop  # its __del__ calls close() again, after the modules are gone

@@ -21,7 +21,14 @@ from datarater.config.groups import TargetConfig
 from datarater.data.documents import Document, ReadStats
 from datarater.data.split import assign_split
 from datarater.data.stream import Selection, Shard, document_stream
-from datarater.data.target import Resolved, _check_selection, _matches, _read_target_files, _text_key
+from datarater.data.target import (
+    Resolved,
+    _check_selection,
+    _matches,
+    _read_target_files,
+    _read_weighted_files,
+    _text_key,
+)
 from datarater.data.tokenizer import Tokenizer
 from datarater.errors import UserError
 
@@ -75,6 +82,7 @@ def resolve_streamed(corpus: CorpusConfig, tokenizer: Tokenizer, target: TargetC
     train = Selection("train")
     held: list = []
     val: list = []
+    parts: tuple = ()  # a weighted target's (weights, heldout_part, validation_part)
     outer_sel: Selection | None = Selection("heldout") if outer else None
     if target.mode == "selection":
         _check_selection(target, prefix, sources, labels)  # on the documents read for the sample
@@ -86,10 +94,14 @@ def resolve_streamed(corpus: CorpusConfig, tokenizer: Tokenizer, target: TargetC
         desc.update(sources=list(target.sources), labels=list(target.labels))
     elif target.mode == "files":
         texts: set[bytes] = set()
-        held, val = _read_target_files(corpus, tokenizer, target, prefix, set(), texts)
+        if target.weights:  # each entry's documents, and which entry each is of
+            w = _read_weighted_files({"validation": sample}, corpus, tokenizer, target, prefix, set(), desc, texts)
+            held, val, parts = w.target_heldout, w.target_validation, (w.weights, w.heldout_part, w.validation_part)
+        else:
+            held, val = _read_target_files(corpus, tokenizer, target, prefix, set(), texts)
+            desc.update(paths=list(target.paths), tfds_name=target.tfds_name, validation_fraction=target.validation_fraction)
         train = Selection("train", exclude=_excluding(texts, stats))
         outer_sel = None
-        desc.update(paths=list(target.paths), tfds_name=target.tfds_name, validation_fraction=target.validation_fraction)
-    resolved = Resolved({"validation": sample}, held, val, desc)
+    resolved = Resolved({"validation": sample}, held, val, desc, *parts)
     desc["documents"] = {"outer_loss": "streamed" if outer_sel else len(held), "validation": len(val)}
     return Streamed(shards, train, outer_sel, resolved)

@@ -24,7 +24,7 @@ from datarater.config.eval import is_group
 from datarater.config.groups import TargetConfig
 from datarater.data.corpus import Tokenized, pack_split, read_split_documents
 from datarater.data.documents import Document, ReadStats
-from datarater.data.packing import PackedSequences
+from datarater.data.packing import PackedSequences, concat_packed
 from datarater.data.split import assign_split
 from datarater.data.tokenizer import Tokenizer
 from datarater.errors import UserError
@@ -40,6 +40,10 @@ class Resolved:
     target_heldout: Tokenized  # what the outer loss is measured on
     target_validation: Tokenized  # what LMs are evaluated on as "target" (empty in heldout mode)
     description: dict = field(default_factory=dict)  # recorded in the run directory and the report
+    # a weighted target (``weights``): its shares, normalised, and each target document's entry
+    weights: list[float] = field(default_factory=list)
+    heldout_part: list[int] = field(default_factory=list)  # parallel to target_heldout
+    validation_part: list[int] = field(default_factory=list)  # parallel to target_validation
 
     def target_ids(self) -> set[str]:
         return {d.id for d, _ in self.target_heldout} | {d.id for d, _ in self.target_validation}
@@ -107,6 +111,8 @@ def read_with_target(
                             "or select more")
         desc.update(sources=list(target.sources), labels=list(target.labels))
         out = Resolved(buckets, held, val, desc)
+    elif target.weights:
+        out = _read_weighted_files(buckets, corpus, tokenizer, target, prefix, corpus_texts, desc)
     else:
         held, val = _read_target_files(corpus, tokenizer, target, prefix, corpus_texts)
         desc.update(paths=list(target.paths), tfds_name=target.tfds_name, validation_fraction=target.validation_fraction)
@@ -161,11 +167,81 @@ def _read_target_files(corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConf
     return held, val
 
 
+def _read_weighted_files(buckets: dict, corpus: CorpusConfig, tokenizer: Tokenizer, t: TargetConfig, prefix: str,
+                         corpus_texts: set[bytes], desc: dict, all_texts: set[bytes] | None = None) -> Resolved:
+    """A weighted files target: each entry of ``paths`` read on its own (`_read_target_files`), so
+    every document knows its entry; an entry that shares a text with an earlier one is refused.
+    ``all_texts`` collects the text keys of every entry."""
+    held: Tokenized = []
+    val: Tokenized = []
+    held_part: list[int] = []
+    val_part: list[int] = []
+    seen: dict[bytes, int] = {}
+    per_entry = []
+    for k, path in enumerate(t.paths):
+        texts: set[bytes] = set()
+        h, v = _read_target_files(corpus, tokenizer, replace(t, paths=[path], weights=[]), f"{prefix}.paths[{k}]",
+                                  corpus_texts, texts)
+        earlier = sorted({seen[x] for x in texts if x in seen})
+        if earlier:
+            raise UserError(f"config key '{prefix}.paths[{k}]': {path} shares documents with {prefix}.paths[{earlier[0]}] "
+                            f"({t.paths[earlier[0]]}): a weighted target's entries must be disjoint")
+        seen.update(dict.fromkeys(texts, k))
+        if all_texts is not None:
+            all_texts |= texts
+        held += h
+        val += v
+        held_part += [k] * len(h)
+        val_part += [k] * len(v)
+        per_entry.append({"path": path, "outer_loss": len(h), "validation": len(v)})
+    total = sum(t.weights)
+    weights = [w / total for w in t.weights]
+    for e, w in zip(per_entry, weights, strict=True):
+        e["weight"] = w
+    desc.update(paths=list(t.paths), weights=weights, entries=per_entry, validation_fraction=t.validation_fraction)
+    return Resolved(buckets, held, val, desc, weights, held_part, val_part)
+
+
 def pack_target(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> tuple[PackedSequences, PackedSequences | None]:
-    """The target's outer-loss rows and validation rows (None in heldout mode)."""
+    """The target's outer-loss rows and validation rows (None in heldout mode); a weighted
+    target's rows entry by entry (`target_parts` says where each entry's are)."""
+    if resolved.weights:
+        parts = target_parts(resolved, data, tokenizer)
+        return concat_packed([h for _, h, _ in parts]), concat_packed([v for _, _, v in parts])
     held = pack_split(resolved.target_heldout, data, tokenizer, "heldout")
     val = pack_split(resolved.target_validation, data, tokenizer, "validation") if resolved.target_validation else None
     return held, val
+
+
+def outer_loss_rows(resolved: Resolved, data: DataConfig,
+                    tokenizer: Tokenizer) -> tuple[PackedSequences, tuple[list[int], list[float]] | None]:
+    """The outer loss's rows (`pack_target`) and, for a weighted target, each entry's number of
+    rows and weight (`datarater.data.pipeline.mixed_batches`); None otherwise."""
+    if not resolved.weights:
+        return pack_target(resolved, data, tokenizer)[0], None
+    parts = target_parts(resolved, data, tokenizer)
+    return concat_packed([h for _, h, _ in parts]), ([len(h) for _, h, _ in parts], list(resolved.weights))
+
+
+def target_parts(resolved: Resolved, data: DataConfig,
+                 tokenizer: Tokenizer) -> list[tuple[float, PackedSequences, PackedSequences]]:
+    """A weighted target's entries: ``(weight, outer-loss rows, validation rows)`` each, packed on
+    their own (no row holds two entries' tokens)."""
+    out = []
+    for k, w in enumerate(resolved.weights):
+        held = [d for d, part in zip(resolved.target_heldout, resolved.heldout_part, strict=True) if part == k]
+        val = [d for d, part in zip(resolved.target_validation, resolved.validation_part, strict=True) if part == k]
+        out.append((w, pack_split(held, data, tokenizer, "heldout"), pack_split(val, data, tokenizer, "validation")))
+    return out
+
+
+def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> list[tuple[float, PackedSequences]]:
+    """What an LM's target NLL is the weighted mean of: ``(weight, validation rows)`` per entry of a
+    weighted target, else one part of weight 1; none when the target's validation set is a group
+    of the corpus's split (a selection) or there is no target."""
+    if resolved.weights:
+        return [(w, val) for w, _, val in target_parts(resolved, data, tokenizer)]
+    return [(1.0, pack_split(resolved.target_validation, data, tokenizer, "validation"))] if resolved.target_validation else []
 
 
 def validation_groups(resolved: Resolved, target: TargetConfig) -> dict[str, np.ndarray]:
@@ -222,15 +298,33 @@ def curator_texts(corpus: CorpusConfig, target: TargetConfig | None, pool_docs: 
             elif in_corpus and split == "heldout" and (target.mode == "heldout" or _matches(doc, target)):
                 wanted.append(doc.text)
     if target is not None and target.mode == "files":
-        cfg = target_corpus(corpus, target, prefix)
-        wanted = [doc.text for doc in iter_documents(cfg, ReadStats())
-                  if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
-                                  TARGET_SPLIT_SALT) != "validation"]
+        entries = [[path] for path in target.paths] if target.weights else [list(target.paths)]
+        by_entry = [[doc.text for doc in iter_documents(replace(target_corpus(corpus, target, prefix), paths=paths), ReadStats())
+                     if assign_split(doc.id, 1.0 - target.validation_fraction, target.validation_fraction,
+                                     TARGET_SPLIT_SALT) != "validation"] for paths in entries]
+        wanted = weighted_texts(by_entry, target.weights, seed) if target.weights else by_entry[0]
     if target is not None and not wanted:
         raise UserError(f"config key '{prefix}': {target.describe()} has no outer-loss documents")
     if len(pool) > pool_docs:
         pool = random.Random(seed).sample(pool, pool_docs)
     return wanted, pool
+
+
+def weighted_texts(by_entry: list[list[str]], weights: list[float], seed: int = 0) -> list[str]:
+    """Texts of a weighted target for the curators that model one (DSIR, the classifier): about as
+    many characters as all entries hold, entry ``k``'s share ``weights[k]`` (normalised) of them,
+    as the outer loss's rows are; an entry's texts are taken in a seeded order, again from the
+    start when its share needs more than it has."""
+    rng = np.random.default_rng(seed)
+    total, norm = sum(len(t) for texts in by_entry for t in texts), sum(weights)
+    out: list[str] = []
+    for texts, w in zip(by_entry, weights, strict=True):
+        order, need, k, has_chars = rng.permutation(len(texts)), w / norm * total, 0, any(texts)
+        while has_chars and (k == 0 or need > 0):
+            text = texts[order[k % len(texts)]]
+            out.append(text)
+            need, k = need - len(text), k + 1
+    return out
 
 
 def target_texts(corpus: CorpusConfig, target: TargetConfig, prefix: str = "meta.target") -> list[str]:

@@ -13,6 +13,7 @@ from datarater.data.pipeline import (
     MODEL_FIELDS,
     iterator_state,
     make_iterator,
+    mixed_batches,
     restore_iterator,
     train_batches,
 )
@@ -22,9 +23,16 @@ def _stack(rows: list[dict]) -> dict:
     return {k: np.stack([r[k] for r in rows]) for k in MODEL_FIELDS}
 
 
-def in_memory(splits: dict) -> Callable[[int, int, str], grain.IterDataset]:
-    """The `MetaData` batch factory over in-memory packed splits ``{"train", "heldout"}``."""
-    return lambda seed, batch_size, role: train_batches(splits[role], batch_size, seed)
+def in_memory(splits: dict, heldout_mix: tuple[list[int], list[float]] | None = None
+              ) -> Callable[[int, int, str], grain.IterDataset]:
+    """The `MetaData` batch factory over in-memory packed splits ``{"train", "heldout"}``; with
+    ``heldout_mix`` (rows per part, weights: a weighted target) the held-out batches mix the parts."""
+    def batches(seed: int, batch_size: int, role: str) -> grain.IterDataset:
+        if role == "heldout" and heldout_mix is not None:
+            return mixed_batches(splits[role], *heldout_mix, batch_size, seed)
+        return train_batches(splits[role], batch_size, seed)
+
+    return batches
 
 
 def member_seed(meta: MetaConfig, p: int) -> int:

@@ -29,7 +29,7 @@ from datarater.data.documents import ReadStats
 from datarater.data.packing import PackedSequences
 from datarater.data.stream import list_shards, train_stream, wants_stream
 from datarater.data.streamed import resolve_streamed
-from datarater.data.target import pack_target, read_with_target
+from datarater.data.target import outer_loss_rows, read_with_target
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.meta.core import MetaProblem, outer_optimizer
@@ -81,6 +81,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
     micro, held_micro = meta_microbatches(m, mesh, prog.mesh.rules)  # bad settings stop before the corpus is read
     stats = ReadStats()
     streamed = None
+    mix = None  # a weighted target: the held-out batches take each entry's rows by its weight
     if splits is None:
         say(f"[data] reading {prog.corpus.name} ...")
         shards = list_shards(prog.corpus, on_build=say)
@@ -89,14 +90,14 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
             resolved = streamed.resolved
             splits = {}
             if streamed.outer is None:
-                splits["heldout"] = pack_target(resolved, prog.data, tokenizer)[0]
+                splits["heldout"], mix = outer_loss_rows(resolved, prog.data, tokenizer)
             say(f"[data] streaming: every process reads all {len(shards)} input shards (members' batches are global), "
                 f"{prog.corpus.cycle_length} interleaved, rows shuffled in windows of {prog.corpus.shuffle_window}")
             say(f"[meta] outer loss on {m.target.describe()}: "
                 + ("streamed" if streamed.outer else f"{len(resolved.target_heldout)} documents"))
         else:
             resolved = read_with_target(prog.corpus, tokenizer, m.target, ("train",), stats, on_build=say)
-            heldout, _ = pack_target(resolved, prog.data, tokenizer)
+            heldout, mix = outer_loss_rows(resolved, prog.data, tokenizer)
             splits = {"train": pack_split(resolved.splits["train"], prog.data, tokenizer, "train"), "heldout": heldout}
             say(f"[data] {stats.summary()}")
             say(f"[meta] outer loss on {m.target.describe()}: {len(resolved.target_heldout)} documents")
@@ -107,7 +108,7 @@ def _run(prog: MetaTrainProgram, mirror: Mirror | None, splits: dict[str, Packed
 
     def batches(seed: int, batch_size: int, role: str):
         if role in splits:
-            return in_memory(splits)(seed, batch_size, role)
+            return in_memory(splits, mix)(seed, batch_size, role)
         select = streamed.train if role == "train" else streamed.outer
         return train_stream(prog.corpus, prog.data, tokenizer, select, batch_size, seed, stats, shards=streamed.shards)
 

@@ -120,6 +120,9 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
     if by not in BY:
         raise UserError(f"config key 'probe.by': {by!r} is not one of {list(BY)}")
     check_settings(ages, steps, repeats, heldout_rows)
+    if m.target.weights:
+        raise UserError("config key 'meta.target.weights': the probe reads a target's outer-loss rows as one pool, "
+                        "not as a weighted mixture: probe without the weights, or each entry of meta.target.paths alone")
     rule = target_rule(m.target, by)
     tok = make_tokenizer(prog.data)
     # read as meta-training reads: the same target rows, with the same checks of the target

@@ -151,7 +151,8 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
         if f is not None and f.exists():
             rater_targets.append(f"- {label} (`{d}`): outer loss on {json.loads(f.read_text())['what']}")
     out.append("## Target\n\nLMs are evaluated on the corpus's validation split and on " + what
-               + ("" if sweep.target.mode == "heldout" else " (its validation documents)") + ".\n\n"
+               + ("" if sweep.target.mode == "heldout" else " (its validation documents"
+                  + ("; the weighted mean of the NLL on each entry's" if sweep.target.weights else "") + ")") + ".\n\n"
                + "\n".join(rater_targets))
     comp = sweep_dir / "comparison.json"
     if comp.exists():

@@ -32,7 +32,7 @@ from datarater.data.pipeline import (
 )
 from datarater.data.stream import list_shards, process_shards, sample_rows, train_stream, wants_stream
 from datarater.data.streamed import resolve_streamed
-from datarater.data.target import group_documents, read_with_target, validation_groups
+from datarater.data.target import group_documents, read_with_target, validation_groups, validation_sets
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.eval.gain import curve_key
@@ -59,15 +59,18 @@ RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every
                   "logging.")  # where metric rows also go
 
 
-def final_nll_sets(graphdef, params, resolved, target, splits, target_packed, batch_size, mesh, rules) -> dict:
+def final_nll_sets(graphdef, params, resolved, target, splits, target_sets, batch_size, mesh, rules) -> dict:
     """Mean token NLL on every validation set (`validation_groups`, and a files target's own
-    validation documents), from one pass over the rows of each split."""
+    validation documents: the weighted mean over a weighted target's entries, `validation_sets`),
+    from one pass over the rows of each split."""
     token_fn = jax.jit(batch_split(make_token_nll_step(graphdef), mesh, rules))
     nll, count = document_nll(token_fn, params, splits["validation"], batch_size, mesh, rules)
     out = {name: float(nll[m].sum() / max(count[m].sum(), 1.0)) for name, m in validation_groups(resolved, target).items()}
-    if target_packed is not None and "target" not in out:
-        t_nll, t_count = document_nll(token_fn, params, target_packed, batch_size, mesh, rules)
-        out["target"] = float(t_nll.sum() / max(t_count.sum(), 1.0))
+    if target_sets and "target" not in out:
+        out["target"] = 0.0
+        for w, packed in target_sets:
+            t_nll, t_count = document_nll(token_fn, params, packed, batch_size, mesh, rules)
+            out["target"] += w * float(t_nll.sum() / max(t_count.sum(), 1.0))
     return {k: out[k] for k in sorted(out, key=lambda k: (k != "validation", k != "target", k))}
 
 
@@ -180,12 +183,12 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     step_fn = jax.jit(batch_split(make_train_step(state.graphdef, tx, micro), mesh, rules), donate_argnums=(0, 1))
     eval_fn = jax.jit(batch_split(make_eval_step(state.graphdef, micro), mesh, rules))
     val = eval_batches(splits["validation"], train.batch_size, train.eval_batches)
-    target_packed = None  # the target's validation set along the curve too (net compute gain on it)
-    if resolved.target_validation:
-        target_packed = pack_split(resolved.target_validation, prog.data, tokenizer, "validation")
-    # beside val, along the curve: the target's set, then eval.curve_sets' groups (metric keys: `curve_key`)
-    along = ({"target": target_packed} if target_packed is not None else {}) | groups
-    curve_sets = {name: b for name, packed in along.items() if (b := eval_batches(packed, train.batch_size, train.eval_batches))}
+    target_sets = validation_sets(resolved, prog.data, tokenizer)  # along the curve too (net compute gain on it)
+    # beside val, along the curve: the target's set, then eval.curve_sets' groups (metric keys: `curve_key`),
+    # each a weighted mean over parts (a weighted target's entries; else one part)
+    along = ({"target": target_sets} if target_sets else {}) | {name: [(1.0, packed)] for name, packed in groups.items()}
+    curve_sets = {name: parts for name, sets in along.items()
+                  if (parts := [(w, b) for w, packed in sets if (b := eval_batches(packed, train.batch_size, train.eval_batches))])}
 
     flops_per_token = lm_train_flops_per_token(cfg, prog.data.seq_len)
     peak, peak_src = peak_flops_per_device()
@@ -196,8 +199,8 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     def eval_row(step: int, nll: float) -> dict:
         row = {"step": step, "val_nll": nll, "train_flops": step * train_flops_per_step,
                "curate_flops": step * curate_flops_per_step}
-        for name, batches in curve_sets.items():
-            row[curve_key(name)] = evaluate(eval_fn, state.params, batches, mesh, rules)
+        for name, parts in curve_sets.items():
+            row[curve_key(name)] = sum(w * evaluate(eval_fn, state.params, batches, mesh, rules) for w, batches in parts)
         return row
     say(f"[train] {cfg.name}: mesh {dict(mesh.shape)}, {flops_per_token / 1e6:.3g} MFLOP/token, peak {peak / 1e9:.4g} GFLOP/s/device ({peak_src})")
 
@@ -281,7 +284,7 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
                                          f"stopped in step {loop.step + 1}; a rerun resumes from the last checkpoint"))
         raise
 
-    final_sets = final_nll_sets(state.graphdef, state.params, resolved, prog.target, splits, target_packed,
+    final_sets = final_nll_sets(state.graphdef, state.params, resolved, prog.target, splits, target_sets,
                                 train.batch_size // micro, mesh, rules)  # a microbatch's rows at a time
     say("[train] final NLL per validation set: " + ", ".join(f"{k} {v:.4f}" for k, v in final_sets.items()))
     summary = {
