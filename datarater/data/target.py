@@ -203,11 +203,8 @@ def _read_weighted_files(buckets: dict, corpus: CorpusConfig, tokenizer: Tokeniz
 
 
 def pack_target(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> tuple[PackedSequences, PackedSequences | None]:
-    """The target's outer-loss rows and validation rows (None in heldout mode); a weighted
-    target's rows entry by entry (`target_parts` says where each entry's are)."""
-    if resolved.weights:
-        parts = target_parts(resolved, data, tokenizer)
-        return concat_packed([h for _, h, _ in parts]), concat_packed([v for _, _, v in parts])
+    """The target's outer-loss rows and validation rows (None in heldout mode), as one pool (a
+    weighted target's entries: `target_parts`)."""
     held = pack_split(resolved.target_heldout, data, tokenizer, "heldout")
     val = pack_split(resolved.target_validation, data, tokenizer, "validation") if resolved.target_validation else None
     return held, val
