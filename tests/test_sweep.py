@@ -147,7 +147,7 @@ def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
     assert [r.flops_per_step for r in web] == [r.flops_per_step for r in results] == [100.0, 100.0]
 
 
-def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path):
+def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path, capsys):
     """A sweep LM checkpointed before the sweep asked for a curve on sweep.select_on, and a replica
     checkpointed before replicas drew curate.seed again, keep their own eval.curve_sets and
     curate.seed (a run's config may not change mid-run) rather than being refused."""
@@ -179,3 +179,11 @@ def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path):
     keep_started_config(replica)
     assert replica.program.curate.seed == prog.curate.seed
     prepare_run_dir(replica.program.run_dir, replica.program)
+    # finished before the change: reused as it is, and said so with its seed
+    from datarater.programs.sweep import note_curator_seed
+
+    capsys.readouterr()
+    note_curator_seed(next(x for x in plan_seed_runs(prog, {"random": 0.5}) if x.curator == "random"))
+    assert "finished with curate.seed=0 (a sweep now draws 1): reused as it is" in capsys.readouterr().err
+    note_curator_seed(r)  # a run of the sweep's own seeds: nothing to say
+    assert capsys.readouterr().err == ""

@@ -188,6 +188,7 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
         done = (Path(r.program.run_dir) / "summary.json").exists()
         if done:
             check_same_model(r)
+            note_curator_seed(r)
         elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
             keep_started_config(r)  # a run that got as far as a checkpoint resumes with its own config
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
@@ -215,6 +216,17 @@ def keep_started_config(r: PlannedRun) -> None:
         say(f"[sweep] {r.name} was started with curate.seed={saved.curate.seed} (not {r.program.curate.seed}): "
             "it resumes as started")
         r.program.curate.seed = saved.curate.seed
+
+
+def note_curator_seed(r: PlannedRun) -> None:
+    """Says so when a finished replica is reused whose curator was not drawn again (made before
+    replicas drew ``curate.seed + i``): its results stand as they are, and its seed is named."""
+    from datarater.train.load import read_program
+
+    saved = read_program(r.program.run_dir).curate.seed
+    if saved != r.program.curate.seed:
+        say(f"[sweep] {r.name} finished with curate.seed={saved} (a sweep now draws {r.program.curate.seed}): "
+            f"reused as it is, with its curator's draws of seed {saved}")
 
 
 def check_same_model(r: PlannedRun) -> None:
