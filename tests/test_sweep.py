@@ -27,22 +27,26 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     # the replica: the unfiltered run again with the next seed, a different run of the same config
     replica = tmp_path / "sw" / "lm" / "nano-none-0-seed1"
     assert read_program(replica).train.seed == prog.train.seed + 1
-    assert out["baseline_spread"] == {"nano": [nll["nano-none-0"], final_nll(str(replica))]}
+    # the test over seeds leaves out the runs that picked the ratio (sweep.select_apart): 2 replicas
+    replicas = [final_nll(str(tmp_path / "sw" / "lm" / f"nano-none-0-seed{i}")) for i in (1, 2)]
+    assert out["baseline_spread"] == {"nano": replicas}
     assert final_nll(str(replica)) != nll["nano-none-0"]
-    assert finished_runs(tmp_path / "sw")[1] == out["baseline_spread"]  # what `datarater report` reads back
+    assert finished_runs(tmp_path / "sw", apart=True)[1] == out["baseline_spread"]  # what `datarater report` reads back
+    assert finished_runs(tmp_path / "sw")[1] == {"nano": [nll["nano-none-0"], *replicas]}
     assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
-    # over seeds: random at its best ratio is trained again with the next seed, and compared
+    # over seeds: random at its best ratio is trained again with the next seeds, and compared
     row = out["comparison"][0]
     rho = out["best"]["random"]
     if rho > 0:
-        again_dir = tmp_path / "sw" / "lm" / "nano-random-0.5-seed1"
-        assert read_program(again_dir).train.seed == prog.train.seed + 1
-        assert read_program(again_dir).curate.seed == prog.curate.seed + 1  # random's salt drawn again
-        runs = [nll["nano-random-0.5"], final_nll(str(again_dir))]
+        again = [tmp_path / "sw" / "lm" / f"nano-random-0.5-seed{i}" for i in (1, 2)]
+        assert [read_program(d).train.seed for d in again] == [prog.train.seed + 1, prog.train.seed + 2]
+        assert read_program(again[0]).curate.seed == prog.curate.seed + 1  # random's salt drawn again
+        runs = [final_nll(str(d)) for d in again]
     else:
-        runs = out["baseline_spread"]["nano"]
+        runs = replicas
     assert row["curator"] == "random" and row["nll"]["n"] == 2
     assert row["nll"]["mean"] == pytest.approx(sum(runs) / 2)
+    assert row["unfiltered"]["mean"] == pytest.approx(sum(replicas) / 2)  # not the picking run's NLL
     assert out["select_on"] == "validation"  # no target: the corpus's own validation split
     summaries = sorted((tmp_path / "sw" / "lm").glob("*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
@@ -187,3 +191,23 @@ def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path, capsys):
     assert "finished with curate.seed=0 (a sweep now draws 1): reused as it is" in capsys.readouterr().err
     note_curator_seed(r)  # a run of the sweep's own seeds: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_replicas_are_apart_from_the_run_that_picked_the_ratio():
+    """With sweep.select_apart (the default) every tested point has sweep.seeds replicas of seeds
+    +1..+seeds, none of them the picking run; without it, the picking run is the first of sweep.seeds."""
+    from datarater.programs.sweep import apart, plan_seed_runs
+
+    args = ["corpus.paths=[x.jsonl]", "sweep.curators=[datarater,random,oracle]", "sweep.seeds=3"]
+    for extra, offsets in [([], [1, 2, 3]), (["sweep.select_apart=false"], [1, 2])]:
+        prog = compose(SUBCOMMANDS["sweep"], args + extra)
+        runs = plan_seed_runs(prog, {"datarater": 0.25, "random": 0.5, "oracle": 0.0})
+        points = {(r.curator, r.discard) for r in runs}
+        # unfiltered; each curator at its best ratio; random and the oracle at each of those ratios
+        assert points == {("none", 0.0), ("datarater", 0.25), ("random", 0.25), ("oracle", 0.25), ("random", 0.5),
+                          ("oracle", 0.5)}
+        for point in points:
+            seeds = sorted(r.program.train.seed - prog.train.seed for r in runs if (r.curator, r.discard) == point)
+            assert seeds == offsets
+        assert all(r.program.curate.seed - prog.curate.seed == r.program.train.seed - prog.train.seed for r in runs)
+    assert not apart(compose(SUBCOMMANDS["sweep"], [*args[:2], "sweep.seeds=1"]))  # one seed: no test to keep apart

@@ -98,10 +98,14 @@ class SweepConfig:
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random"])
     # The unfiltered LM and each curator at its best ratio (with random and the oracle at that
-    # ratio) are trained with seeds train.seed, train.seed+1, ... (init and data order) and
-    # curate.seed, curate.seed+1, ... (the curator's own draws, e.g. random's salt): the
-    # results give mean ± 95% CI and Welch's test against unfiltered and random (1 = one run each).
+    # ratio) are trained again with seeds train.seed+1, ... (init and data order) and
+    # curate.seed+1, ... (the curator's own draws, e.g. random's salt): the results give
+    # mean ± 95% CI and Welch's test against unfiltered and random over `seeds` runs each
+    # (1 = one run each, no test).
     seeds: int = 1
+    # true: the runs of seed train.seed only pick the ratios and the `seeds` replicas are the test
+    # (no winner's curse); false: the picking run is one of the `seeds` runs tested.
+    select_apart: bool = True
     # The validation set whose final NLL picks each curator's best ratio: auto (the target's when a
     # target is set, else the corpus's), validation, target, source:<name> or label:<name>.
     select_on: str = "auto"

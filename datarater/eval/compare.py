@@ -29,8 +29,9 @@ class CuratorComparison:
     beyond_random: bool
     oracle: Interval | None  # the oracle at the same ratio
     gap_closed: float  # of the random -> oracle gap at that ratio (nan without both)
-    # Net compute gain of the first seed's run at that ratio: the curator's inference on the whole
-    # oversampled stream counted, and amortised (scores computed once and reused: not counted).
+    # Net compute gain of the first tested seed's run at that ratio, against the unfiltered run of
+    # that seed: the curator's inference on the whole oversampled stream counted, and amortised
+    # (scores computed once and reused: not counted).
     # None: never reached the unfiltered LM's final NLL; nan: not computed.
     gain: float | None = math.nan
     gain_amortised: float | None = math.nan
@@ -77,8 +78,9 @@ def _gain(g: float | None) -> str:
     return "–" if math.isnan(g) else f"{100 * g:+.1f}%"
 
 
-def comparison_markdown(rows: list[CuratorComparison], set_name: str) -> str:
-    """The table of `compare_curators`, with the test it applies stated under it."""
+def comparison_markdown(rows: list[CuratorComparison], set_name: str, apart: bool | None = None) -> str:
+    """The table of `compare_curators`, with the test it applies stated under it; ``apart``: whether
+    the runs that picked each ratio were left out of the test (None: not recorded)."""
     if not rows:
         return ""
     n = max(r.nll.n for r in rows)
@@ -101,11 +103,18 @@ def comparison_markdown(rows: list[CuratorComparison], set_name: str) -> str:
     unf = rows[0].unfiltered
     lines += ["", f"Unfiltered: {format_interval(unf, 4)} over {unf.n} seeds. \"Beyond noise\": lower mean NLL with "
               f"Welch's one-sided t-test p < {ALPHA} (scipy.stats.ttest_ind, unequal variances); {n} seeds per "
-              "cell vary the LM's initialisation and data order. Gap closed: (random − curator) / (random − oracle) "
+              "cell vary the LM's initialisation and data order and the curator's own draws" + _picked(apart) + ". Gap closed: (random − curator) / (random − oracle) "
               "in mean NLL at the curator's ratio. Net compute gain = 1 − (FLOPs to reach the unfiltered LM's final NLL) "
               "/ (the unfiltered LM's FLOPs), on the same set's curve; \"counted\" adds the curator's inference on "
               "every row of the oversampled stream, \"amortised\" leaves out scores computed once into side files."]
     return "\n".join(lines) + "\n"
+
+
+def _picked(apart: bool | None) -> str:
+    if apart is None:
+        return ""
+    return ("; the runs that picked each ratio are not among them" if apart else
+            "; each cell's first seed is the run that picked its ratio (a bias in the curator's favour, not corrected for)")
 
 
 def comparison_from_dict(d: dict) -> CuratorComparison:

@@ -33,9 +33,10 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
                     "in it or in its sweep/): run `datarater sweep` first")
 
 
-def finished_runs(sweep_dir: Path, on: str = "validation"):
+def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
-    model -> final NLLs of its unfiltered run and of that run's seed replicas (`sweep.seeds`)."""
+    model -> final NLLs of its unfiltered run's seed replicas (`sweep.seeds`), after that run's own
+    unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`)."""
     from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
@@ -55,7 +56,7 @@ def finished_runs(sweep_dir: Path, on: str = "validation"):
         say(f"[report] {len(skipped)} unfinished runs left out: {', '.join(skipped)}")
     if not runs:
         raise UserError(f"{sweep_dir / 'lm'} holds no finished run")
-    spread = {r.model: [final_nll(r.program.run_dir, on)] + [v for _, v in sorted(replicas[r.name])]
+    spread = {r.model: ([] if apart else [final_nll(r.program.run_dir, on)]) + [v for _, v in sorted(replicas[r.name])]
               for r in runs if r.name in replicas and r.curator == "none"}
     return runs, spread
 
@@ -159,7 +160,7 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
         data = json.loads(comp.read_text())
         rows = [comparison_from_dict(r) for r in data["rows"]]
         out.append(f"## Over seeds: each curator at its best ratio on '{data['set']}'\n\n"
-                   + comparison_markdown(rows, data["set"]))
+                   + comparison_markdown(rows, data["set"], data.get("select_apart")))
     sets: dict[str, dict[str, float]] = {}
     for r in runs:
         summary = json.loads((sweep_dir / "lm" / r.name / "summary.json").read_text())
@@ -200,11 +201,11 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
     run_dir = Path(prog.run_dir).expanduser().absolute()
     sweep_dir, sweep = read_sweep(run_dir)
-    from datarater.programs.sweep import resolve_target, select_set
+    from datarater.programs.sweep import apart, resolve_target, select_set
 
     resolve_target(sweep)
     on = select_set(sweep)
-    runs, spread = finished_runs(sweep_dir, on)
+    runs, spread = finished_runs(sweep_dir, on, apart(sweep))
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run

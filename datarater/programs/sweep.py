@@ -2,8 +2,8 @@
 
     RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
     RUN/lm/<run>-seed<i>/               a run again with train.seed + i and curate.seed + i
-                                        (i < sweep.seeds): the unfiltered LM and each curator at its
-                                        best ratio, with random and the oracle at that ratio (the
+                                        (i = 1 .. sweep.seeds): the unfiltered LM and each curator at
+                                        its best ratio, with random and the oracle at that ratio (the
                                         comparison's seeds)
     RUN/results.csv, RUN/results.md     one row per run: final NLL per validation set, delta, net
                                         compute gain, tasks; then the comparison over seeds
@@ -14,7 +14,11 @@
    every curator of ``sweep.curators``;
 2. the best ratio per curator by final NLL on ``sweep.select_on`` (the target's validation set when
    a target is set, else the corpus's) on that model (docs/method.md, "Downstream LMs and the protocol");
-3. the seed replicas of step 2's runs and of the unfiltered run (``sweep.seeds``);
+3. the seed replicas of step 2's runs and of the unfiltered run (``sweep.seeds``). With
+   ``sweep.select_apart`` (the default) the comparison over seeds uses only the replicas: the run
+   that picked a ratio is not also in the test of it, which would favour whichever ratio had a
+   lucky first seed (a winner's curse). Without it (the sweeps before 2026-12-06), the first seed
+   picks and is tested, and ``sweep.seeds`` counts it;
 4. each preset of ``sweep.larger`` unfiltered and at each curator's best ratio.
 Every run has the same steps and batch, so runs compare at equal training compute.
 """
@@ -101,8 +105,20 @@ def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
     return runs
 
 
+def apart(prog: SweepProgram) -> bool:
+    """Whether the comparison over seeds leaves out the runs that picked the ratios (``sweep.select_apart``,
+    with more than one seed: one seed gives no test, and its table is the first seed's)."""
+    return prog.sweep.select_apart and prog.sweep.seeds > 1
+
+
+def replica_seeds(prog: SweepProgram) -> range:
+    """The seed offsets of the replicas: ``1 .. sweep.seeds`` apart from the picking run, else
+    ``1 .. sweep.seeds - 1`` beside it."""
+    return range(1, prog.sweep.seeds + 1) if apart(prog) else range(1, prog.sweep.seeds)
+
+
 def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
-    """Replicas with seeds ``train.seed + 1 ..`` of the unfiltered run, of each curator at its best
+    """Replicas with seeds ``train.seed + i`` (`replica_seeds`) of the unfiltered run, of each curator at its best
     ratio, and of random and the oracle (when swept) at those ratios.
 
     A replica draws again everything a run of the curator draws: the LM's init and data order
@@ -115,7 +131,7 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
         if rho > 0:
             points += [(curator, rho)] + [(c, rho) for c in ("random", "oracle") if c in prog.sweep.curators]
     for curator, rho in dict.fromkeys(points):
-        for i in range(1, prog.sweep.seeds):
+        for i in replica_seeds(prog):
             program = lm_program(prog, m, curator, rho)
             program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i, curator, rho))
             program.train.seed += i
@@ -125,10 +141,12 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
 
 
 def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun]) -> dict[str, list[float]]:
-    """model -> final NLLs of its unfiltered run and of its seed replicas (the baseline's first)."""
+    """model -> final NLLs of the unfiltered runs that the comparison over seeds tests against: its seed
+    replicas, after the first run when that run is in the test too (not `apart`)."""
     base = next(r for r in stage1 if r.curator == "none" and r.model == prog.sweep.model)
     replicas = [r for r in seed_runs if r.curator == "none"]
-    return {base.model: [final_nll(r.program.run_dir, select_set(prog)) for r in [base, *replicas]]}
+    runs = replicas if apart(prog) else [base, *replicas]
+    return {base.model: [final_nll(r.program.run_dir, select_set(prog)) for r in runs]}
 
 
 def select_set(prog: SweepProgram) -> str:
@@ -295,7 +313,8 @@ def run_results(runs: list[PlannedRun], on: str = "validation",
     for r in runs:
         if r.curator == "none":
             continue
-        base = curves.get(run_name(r.model, "none", 0.0))
+        seed = SEED_RUN.match(r.name)  # a replica: against the unfiltered replica of its seed
+        base = curves.get(seed_run_name(r.model, int(seed["i"])) if seed else run_name(r.model, "none", 0.0))
         if base and curves[r.name]:
             mine = [p[1:] if count_curation else (p[1], 0.0, p[3]) for p in curves[r.name]]
             gains[r.name] = net_compute_gain([p[1:] for p in base], mine)
@@ -325,20 +344,27 @@ def run(prog: SweepProgram) -> dict:
     run_all(seed_runs, f"{s.model} other seeds (run-to-run noise)")
     spread = baseline_spread(prog, stage1, seed_runs)
     (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
-    comparison = compare_curators(seed_nlls(prog, stage1 + seed_runs, select_set(prog)), best)
+    tested = seed_runs if apart(prog) else stage1 + seed_runs
+    comparison = compare_curators(seed_nlls(prog, tested, select_set(prog)), best)
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
     results, gains = run_results(stage1 + stage2, select_set(prog))
     amortised = run_results(stage1 + stage2, select_set(prog), count_curation=False)[1]
+    if apart(prog):  # the comparison's gain: of its first replica, against the unfiltered replica of that seed
+        first = [r for r in seed_runs if r.name.endswith("-seed1")]
+        gains_cmp, amortised_cmp = (run_results(first, select_set(prog), count_curation=c)[1] for c in (True, False))
+    else:
+        gains_cmp, amortised_cmp = gains, amortised
     for c in comparison:
-        name = run_name(s.model, c.curator, c.ratio)
-        if c.ratio > 0 and name in gains:
-            c.gain, c.gain_amortised = gains[name], amortised.get(name)
+        name = seed_run_name(s.model, 1, c.curator, c.ratio) if apart(prog) else run_name(s.model, c.curator, c.ratio)
+        if c.ratio > 0 and name in gains_cmp:
+            c.gain, c.gain_amortised = gains_cmp[name], amortised_cmp.get(name)
     (run_dir / "comparison.json").write_text(json.dumps(
-        {"set": select_set(prog), "rows": [c.as_dict() for c in comparison]}, indent=2, default=float))
+        {"set": select_set(prog), "select_apart": apart(prog), "rows": [c.as_dict() for c in comparison]},
+        indent=2, default=float))
     write_results_csv(run_dir / "results.csv", results, gains, select_set(prog))
     md = results_markdown(results, gains, best, spread, select_set(prog))
-    md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog))
+    md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog), apart(prog))
     (run_dir / "results.md").write_text(md)
     (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
     say(md)
