@@ -149,6 +149,19 @@ def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
     web, gains = run_results(runs, "source:web")
     assert gains == {}  # no curve on it: no gain, rather than another set's
     assert [r.flops_per_step for r in web] == [r.flops_per_step for r in results] == [100.0, 100.0]
+    # a replica's gain is against the unfiltered replica of its own seed (here 2.5 nats at the end,
+    # which random's replica reaches only at its end: 0), not against the first seed's (3 nats: 0.5)
+    seeded = []
+    for r, wiki in zip(runs, ([5, 4, 2.5], [5, 3, 2.5]), strict=True):
+        d = Path(r.program.run_dir + "-seed1")
+        d.mkdir()
+        rows = [{"step": i, "train_flops": f, "curate_flops": 0.0, "nll/source:wiki": w}
+                for i, (f, w) in enumerate(zip(flops, wiki, strict=True))]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+        program = copy.deepcopy(r.program)
+        program.run_dir = str(d)
+        seeded.append(PlannedRun(d.name, "nano", r.curator, r.discard, program))
+    assert run_results(seeded, "source:wiki")[1] == {"nano-random-0.5-seed1": pytest.approx(0.0)}
 
 
 def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path, capsys):
@@ -211,3 +224,17 @@ def test_replicas_are_apart_from_the_run_that_picked_the_ratio():
             assert seeds == offsets
         assert all(r.program.curate.seed - prog.curate.seed == r.program.train.seed - prog.train.seed for r in runs)
     assert not apart(compose(SUBCOMMANDS["sweep"], [*args[:2], "sweep.seeds=1"]))  # one seed: no test to keep apart
+
+
+def test_the_report_reads_which_protocol_a_comparison_used(tmp_path):
+    """`datarater report` leaves the picking runs out of the baseline spread only when the sweep's
+    comparison did: as its comparison.json says, and for one written before the key, not."""
+    import json
+
+    from datarater.programs.report import tested_apart
+
+    prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", "sweep.seeds=3"])
+    assert tested_apart(tmp_path, prog)  # not run yet: as configured
+    for written, expected in [({"set": "validation", "rows": []}, False), ({"select_apart": True, "rows": []}, True)]:
+        (tmp_path / "comparison.json").write_text(json.dumps(written))
+        assert tested_apart(tmp_path, prog) is expected

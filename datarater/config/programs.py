@@ -179,7 +179,8 @@ class QuickstartConfig:
     """The budget of `datarater quickstart`: every stage in one run directory."""
 
     # What fits in 15 minutes on 2 cores: the rater meta-trained toward meta.target against
-    # unfiltered, random (the floor) and the oracle (the ceiling), 3 seeds each.
+    # unfiltered, random (the floor) and the oracle (the ceiling), 3 seeds each (after the seed
+    # that picks the ratio: sweep.select_apart).
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.25])
     curators: list[str] = field(default_factory=lambda: ["datarater", "random", "oracle"])
     seeds: int = 3  # seeds of the unfiltered LM and of each curator at its best ratio (sweep.seeds)

@@ -114,7 +114,8 @@ def _picked(apart: bool | None) -> str:
     if apart is None:
         return ""
     return ("; the runs that picked each ratio are not among them" if apart else
-            "; each cell's first seed is the run that picked its ratio (a bias in the curator's favour, not corrected for)")
+            "; each cell's first seed is a run of the sweep's first stage, which picked the ratios "
+            "(a bias in the curators' favour, not corrected for)")
 
 
 def comparison_from_dict(d: dict) -> CuratorComparison:

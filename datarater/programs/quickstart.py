@@ -3,7 +3,7 @@
     RUN/meta/             meta-train a rater toward the target (meta.target: the clean documents)
     RUN/meta_samecorpus/  full=true: the paper's same-corpus rater (outer loss on the held-out split)
     RUN/scores*/          each rater's scores of every training sequence (parquet side files)
-    RUN/sweep/            nano LMs at each discard ratio per curator, 3 seeds at the best ratios
+    RUN/sweep/            nano LMs at each discard ratio per curator, then 3 more seeds at the best ratios
     RUN/probe/            full=true: what each objective wants (outer loss, uniform vs oracle weights)
     RUN/report.md         what was learned (audit against the corruption labels) and what it saved
 
@@ -118,7 +118,7 @@ def run(prog: QuickstartProgram) -> dict:
     clock.end(STAGES[2][1])
 
     sw = sweep_program(prog, run)
-    clock.begin(4, "sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, {sw.sweep.seeds} seeds at the best")
+    clock.begin(4, "sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, then {sw.sweep.seeds} more seeds at the best")
     result = timed("sweep", lambda: sweep.run(sw))
     clock.end(STAGES[3][1])
 

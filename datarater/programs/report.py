@@ -10,6 +10,7 @@ finished LM's NLL on the same rows, by source and label.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -31,6 +32,15 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
             return candidate, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepProgram), raw))
     raise UserError(f"{run_dir} is neither a sweep run directory nor a quickstart one (no config.yaml and lm/ "
                     "in it or in its sweep/): run `datarater sweep` first")
+
+
+def tested_apart(sweep_dir: Path, sweep: SweepProgram) -> bool:
+    """Whether the sweep's comparison left out the runs that picked the ratios, as its comparison.json
+    says (one written before sweep.select_apart existed: no), else as its config says."""
+    from datarater.programs.sweep import apart
+
+    comp = sweep_dir / "comparison.json"
+    return bool(json.loads(comp.read_text()).get("select_apart", False)) if comp.exists() else apart(sweep)
 
 
 def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False):
@@ -138,7 +148,6 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
 
 def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) -> list[str]:
     """The target, the comparison over seeds, the final NLL per validation set and the probe."""
-    import json
 
     from datarater.eval.compare import comparison_from_dict, comparison_markdown
     from datarater.programs.sweep import resolve_target
@@ -201,11 +210,11 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
     run_dir = Path(prog.run_dir).expanduser().absolute()
     sweep_dir, sweep = read_sweep(run_dir)
-    from datarater.programs.sweep import apart, resolve_target, select_set
+    from datarater.programs.sweep import resolve_target, select_set
 
     resolve_target(sweep)
     on = select_set(sweep)
-    runs, spread = finished_runs(sweep_dir, on, apart(sweep))
+    runs, spread = finished_runs(sweep_dir, on, tested_apart(sweep_dir, sweep))
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run

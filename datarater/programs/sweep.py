@@ -340,6 +340,10 @@ def run(prog: SweepProgram) -> dict:
     run_all(stage1, s.model)
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    earlier = run_dir / "comparison.json"
+    if apart(prog) and earlier.exists() and "select_apart" not in json.loads(earlier.read_text()):
+        say(f"[sweep] the earlier comparison here also tested the runs that picked the ratios; it is now over {s.seeds} "
+            "replicas apart from them (sweep.select_apart=false: as before)")
     seed_runs = plan_seed_runs(prog, best)
     run_all(seed_runs, f"{s.model} other seeds (run-to-run noise)")
     spread = baseline_spread(prog, stage1, seed_runs)
