@@ -33,6 +33,8 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     assert final_nll(str(replica)) != nll["nano-none-0"]
     assert finished_runs(tmp_path / "sw", apart=True)[1] == out["baseline_spread"]  # what `datarater report` reads back
     assert finished_runs(tmp_path / "sw")[1] == {"nano": [nll["nano-none-0"], *replicas]}
+    # under the other protocol (2 seeds beside the picking run) the second replica is not in its test
+    assert finished_runs(tmp_path / "sw", seeds=2)[1] == {"nano": [nll["nano-none-0"], replicas[0]]}
     assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
     # over seeds: random at its best ratio is trained again with the next seeds, and compared
     row = out["comparison"][0]

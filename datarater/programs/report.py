@@ -43,10 +43,12 @@ def tested_apart(sweep_dir: Path, sweep: SweepProgram) -> bool:
     return bool(json.loads(comp.read_text()).get("select_apart", False)) if comp.exists() else apart(sweep)
 
 
-def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False):
+def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run's seed replicas (`sweep.seeds`), after that run's own
-    unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`)."""
+    unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`). With
+    ``seeds``, only the replicas that protocol tests (``1 .. seeds`` apart, ``1 .. seeds - 1`` beside):
+    one left from a sweep run before under the other protocol is not in the spread."""
     from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
@@ -56,6 +58,8 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False):
             skipped.append(d.name)
             continue
         if m := SEED_RUN.match(d.name):
+            if seeds is not None and int(m["i"]) > seeds - (0 if apart else 1):
+                continue
             replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d), on)))
             continue
         p = read_program(d)
@@ -214,7 +218,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
 
     resolve_target(sweep)
     on = select_set(sweep)
-    runs, spread = finished_runs(sweep_dir, on, tested_apart(sweep_dir, sweep))
+    runs, spread = finished_runs(sweep_dir, on, tested_apart(sweep_dir, sweep), sweep.sweep.seeds)
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run
