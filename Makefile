@@ -1,4 +1,4 @@
-# make quickstart : set up on first use, then the whole method on the embedded corpus (7-20 min, by CPU)
+# make quickstart : set up on first use, then the whole method on the embedded corpus (~13 min on 2 cores; longer on slower CPUs)
 # make run   : set up on first use, then train a first LM on a sample corpus
 # make test  : set up on first use, then run the test suite (~7 min on 2 cores; the slow and fault
 #              suites run after it in .ci/run: `make test-slow`, `make test-faults`)

@@ -99,7 +99,7 @@ SUBCOMMANDS.update({
         (("model", C.validate_model), ("rater", C.validate_model), ("corpus", C.validate_corpus),
          ("data", C.validate_data), ("train", C.validate_train), ("inner", C.validate_inner_train),
          ("meta", C.validate_meta), ("quickstart", C.validate_quickstart)),
-        "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (7-20 min on 2 cores, by CPU)",
+        "the whole method on the embedded noisy corpus: meta-train, score, sweep, report (~13 min on 2 cores)",
     ),
 })
 
