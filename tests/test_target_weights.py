@@ -13,7 +13,7 @@ from datarater.cli import SUBCOMMANDS, compose
 from datarater.config import CorpusConfig, DataConfig, TargetConfig
 from datarater.data.packing import concat_packed
 from datarater.data.pipeline import iterator_state, make_iterator, restore_iterator
-from datarater.data.target import outer_loss_rows, read_with_target, target_parts, weighted_texts
+from datarater.data.target import outer_loss_rows, read_with_target, target_parts, validation_sets, weighted_texts
 from datarater.data.tokenizer import make_tokenizer
 from datarater.errors import UserError
 from datarater.meta.data import in_memory
@@ -50,6 +50,10 @@ def test_each_target_document_knows_its_entry_and_the_outer_loss_mixes_them_by_w
     held, (sizes, weights) = outer_loss_rows(r, DATA, TOK)
     parts = target_parts(r, DATA, TOK)
     assert sizes == [len(h) for _, h, _ in parts] and sum(sizes) == len(held)
+    # an LM's target NLL reads each entry's validation rows, packed the same without its outer-loss rows
+    for (w, val), (w_part, _, val_part) in zip(validation_sets(r, DATA, TOK), parts, strict=True):
+        assert w == w_part and val.tokens.shape[0] > 0
+        np.testing.assert_array_equal(val.tokens, val_part.tokens)
     # no row holds two entries' tokens: the first sizes[0] rows are a's documents only
     assert all(held.row_doc_ids(i)[0][0] == "a" for i in range(sizes[0]))
     assert all(doc[0] == "b" for i in range(sizes[0], len(held)) for doc in held.row_doc_ids(i))
@@ -76,7 +80,6 @@ def test_the_weighted_target_nll_is_the_weighted_mean_over_entries(files):
 
     from datarater.config import MeshConfig, ModelConfig
     from datarater.data.corpus import pack_split
-    from datarater.data.target import validation_sets
     from datarater.models.transformer import CausalLM
     from datarater.parallel.mesh import make_mesh
     from datarater.programs.train_lm import final_nll_sets

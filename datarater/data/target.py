@@ -220,24 +220,27 @@ def outer_loss_rows(resolved: Resolved, data: DataConfig,
     return concat_packed([h for _, h, _ in parts]), ([len(h) for _, h, _ in parts], list(resolved.weights))
 
 
+def _part(docs: list, parts: list[int], k: int) -> list:
+    return [d for d, part in zip(docs, parts, strict=True) if part == k]
+
+
 def target_parts(resolved: Resolved, data: DataConfig,
                  tokenizer: Tokenizer) -> list[tuple[float, PackedSequences, PackedSequences]]:
     """A weighted target's entries: ``(weight, outer-loss rows, validation rows)`` each, packed on
     their own (no row holds two entries' tokens)."""
-    out = []
-    for k, w in enumerate(resolved.weights):
-        held = [d for d, part in zip(resolved.target_heldout, resolved.heldout_part, strict=True) if part == k]
-        val = [d for d, part in zip(resolved.target_validation, resolved.validation_part, strict=True) if part == k]
-        out.append((w, pack_split(held, data, tokenizer, "heldout"), pack_split(val, data, tokenizer, "validation")))
-    return out
+    return [(w, pack_split(_part(resolved.target_heldout, resolved.heldout_part, k), data, tokenizer, "heldout"),
+             pack_split(_part(resolved.target_validation, resolved.validation_part, k), data, tokenizer, "validation"))
+            for k, w in enumerate(resolved.weights)]
 
 
 def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> list[tuple[float, PackedSequences]]:
     """What an LM's target NLL is the weighted mean of: ``(weight, validation rows)`` per entry of a
-    weighted target, else one part of weight 1; none when the target's validation set is a group
-    of the corpus's split (a selection) or there is no target."""
+    weighted target (its outer-loss rows are not packed: an LM never reads them), else one part of
+    weight 1; none when the target's validation set is a group of the corpus's split (a selection)
+    or there is no target."""
     if resolved.weights:
-        return [(w, val) for w, _, val in target_parts(resolved, data, tokenizer)]
+        return [(w, pack_split(_part(resolved.target_validation, resolved.validation_part, k), data, tokenizer, "validation"))
+                for k, w in enumerate(resolved.weights)]
     return [(1.0, pack_split(resolved.target_validation, data, tokenizer, "validation"))] if resolved.target_validation else []
 
 
