@@ -100,3 +100,18 @@ def test_the_extra_dict_is_saved_as_it_was_when_save_was_called(tmp_path, monkey
     _, _, extra = again.restore_latest(abstract_like(_state(0.0)))
     again.close()
     assert extra["by_source"] == {"json": [1.5, 2]}
+
+
+def test_a_reader_restores_without_orbax_warnings_and_restores_the_logger(tmp_path, caplog):
+    """A report opens one read-only manager per LM: no warning of orbax's reaches the console."""
+    import logging
+
+    d = _saved(tmp_path)
+    before = logging.getLogger("absl").level
+    with caplog.at_level(logging.WARNING):
+        reader = Checkpointer(d, keep=5, read_only=True)
+        step, state, _ = reader.restore_latest(abstract_like(_state(0.0)))
+        reader.close()
+    assert step == 2 and float(state["b"][1]) == 2.0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert logging.getLogger("absl").level == before

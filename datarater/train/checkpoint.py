@@ -10,6 +10,7 @@ that fails stops the run at the next step with the folder named.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -54,13 +55,19 @@ class Checkpointer:
             for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):  # a save that was killed or failed
                 shutil.rmtree(partial, ignore_errors=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            save_interval_steps=1,  # the caller decides when to save
+            max_to_keep=None if read_only else keep,  # orbax warns of both when read-only, and ignores them
+            save_interval_steps=0 if read_only else 1,  # the caller decides when to save
             create=not read_only,
             enable_async_checkpointing=True,
             read_only=read_only,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
+        absl = logging.getLogger("absl")  # a reader (report, score) opens a manager per LM: its
+        level = absl.level                # "Given directory is read only" warnings said nothing
+        absl.setLevel(logging.ERROR if read_only else level)
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
+        finally:
+            absl.setLevel(level)
         self.warnings: list[str] = []  # checkpoints that could not be restored and were set aside
         self._pending: int | None = None  # the step of the last save, until `check` saw it on disk
 
