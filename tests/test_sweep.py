@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ import pytest
 from datarater.cli import SUBCOMMANDS, compose
 from datarater.errors import UserError
 from datarater.programs.report import finished_runs
-from datarater.programs.sweep import final_nll
 from datarater.programs.sweep import run as sweep
+from datarater.programs.sweep_runs import PlannedRun, final_nll, run_results
 from datarater.train.load import read_program
 
 
@@ -35,6 +36,9 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     assert finished_runs(tmp_path / "sw")[1] == {"nano": [nll["nano-none-0"], *replicas]}
     # under the other protocol (2 seeds beside the picking run) the second replica is not in its test
     assert finished_runs(tmp_path / "sw", seeds=2)[1] == {"nano": [nll["nano-none-0"], replicas[0]]}
+    assert finished_runs(tmp_path / "sw", apart=True, seeds=1)[1] == {"nano": replicas[:1]}  # apart: 1 .. seeds
+    written = json.loads((tmp_path / "sw" / "comparison.json").read_text())
+    assert (written["select_apart"], written["seeds"]) == (True, 2)
     assert out["best"]["random"] == (0.5 if nll["nano-random-0.5"] < nll["nano-none-0"] else 0.0)
     # over seeds: random at its best ratio is trained again with the next seeds, and compared
     row = out["comparison"][0]
@@ -44,6 +48,9 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
         assert [read_program(d).train.seed for d in again] == [prog.train.seed + 1, prog.train.seed + 2]
         assert read_program(again[0]).curate.seed == prog.curate.seed + 1  # random's salt drawn again
         runs = [final_nll(str(d)) for d in again]
+        # its net compute gain: of its first replica against the unfiltered replica of that seed
+        pair = [PlannedRun(d.name, "nano", c, x, read_program(d)) for d, c, x in ((replica, "none", 0.0), (again[0], "random", 0.5))]
+        assert row["gain"] == pytest.approx(run_results(pair)[1][again[0].name])
     else:
         runs = replicas
     assert row["curator"] == "random" and row["nll"]["n"] == 2
@@ -55,6 +62,8 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
     again = sweep(compose(SUBCOMMANDS["sweep"], args))
     assert again["final_val_nll"] == nll
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing retrained
+    assert json.loads((tmp_path / "sw" / "comparison.previous.json").read_text()) == written  # set aside, then again
+    assert json.loads((tmp_path / "sw" / "comparison.json").read_text()) == written
     # finished float32 runs are not reused for a bf16 sweep: it stops before training anything
     with pytest.raises(UserError, match=r"model.dtype: 'float32' -> 'bfloat16'"):
         sweep(compose(SUBCOMMANDS["sweep"], [*args, "sweep.compute.dtype=bfloat16"]))
@@ -126,9 +135,7 @@ def test_sweep_selects_on_the_target_and_names_extra_raters(tmp_path):
 def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
     """With sweep.select_on=source:wiki the gain comes from the runs' curves on that source (metric
     nll/source:wiki), not from the corpus's validation curve; a run without that curve gets none."""
-    import json
-
-    from datarater.programs.sweep import PlannedRun, lm_program, run_results
+    from datarater.programs.sweep import lm_program
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
                                           "sweep.select_on=source:wiki"])
@@ -229,14 +236,14 @@ def test_replicas_are_apart_from_the_run_that_picked_the_ratio():
 
 
 def test_the_report_reads_which_protocol_a_comparison_used(tmp_path):
-    """`datarater report` leaves the picking runs out of the baseline spread only when the sweep's
-    comparison did: as its comparison.json says, and for one written before the key, not."""
-    import json
-
-    from datarater.programs.report import tested_apart
+    """`datarater report` builds the baseline spread from the replicas the sweep's comparison tested:
+    its protocol and seeds as its comparison.json says (one written before the keys: not apart, the
+    config's seeds), and as configured before there is one."""
+    from datarater.programs.report import tested_protocol
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", "sweep.seeds=3"])
-    assert tested_apart(tmp_path, prog)  # not run yet: as configured
-    for written, expected in [({"set": "validation", "rows": []}, False), ({"select_apart": True, "rows": []}, True)]:
+    assert tested_protocol(tmp_path, prog) == (True, 3)  # not run yet: as configured
+    for written, expected in [({"set": "validation", "rows": []}, (False, 3)),
+                              ({"select_apart": True, "seeds": 5, "rows": []}, (True, 5))]:
         (tmp_path / "comparison.json").write_text(json.dumps(written))
-        assert tested_apart(tmp_path, prog) is expected
+        assert tested_protocol(tmp_path, prog) == expected

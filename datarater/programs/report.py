@@ -34,13 +34,17 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
                     "in it or in its sweep/): run `datarater sweep` first")
 
 
-def tested_apart(sweep_dir: Path, sweep: SweepProgram) -> bool:
-    """Whether the sweep's comparison left out the runs that picked the ratios, as its comparison.json
-    says (one written before sweep.select_apart existed: no), else as its config says."""
+def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int]:
+    """How the sweep's comparison over seeds was run, as its comparison.json says: whether it left out the
+    runs that picked the ratios (one written before sweep.select_apart existed: no) and ``sweep.seeds``
+    (one written before that was recorded: as the config says); with no comparison, as configured."""
     from datarater.programs.sweep import apart
 
     comp = sweep_dir / "comparison.json"
-    return bool(json.loads(comp.read_text()).get("select_apart", False)) if comp.exists() else apart(sweep)
+    if not comp.exists():
+        return apart(sweep), sweep.sweep.seeds
+    data = json.loads(comp.read_text())
+    return bool(data.get("select_apart", False)), int(data.get("seeds", sweep.sweep.seeds))
 
 
 def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None):
@@ -49,7 +53,7 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, 
     unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`). With
     ``seeds``, only the replicas that protocol tests (``1 .. seeds`` apart, ``1 .. seeds - 1`` beside):
     one left from a sweep run before under the other protocol is not in the spread."""
-    from datarater.programs.sweep import SEED_RUN, PlannedRun, final_nll
+    from datarater.programs.sweep_runs import SEED_RUN, PlannedRun, final_nll
     from datarater.train.load import read_program
 
     runs, skipped, replicas = [], [], {}
@@ -114,7 +118,7 @@ def score_table(sweep: SweepProgram, sweep_dir: Path, rater_run: str, sample):
     """Scores of the DataRater and every baseline curator on the sampled validation rows, with texts."""
     from datarater.curate.curators import calibration_sample, make_curator, score_rows
     from datarater.eval.report.inputs import ScoreTable
-    from datarater.programs.sweep import run_name
+    from datarater.programs.sweep_runs import run_name
 
     tokenizer, packed, pick, batch = sample
     n = len(pick)
@@ -173,7 +177,7 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
         data = json.loads(comp.read_text())
         rows = [comparison_from_dict(r) for r in data["rows"]]
         out.append(f"## Over seeds: each curator at its best ratio on '{data['set']}'\n\n"
-                   + comparison_markdown(rows, data["set"], data.get("select_apart")))
+                   + comparison_markdown(rows, data["set"], data.get("select_apart", False)))
     sets: dict[str, dict[str, float]] = {}
     for r in runs:
         summary = json.loads((sweep_dir / "lm" / r.name / "summary.json").read_text())
@@ -208,7 +212,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
     from datarater.eval.report.inputs import ReportInputs
     from datarater.eval.report.tables import nll_name, write_results_csv
     from datarater.eval.report.write import write_report
-    from datarater.programs.sweep import run_results
+    from datarater.programs.sweep_runs import run_results
 
     if not prog.run_dir:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
@@ -218,7 +222,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
 
     resolve_target(sweep)
     on = select_set(sweep)
-    runs, spread = finished_runs(sweep_dir, on, tested_apart(sweep_dir, sweep), sweep.sweep.seeds)
+    runs, spread = finished_runs(sweep_dir, on, *tested_protocol(sweep_dir, sweep))
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run

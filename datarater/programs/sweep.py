@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
@@ -38,32 +36,9 @@ from datarater.config.presets import load_preset
 from datarater.console import say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
-from datarater.eval.gain import curve_key, net_compute_gain, read_curve
 from datarater.eval.report.analysis import best_ratio
-from datarater.eval.report.inputs import RunResult
 from datarater.eval.report.tables import results_markdown, write_results_csv
-from datarater.models.flops import lm_param_counts
-
-
-@dataclass
-class PlannedRun:
-    name: str
-    model: str
-    curator: str
-    discard: float
-    program: TrainLMProgram
-
-
-def run_name(model: str, curator: str, discard: float) -> str:
-    return f"{model}-{curator}-{discard:g}"
-
-
-def seed_run_name(model: str, i: int, curator: str = "none", discard: float = 0.0) -> str:
-    """A run of the sweep again with ``train.seed + i`` and ``curate.seed + i``: a replica."""
-    return f"{run_name(model, curator, discard)}-seed{i}"
-
-
-SEED_RUN = re.compile(r"^(?P<base>.+)-seed(?P<i>\d+)$")
+from datarater.programs.sweep_runs import PlannedRun, final_nll, run_name, run_results, seed_run_name
 
 
 def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
@@ -164,16 +139,6 @@ def seed_nlls(prog: SweepProgram, runs: list[PlannedRun], set_name: str) -> dict
         if r.model == prog.sweep.model:
             out.setdefault((r.curator, r.discard), []).append(final_nll(r.program.run_dir, set_name))
     return out
-
-
-def final_nll(run_dir: str, set_name: str = "validation") -> float:
-    """Final NLL of a finished run on one of its validation sets (inf when unknown)."""
-    summary = Path(run_dir) / "summary.json"
-    data = json.loads(summary.read_text()) if summary.exists() else {}
-    value = data.get("final_nll_sets", {}).get(set_name)
-    if value is None and set_name == "validation":
-        value = data.get("final_val_nll")  # runs made before validation sets existed
-    return float("inf") if value is None else float(value)
 
 
 def best_ratio_per_curator(prog: SweepProgram, done: list[PlannedRun]) -> dict[str, float]:
@@ -278,49 +243,6 @@ def evaluate_run_tasks(program: TrainLMProgram) -> dict:
     return res
 
 
-def train_flops_per_step(run_dir: str, curve: list[tuple]) -> float:
-    """Training FLOPs per step of a run: from its curve's last point, else its summary (a run
-    with no curve on the set asked for), else 0."""
-    if curve:
-        return curve[-1][1] / max(1, curve[-1][0])
-    summary = Path(run_dir) / "summary.json"
-    data = json.loads(summary.read_text()) if summary.exists() else {}
-    return float(data.get("train_flops") or 0.0) / max(1, int(data.get("steps") or 1))
-
-
-def run_results(runs: list[PlannedRun], on: str = "validation",
-                count_curation: bool = True) -> tuple[list[RunResult], dict[str, float | None]]:
-    """RunResults for the report and the net compute gain of each filtered run against its baseline,
-    on the evaluation curve of ``on`` (the corpus's validation split, the target's, a source's or a label's); without
-    ``count_curation`` the curator's FLOPs are left out (scores computed once, amortised)."""
-    results, curves = [], {}
-    key = curve_key(on)  # a source's or label's curve: the sweep's LMs had it in eval.curve_sets
-    for r in runs:
-        # LMs trained before eval.curve_sets have no curve on a source or label: no gain, not another set's
-        curve = read_curve(r.program.run_dir, with_step=True, key=key, required=not is_group(on))
-        curves[r.name] = curve
-        tasks_file = Path(r.program.run_dir) / "tasks.json"
-        tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else {}
-        tasks = tasks.get("tasks", tasks)
-        results.append(RunResult(
-            name=r.name, model=r.model, curator=r.curator, discard=r.discard,
-            flops_per_step=train_flops_per_step(r.program.run_dir, curve), curve=curve,
-            final_val_nll=final_nll(r.program.run_dir, on),
-            tasks={k: v for k, v in tasks.items() if isinstance(v, dict) and "acc" in v},
-            n_params=lm_param_counts(r.program.model).non_embedding,
-        ))
-    gains: dict[str, float | None] = {}
-    for r in runs:
-        if r.curator == "none":
-            continue
-        seed = SEED_RUN.match(r.name)  # a replica: against the unfiltered replica of its seed
-        base = curves.get(seed_run_name(r.model, int(seed["i"])) if seed else run_name(r.model, "none", 0.0))
-        if base and curves[r.name]:
-            mine = [p[1:] if count_curation else (p[1], 0.0, p[3]) for p in curves[r.name]]
-            gains[r.name] = net_compute_gain([p[1:] for p in base], mine)
-    return results, gains
-
-
 def run(prog: SweepProgram) -> dict:
     from datarater.rundir import prepare_run_dir
 
@@ -340,32 +262,15 @@ def run(prog: SweepProgram) -> dict:
     run_all(stage1, s.model)
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
-    earlier = run_dir / "comparison.json"
-    if apart(prog) and earlier.exists() and "select_apart" not in json.loads(earlier.read_text()):
-        say(f"[sweep] the earlier comparison here also tested the runs that picked the ratios; it is now over {s.seeds} "
-            "replicas apart from them (sweep.select_apart=false: as before)")
+    set_aside_comparison(prog)
     seed_runs = plan_seed_runs(prog, best)
     run_all(seed_runs, f"{s.model} other seeds (run-to-run noise)")
     spread = baseline_spread(prog, stage1, seed_runs)
     (run_dir / "baseline_spread.json").write_text(json.dumps(spread, indent=2))
-    tested = seed_runs if apart(prog) else stage1 + seed_runs
-    comparison = compare_curators(seed_nlls(prog, tested, select_set(prog)), best)
+    comparison = comparison_over_seeds(prog, stage1, seed_runs, best)
     stage2 = plan_stage2(prog, best)
     run_all(stage2, "larger")
     results, gains = run_results(stage1 + stage2, select_set(prog))
-    amortised = run_results(stage1 + stage2, select_set(prog), count_curation=False)[1]
-    if apart(prog):  # the comparison's gain: of its first replica, against the unfiltered replica of that seed
-        first = [r for r in seed_runs if r.name.endswith("-seed1")]
-        gains_cmp, amortised_cmp = (run_results(first, select_set(prog), count_curation=c)[1] for c in (True, False))
-    else:
-        gains_cmp, amortised_cmp = gains, amortised
-    for c in comparison:
-        name = seed_run_name(s.model, 1, c.curator, c.ratio) if apart(prog) else run_name(s.model, c.curator, c.ratio)
-        if c.ratio > 0 and name in gains_cmp:
-            c.gain, c.gain_amortised = gains_cmp[name], amortised_cmp.get(name)
-    (run_dir / "comparison.json").write_text(json.dumps(
-        {"set": select_set(prog), "select_apart": apart(prog), "rows": [c.as_dict() for c in comparison]},
-        indent=2, default=float))
     write_results_csv(run_dir / "results.csv", results, gains, select_set(prog))
     md = results_markdown(results, gains, best, spread, select_set(prog))
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog), apart(prog))
@@ -375,6 +280,36 @@ def run(prog: SweepProgram) -> dict:
     return {"run_dir": str(run_dir), "best": best, "gains": gains, "select_on": select_set(prog),
             "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread,
             "comparison": [c.as_dict() for c in comparison]}
+
+
+def set_aside_comparison(prog: SweepProgram) -> None:
+    """An earlier sweep's comparison.json becomes comparison.previous.json until this one's is written: a
+    report of a sweep stopped before then shows no comparison rather than one of other settings."""
+    earlier, s = Path(prog.run_dir) / "comparison.json", prog.sweep
+    if earlier.exists():
+        old = json.loads(earlier.read_text())
+        if (old.get("select_apart", False), old.get("seeds", s.seeds)) != (apart(prog), s.seeds):
+            say(f"[sweep] the comparison over seeds here is now over {len(replica_seeds(prog))} replicas "
+                + ("apart from" if apart(prog) else "and") + " the runs that picked the ratios (sweep.select_apart, sweep.seeds)")
+        earlier.replace(earlier.with_name("comparison.previous.json"))
+
+
+def comparison_over_seeds(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun], best: dict) -> list:
+    """Each curator at its best ratio against unfiltered and random over seeds (`compare_curators`), with its
+    net compute gain: of its first replica against the unfiltered replica of that seed when `apart`, else of
+    the picking run. Written to comparison.json with the protocol, before any larger model trains."""
+    on, first = select_set(prog), replica_seeds(prog)[0] if apart(prog) else None
+    comparison = compare_curators(seed_nlls(prog, seed_runs if first else stage1 + seed_runs, on), best)
+    runs = [r for r in seed_runs if r.name.endswith(f"-seed{first}")] if first else stage1
+    gains, amortised = (run_results(runs, on, count_curation=c)[1] for c in (True, False))
+    for c in comparison:
+        name = seed_run_name(prog.sweep.model, first, c.curator, c.ratio) if first else run_name(prog.sweep.model, c.curator, c.ratio)
+        if c.ratio > 0 and name in gains:
+            c.gain, c.gain_amortised = gains[name], amortised.get(name)
+    (Path(prog.run_dir) / "comparison.json").write_text(json.dumps(
+        {"set": on, "select_apart": apart(prog), "seeds": prog.sweep.seeds, "rows": [c.as_dict() for c in comparison]},
+        indent=2, default=float))
+    return comparison
 
 
 def check_targets(prog: SweepProgram) -> None:
