@@ -220,17 +220,21 @@ def outer_loss_rows(resolved: Resolved, data: DataConfig,
     return concat_packed([h for _, h, _ in parts]), ([len(h) for _, h, _ in parts], list(resolved.weights))
 
 
-def _part(docs: list, parts: list[int], k: int) -> list:
-    return [d for d, part in zip(docs, parts, strict=True) if part == k]
+def _entry_rows(resolved: Resolved, split: str, data: DataConfig, tokenizer: Tokenizer) -> list[PackedSequences]:
+    """One weighted target entry's documents of ``split`` ("heldout": the outer loss, or "validation")
+    packed on their own, per entry."""
+    docs, parts = ((resolved.target_heldout, resolved.heldout_part) if split == "heldout"
+                   else (resolved.target_validation, resolved.validation_part))
+    return [pack_split([d for d, part in zip(docs, parts, strict=True) if part == k], data, tokenizer, split)
+            for k in range(len(resolved.weights))]
 
 
 def target_parts(resolved: Resolved, data: DataConfig,
                  tokenizer: Tokenizer) -> list[tuple[float, PackedSequences, PackedSequences]]:
     """A weighted target's entries: ``(weight, outer-loss rows, validation rows)`` each, packed on
     their own (no row holds two entries' tokens)."""
-    return [(w, pack_split(_part(resolved.target_heldout, resolved.heldout_part, k), data, tokenizer, "heldout"),
-             pack_split(_part(resolved.target_validation, resolved.validation_part, k), data, tokenizer, "validation"))
-            for k, w in enumerate(resolved.weights)]
+    return list(zip(resolved.weights, _entry_rows(resolved, "heldout", data, tokenizer),
+                    _entry_rows(resolved, "validation", data, tokenizer), strict=True))
 
 
 def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) -> list[tuple[float, PackedSequences]]:
@@ -239,8 +243,7 @@ def validation_sets(resolved: Resolved, data: DataConfig, tokenizer: Tokenizer) 
     weight 1; none when the target's validation set is a group of the corpus's split (a selection)
     or there is no target."""
     if resolved.weights:
-        return [(w, pack_split(_part(resolved.target_validation, resolved.validation_part, k), data, tokenizer, "validation"))
-                for k, w in enumerate(resolved.weights)]
+        return list(zip(resolved.weights, _entry_rows(resolved, "validation", data, tokenizer), strict=True))
     return [(1.0, pack_split(resolved.target_validation, data, tokenizer, "validation"))] if resolved.target_validation else []
 
 

@@ -35,25 +35,21 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
 
 
 def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int]:
-    """How the sweep's comparison over seeds was run, as its comparison.json says: whether it left out the
-    runs that picked the ratios (one written before sweep.select_apart existed: no) and ``sweep.seeds``
-    (one written before that was recorded: as the config says); with no comparison, as configured."""
+    """How the sweep's comparison over seeds was run (`written_protocol`); with none yet, as configured."""
     from datarater.programs.sweep import apart
+    from datarater.programs.sweep_runs import written_protocol
 
     comp = sweep_dir / "comparison.json"
-    if not comp.exists():
-        return apart(sweep), sweep.sweep.seeds
-    data = json.loads(comp.read_text())
-    return bool(data.get("select_apart", False)), int(data.get("seeds", sweep.sweep.seeds))
+    return written_protocol(comp, sweep.sweep.seeds) if comp.exists() else (apart(sweep), sweep.sweep.seeds)
 
 
 def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run's seed replicas (`sweep.seeds`), after that run's own
     unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`). With
-    ``seeds``, only the replicas that protocol tests (``1 .. seeds`` apart, ``1 .. seeds - 1`` beside):
-    one left from a sweep run before under the other protocol is not in the spread."""
-    from datarater.programs.sweep_runs import SEED_RUN, PlannedRun, final_nll
+    ``seeds``, only the replicas that protocol tests (`tested_replicas`): one left from a sweep run
+    before under the other protocol is not in the spread."""
+    from datarater.programs.sweep_runs import SEED_RUN, PlannedRun, final_nll, tested_replicas
     from datarater.train.load import read_program
 
     runs, skipped, replicas = [], [], {}
@@ -62,7 +58,7 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, 
             skipped.append(d.name)
             continue
         if m := SEED_RUN.match(d.name):
-            if seeds is not None and int(m["i"]) > seeds - (0 if apart else 1):
+            if seeds is not None and int(m["i"]) not in tested_replicas(apart, seeds):
                 continue
             replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d), on)))
             continue

@@ -38,7 +38,15 @@ from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.tables import results_markdown, write_results_csv
-from datarater.programs.sweep_runs import PlannedRun, final_nll, run_name, run_results, seed_run_name
+from datarater.programs.sweep_runs import (
+    PlannedRun,
+    final_nll,
+    run_name,
+    run_results,
+    seed_run_name,
+    tested_replicas,
+    written_protocol,
+)
 
 
 def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> TrainLMProgram:
@@ -87,9 +95,8 @@ def apart(prog: SweepProgram) -> bool:
 
 
 def replica_seeds(prog: SweepProgram) -> range:
-    """The seed offsets of the replicas: ``1 .. sweep.seeds`` apart from the picking run, else
-    ``1 .. sweep.seeds - 1`` beside it."""
-    return range(1, prog.sweep.seeds + 1) if apart(prog) else range(1, prog.sweep.seeds)
+    """The seed offsets of this sweep's replicas (`tested_replicas`)."""
+    return tested_replicas(apart(prog), prog.sweep.seeds)
 
 
 def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
@@ -287,8 +294,7 @@ def set_aside_comparison(prog: SweepProgram) -> None:
     report of a sweep stopped before then shows no comparison rather than one of other settings."""
     earlier, s = Path(prog.run_dir) / "comparison.json", prog.sweep
     if earlier.exists():
-        old = json.loads(earlier.read_text())
-        if (old.get("select_apart", False), old.get("seeds", s.seeds)) != (apart(prog), s.seeds):
+        if written_protocol(earlier, s.seeds) != (apart(prog), s.seeds):
             say(f"[sweep] the comparison over seeds here is now over {len(replica_seeds(prog))} replicas "
                 + ("apart from" if apart(prog) else "and") + " the runs that picked the ratios (sweep.select_apart, sweep.seeds)")
         earlier.replace(earlier.with_name("comparison.previous.json"))
