@@ -62,3 +62,25 @@ def test_kind_rates_time_each_kind_of_work_at_its_own_rate():
     now[0] = 33.0
     r.update({"aging": 60, "lookahead": 10})
     assert r.spent["aging"] == pytest.approx(13.0) and r.eta() == pytest.approx(40 * 13 / 60 + 10 * 2.0)
+
+
+def test_quickstart_eta_is_calibrated_only_on_stages_that_had_work():
+    """A stage an earlier run did takes no time: it must not make the machine look fast (the bug
+    where a full=true run after the default one printed "overall ETA 0:17" for 39 minutes)."""
+    from datarater.programs.quickstart_clock import StageClock
+
+    now = [0.0]
+    clock = StageClock([("corpus", 20.0), ("meta-train", 130.0), ("sweep", 1000.0), ("report", 50.0)], clock=lambda: now[0])
+    assert clock.begin("corpus").endswith("overall ETA 20:00)")  # the reference seconds before any measure
+    now[0] += 1.0
+    clock.end(worked=False)  # the corpus was already built: 1 s says nothing of the speed
+    assert clock.speed() == 1.0
+    clock.begin("meta-train")
+    now[0] += 260.0  # this machine is twice as slow as the reference
+    clock.end()
+    assert clock.speed() == 2.0
+    assert "overall ETA 35:00)" in clock.begin("sweep")  # (1000 + 50) x 2
+    now[0] += 2.0  # every LM reused: planned work, but took no time
+    clock.work["sweep"] = 0.0
+    clock.end()
+    assert clock.speed() == 2.0 and clock.eta() == 100.0

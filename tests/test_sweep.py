@@ -247,3 +247,22 @@ def test_the_report_reads_which_protocol_a_comparison_used(tmp_path):
                               ({"select_apart": True, "seeds": 5, "rows": []}, (True, 5))]:
         (tmp_path / "comparison.json").write_text(json.dumps(written))
         assert tested_protocol(tmp_path, prog) == expected
+
+
+def test_lms_left_counts_what_the_quickstart_sweep_will_train(tmp_path):
+    """The quickstart's ETA counts the sweep's LMs before it starts: 4 runs at the default ratios and
+    curators, then 3 replicas each of the unfiltered LM, the rater, random and the oracle (16 in all, as
+    the run of 2026-12-06 trained); full=true: 25 runs and 13 replicated points (64). Finished runs
+    are not counted again."""
+    from datarater.programs.quickstart import sweep_program
+    from datarater.programs.sweep import lms_left
+
+    prog = compose(SUBCOMMANDS["quickstart"], [])
+    sw = sweep_program(prog, tmp_path)
+    assert lms_left(sw) == (16, 16)
+    for name in ("nano-none-0", "nano-random-0.25-seed2", "nano-random-0.25-seed4"):  # seed4 is not a replica
+        (tmp_path / "sweep" / "lm" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / "lm" / name / "summary.json").write_text("{}")
+    assert lms_left(sw) == (14, 16)
+    full = compose(SUBCOMMANDS["quickstart"], ["quickstart.full=true"])
+    assert lms_left(sweep_program(full, tmp_path / "f")) == (64, 64)

@@ -30,26 +30,10 @@ from datarater.config import (
 from datarater.config.curate import CurateConfig, ScoreConfig
 from datarater.config.eval import EvalConfig
 from datarater.console import format_duration, say
+from datarater.programs.quickstart_clock import REFERENCE_SECONDS, StageClock
 from datarater.rundir import prepare_run_dir
 
-# Rough share of the wall time of each stage on 2 CPU cores, for the overall ETA (the default run of
-# 2026-12-06: corpus 20 s, meta-train 141 s, score 10 s, sweep 577 s, report 28 s).
-STAGES = (("corpus", 0.03), ("meta-train", 0.18), ("score", 0.01), ("sweep", 0.74), ("probe", 0.01), ("report", 0.03))
 SAMECORPUS = "datarater_samecorpus"
-
-
-class StageClock:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.done = 0.0
-
-    def begin(self, i: int, name: str, note: str = "") -> None:
-        elapsed = time.perf_counter() - self.start
-        eta = f", overall ETA {format_duration(elapsed / self.done * (1 - self.done))}" if self.done > 0 else ""
-        say(f"\n[quickstart] stage {i}/{len(STAGES)}: {name}{note} (elapsed {format_duration(elapsed)}{eta})")
-
-    def end(self, share: float) -> None:
-        self.done += share
 
 
 def meta_program(prog: QuickstartProgram, run: Path, samecorpus: bool = False) -> MetaTrainProgram:
@@ -82,6 +66,23 @@ def sweep_program(prog: QuickstartProgram, run: Path) -> SweepProgram:
                                           rater_scores=scores))
 
 
+def rater_done(meta: MetaTrainProgram) -> bool:
+    return (Path(meta.run_dir) / "rater").exists() and (Path(meta.run_dir) / "summary.json").exists()
+
+
+def plan_stages(prog: QuickstartProgram, run: Path, raters: list[bool]) -> list[tuple[str, float]]:
+    """Each stage with the reference seconds of the work it has left (`quickstart_clock`)."""
+    from datarater.programs.sweep import lms_left
+
+    ref = REFERENCE_SECONDS
+    untrained = sum(not rater_done(meta_program(prog, run, sc)) for sc in raters)
+    unscored = sum(not (Path(score_program(prog, run, sc).run_dir) / "summary.json").exists() for sc in raters)
+    to_train, in_all = lms_left(sweep_program(prog, run))
+    return [("corpus", ref["corpus"]), ("meta-train", ref["rater"] * untrained), ("score", ref["scores"] * unscored),
+            ("sweep", ref["lm"] * to_train), ("probe", ref["probe"] if prog.quickstart.full else 0.0),
+            ("report", ref["report"] + ref["report_per_lm"] * in_all)]
+
+
 def run(prog: QuickstartProgram) -> dict:
     from datarater.data.corpus import load_splits
     from datarater.data.documents import ReadStats
@@ -89,7 +90,8 @@ def run(prog: QuickstartProgram) -> dict:
     from datarater.programs import meta_train, report, score, sweep
 
     run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.seeds", "quickstart.full"))
-    clock = StageClock()
+    raters = [False] + ([True] if SAMECORPUS in sweep_program(prog, run).sweep.curators else [])
+    clock = StageClock(plan_stages(prog, run, raters))
     timings: dict[str, float] = {}
 
     def timed(name: str, fn):
@@ -98,41 +100,45 @@ def run(prog: QuickstartProgram) -> dict:
         timings[name] = time.perf_counter() - t
         return out
 
-    clock.begin(1, "corpus", f" ({prog.corpus.name})")
-    stats = ReadStats()
-    timed("corpus", lambda: load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("heldout",), stats=stats, on_build=say))
-    say(f"[quickstart] {stats.summary()}")
-    clock.end(STAGES[0][1])
+    say(clock.begin("corpus", f" ({prog.corpus.name})"))
+    stats, built = ReadStats(), []
 
-    raters = [False] + ([True] if SAMECORPUS in sweep_program(prog, run).sweep.curators else [])
-    clock.begin(2, "meta-train", f" {len(raters)} rater(s), {prog.meta.steps} steps each")
+    def on_build(msg: str) -> None:
+        built.append(msg)
+        say(msg)
+
+    timed("corpus", lambda: load_splits(prog.corpus, prog.data, make_tokenizer(prog.data), splits=("heldout",), stats=stats, on_build=on_build))
+    say(f"[quickstart] {stats.summary()}")
+    clock.end(worked=bool(built))
+
+    say(clock.begin("meta-train", f" {len(raters)} rater(s), {prog.meta.steps} steps each"))
     for samecorpus in raters:
         meta = meta_program(prog, run, samecorpus)
-        if not ((Path(meta.run_dir) / "rater").exists() and (Path(meta.run_dir) / "summary.json").exists()):
+        if not rater_done(meta):
             say(f"[quickstart] rater with the outer loss on {meta.meta.target.describe()}")
             timed("meta-train" + ("_samecorpus" if samecorpus else ""), lambda m=meta: meta_train.run(m))
-    clock.end(STAGES[1][1])
+    clock.end()
 
-    clock.begin(3, "score", " the training split with each rater")
+    say(clock.begin("score", " the training split with each rater"))
     for samecorpus in raters:
         timed("score" + ("_samecorpus" if samecorpus else ""), lambda sc=samecorpus: score.run(score_program(prog, run, sc)))
-    clock.end(STAGES[2][1])
+    clock.end()
 
     sw = sweep_program(prog, run)
-    clock.begin(4, "sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, then {sw.sweep.seeds} more seeds at the best")
+    say(clock.begin("sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, then {sw.sweep.seeds} more seeds at the best"))
     result = timed("sweep", lambda: sweep.run(sw))
-    clock.end(STAGES[3][1])
+    clock.end()
 
-    clock.begin(5, "probe", "" if prog.quickstart.full else " (full=true only)")
+    say(clock.begin("probe", "" if prog.quickstart.full else " (full=true only)"))
     if prog.quickstart.full:
         timed("probe", lambda: run_probe(prog, run))
-    clock.end(STAGES[4][1])
+    clock.end()
 
-    clock.begin(6, "report")
+    say(clock.begin("report"))
     notes = ["quickstart stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
     path = timed("report", lambda: report.run(ReportProgram(run_dir=str(run), rater_run=str(run / "meta"),
                                                         rows=prog.quickstart.report_rows), notes=notes))
-    clock.end(STAGES[5][1])
+    clock.end()
     total = time.perf_counter() - clock.start
     summary = {"report": str(path), "seconds": total, "stages": timings, **result}
     (run / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))

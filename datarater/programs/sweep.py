@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 from datarater.config import SweepProgram, TrainLMProgram
 from datarater.config.curate import validate_curate
 from datarater.config.eval import is_group
 from datarater.config.presets import load_preset
-from datarater.console import say
+from datarater.console import format_duration, say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.report.analysis import best_ratio
@@ -122,6 +123,21 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
     return runs
 
 
+def lms_left(prog: SweepProgram) -> tuple[int, int]:
+    """``(to train, in all)``: the LMs this sweep has still to train and all it will have, for an ETA
+    before it starts. The replicas' points are only known after step 1 picks the ratios: counted as
+    the unfiltered run, each curator, and random and the oracle at each further ratio."""
+    stage1, seeds = plan_stage1(prog), replica_seeds(prog)
+    s = prog.sweep
+    extra = 2 * max(0, sum(r > 0 for r in s.ratios) - 1) if {"random", "oracle"} <= set(s.curators) else 0
+    replicas = (1 + len(s.curators) + extra) * len(seeds)
+    lm = Path(prog.run_dir) / "lm"
+    replicas_done = sum(1 for i in seeds for _ in lm.glob(f"{s.model}-*-seed{i}/summary.json"))
+    larger = len(s.larger) * (1 + len(s.curators))
+    to_train = sum(not (Path(r.program.run_dir) / "summary.json").exists() for r in stage1)
+    return to_train + max(0, replicas - replicas_done) + larger, len(stage1) + replicas + larger
+
+
 def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun]) -> dict[str, list[float]]:
     """model -> final NLLs of the unfiltered runs that the comparison over seeds tests against: its seed
     replicas, after the first run when that run is in the test too (not `apart`)."""
@@ -174,6 +190,8 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
     from datarater.programs.train_lm import run as train_lm
     from datarater.rundir import has_checkpoint
 
+    todo = sum(not (Path(r.program.run_dir) / "summary.json").exists() for r in runs)
+    trained, seconds = 0, 0.0
     for i, r in enumerate(runs, 1):
         done = (Path(r.program.run_dir) / "summary.json").exists()
         if done:
@@ -181,10 +199,13 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
             note_curator_seed(r)
         elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
             keep_started_config(r)  # a run that got as far as a checkpoint resumes with its own config
-        say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else ""))
+        eta = f" ({todo - trained} to train, ETA {format_duration(seconds / trained * (todo - trained))})" if trained and not done else ""
+        say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else eta))
         if not done:
             validate_curate(r.program.curate)
+            t = time.perf_counter()
             train_lm(r.program)
+            trained, seconds = trained + 1, seconds + time.perf_counter() - t
         if r.program.eval.tasks:
             evaluate_run_tasks(r.program)
 
