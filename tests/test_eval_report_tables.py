@@ -18,7 +18,7 @@ from datarater.eval.report.analysis import (
     noise_threshold,
 )
 from datarater.eval.report.inputs import ReportInputs, RowNLL, as_score_table
-from datarater.eval.report.tables import nll_name, results_markdown
+from datarater.eval.report.tables import fmt_interval, nll_name, results_markdown
 from datarater.eval.report.write import write_report
 
 
@@ -156,3 +156,10 @@ def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
     # without a spread the table keeps its columns
     plain = section(write_report(tmp_path / "p", ReportInputs(runs=runs)).read_text(), "## 1.")
     assert "outside seed spread" not in plain and "Run-to-run noise" not in plain
+
+
+def test_an_interval_is_rounded_outward_so_it_still_holds_its_estimate():
+    assert fmt_interval(0.9962, 1.0) == "[0.99, 1.00]"  # printed as [1.00, 1.00] beside 0.998 before
+    assert fmt_interval(0.98, 0.99) == "[0.98, 0.99]"  # values already at two decimals stay put
+    assert fmt_interval(0.4449, 0.5201) == "[0.44, 0.53]"
+    assert fmt_interval(float("nan"), 0.5) == "[n/a, 0.50]"

@@ -254,10 +254,12 @@ def test_the_report_links_the_probe_plot_from_its_own_folder(tmp_path):
     (tmp_path / "probe" / "probe.png").write_bytes(b"png")
     md = tmp_path / "probe" / "probe.md"
     md.write_text('## Probe\n\n![objective probe](probe.png) see [docs](https://x.org/a.md) or [up](#probe), '
-                  '![again](probe.png "a title"); in code: `[x](probe.png)`\n```\n![y](probe.png)\n```\n')
+                  '![again](probe.png "a title"); in code: `[x](probe.png)`\n```\n![y](probe.png)\n```\n'
+                  '~~~\n![z](probe.png)\n~~~\n')
     text = included_markdown(md, tmp_path)
     link = text.split("![objective probe](")[1].split(")")[0]
     assert (tmp_path / link).read_bytes() == b"png"  # resolves from the report's folder
     assert '![again](probe/probe.png "a title")' in text
     assert "[docs](https://x.org/a.md)" in text and "[up](#probe)" in text  # absolute links and anchors kept
     assert "`[x](probe.png)`" in text and "\n![y](probe.png)\n" in text  # code is left as written
+    assert "\n![z](probe.png)\n" in text

@@ -197,9 +197,9 @@ def included_markdown(md: Path, report_dir: Path) -> str:
     rel = Path(os.path.relpath(md.parent, report_dir)).as_posix()
     # inline links and images, with an optional "title"; URLs, absolute paths and anchors are kept
     link = r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)(\s+\"[^\"]*\")?\)"
-    # code is left as written (the odd pieces of the split): ``` fences and single-backtick spans,
-    # what probe.md (written by the probe) holds; ~~~ fences and indented code are not told apart
-    pieces = re.split(r"(```.*?```|`[^`\n]*`)", md.read_text(), flags=re.DOTALL)
+    # code is left as written (the odd pieces of the split): ``` and ~~~ fences and single-backtick
+    # spans, what probe.md (written by the probe) holds; indented code is not told apart
+    pieces = re.split(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", md.read_text(), flags=re.DOTALL)
     return "".join(p if i % 2 else re.sub(link, lambda m: f"]({rel}/{m.group(1)}{m.group(2) or ''})", p)
                    for i, p in enumerate(pieces))
 

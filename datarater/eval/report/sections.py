@@ -39,6 +39,7 @@ from datarater.eval.report.plots import (
 from datarater.eval.report.tables import (
     EXCERPT_CHARS,
     fmt,
+    fmt_interval,
     md_escape,
     md_table,
     noise_lines,
@@ -81,7 +82,9 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
         "",
         "NLL in nats per token on the validation set named in the notes above; Δ < 0 is better than the unfiltered run of the same size. "
         "Net compute gain = 1 − (FLOPs the filtered run needs to reach the baseline's final NLL, curation included) "
-        '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8.',
+        '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8. '
+        "Each row is one run, the first seed, which picks each curator's best ratio: its NLL and net gain are that run's, "
+        "not the means and the gain of the comparison over seeds (where the sweep ran one), which are the replicas'.",
         "",
     ]
     md += noise_lines(spread or {}, model_order(runs))
@@ -259,7 +262,7 @@ def section_audit(t: ScoreTable, out_dir: Path) -> list[str]:
         "in brackets (1000 resamples).",
         "",
     ]
-    table = [[md_escape(r.label), str(r.n)] + [f"{fmt(r.auc[c], 3)} [{fmt(r.auc_low[c], 2)}, {fmt(r.auc_high[c], 2)}]"
+    table = [[md_escape(r.label), str(r.n)] + [f"{fmt(r.auc[c], 3)} {fmt_interval(r.auc_low[c], r.auc_high[c])}"
                                                for c in curators] for r in rows]
     md += md_table(["corruption", "n"] + [md_escape(c) for c in curators], table) + [""]
     _image(md, "audit ROC-AUC", plot_audit(out_dir, rows, curators))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -66,6 +67,15 @@ def md_escape(text: str) -> str:
 def fmt(x, digits: int = 4) -> str:
     """``x`` with ``digits`` decimals, "n/a" when missing or not finite."""
     return f"{float(x):.{digits}f}" if finite(x) else "n/a"
+
+
+def fmt_interval(low, high, digits: int = 2) -> str:
+    """``[low, high]`` rounded outward to ``digits`` decimals, so the interval shown still holds what it
+    bounds (0.996 to 1.0 is [0.99, 1.00], not [1.00, 1.00] beside a 0.998); "n/a" parts when missing."""
+    scale = 10 ** digits
+    lo = f"{math.floor(float(low) * scale + 1e-9) / scale:.{digits}f}" if finite(low) else "n/a"
+    hi = f"{math.ceil(float(high) * scale - 1e-9) / scale:.{digits}f}" if finite(high) else "n/a"
+    return f"[{lo}, {hi}]"
 
 
 def pct(x, digits: int = 1) -> str:
