@@ -15,7 +15,8 @@ from datarater.train.checkpoint import Checkpointer, abstract_like
 
 # A failed restore leaves orbax's async reads of the damaged step pending; collected after its event
 # loop closed, they reach pytest's unraisable hook ("Event loop is closed", GeneratorExit). A process
-# restoring the same damaged folder prints nothing of it, so only the tests' report is quieted here.
+# restoring the same damaged folder prints nothing of it, so only the tests' report is quieted here, for
+# the whole module since the warning is put on whichever test is running when they are collected.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 

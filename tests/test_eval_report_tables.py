@@ -160,6 +160,6 @@ def test_noise_column_flags_differences_beyond_the_seed_spread(tmp_path):
 
 def test_an_interval_is_rounded_outward_so_it_still_holds_its_estimate():
     assert fmt_interval(0.9962, 1.0) == "[0.99, 1.00]"  # printed as [1.00, 1.00] beside 0.998 before
-    assert fmt_interval(0.98, 0.99) == "[0.98, 0.99]"  # values already at two decimals stay put
+    assert fmt_interval(0.29, 0.56) == "[0.29, 0.56]"  # values at two decimals stay put (0.29 x 100 < 29)
     assert fmt_interval(0.4449, 0.5201) == "[0.44, 0.53]"
     assert fmt_interval(float("nan"), 0.5) == "[n/a, 0.50]"

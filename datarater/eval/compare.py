@@ -104,8 +104,8 @@ def comparison_markdown(rows: list[CuratorComparison], set_name: str, apart: boo
     lines += ["", f"Unfiltered: {format_interval(unf, 4)} over {unf.n} seeds. \"Beyond noise\": lower mean NLL with "
               f"Welch's one-sided t-test p < {ALPHA} (scipy.stats.ttest_ind, unequal variances); {n} seeds per "
               "cell vary the LM's initialisation and data order and the curator's own draws" + _picked(apart) + ". Gap closed: (random − curator) / (random − oracle) "
-              "in mean NLL at the curator's ratio. Net compute gain, of the first tested seed's run against the unfiltered "
-              "run of that seed, = 1 − (FLOPs to reach the unfiltered LM's final NLL) "
+              "in mean NLL at the curator's ratio. Net compute gain (of the first tested seed's run, against the unfiltered "
+              "run of the same seed) = 1 − (FLOPs to reach the unfiltered LM's final NLL) "
               "/ (the unfiltered LM's FLOPs), on the same set's curve; \"counted\" adds the curator's inference on "
               "every row of the oversampled stream, \"amortised\" leaves out scores computed once into side files."]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from datarater.console import format_duration
 # Seconds one unit of each stage's work took on 2 CPU cores (the quickstart's default run and its
 # full=true run of 2026-12-06): building the embedded corpus; meta-training one rater (141 s toward
 # the target, 121 s on the held-out split); scoring the training split with one rater; training one
-# sweep LM (577 s for 16 LMs, 1625 s for 49); the probe of full=true; the report, per LM it reads.
+# sweep LM (577 s for 16 LMs, 1625 s for 48 more); the probe of full=true; the report, per LM it reads.
 REFERENCE_SECONDS = {"corpus": 20.0, "rater": 131.0, "scores": 11.0, "lm": 34.0, "probe": 470.0,
                      "report": 3.0, "report_per_lm": 1.55}
 
@@ -23,6 +23,7 @@ class StageClock:
 
     def __init__(self, plan: list[tuple[str, float]], clock: Callable[[], float] | None = None):
         self.names = [name for name, _ in plan]
+        assert len(set(self.names)) == len(self.names), f"stage names repeat: {self.names}"
         self.work = dict(plan)
         self.clock = clock or time.perf_counter
         self.start = self.clock()

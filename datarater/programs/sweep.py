@@ -40,6 +40,7 @@ from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.programs.sweep_runs import (
+    SEED_RUN,
     PlannedRun,
     final_nll,
     run_name,
@@ -124,18 +125,21 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
 
 
 def lms_left(prog: SweepProgram) -> tuple[int, int]:
-    """``(to train, in all)``: the LMs this sweep has still to train and all it will have, for an ETA
-    before it starts. The replicas' points are only known after step 1 picks the ratios: counted as
-    the unfiltered run, each curator, and random and the oracle at each further ratio."""
-    stage1, seeds = plan_stage1(prog), replica_seeds(prog)
-    s = prog.sweep
-    extra = 2 * max(0, sum(r > 0 for r in s.ratios) - 1) if {"random", "oracle"} <= set(s.curators) else 0
-    replicas = (1 + len(s.curators) + extra) * len(seeds)
+    """``(to train, in all)``, an estimate before the sweep starts, for an ETA: which points get replicas
+    is only known once step 1 has picked the ratios, so they are counted at the most there can be (the
+    unfiltered run, each curator, and random and the oracle at each further ratio the curators pick),
+    less the replicas already finished."""
+    stage1, seeds, s = plan_stage1(prog), replica_seeds(prog), prog.sweep
+    ratios = sum(r > 0 for r in s.ratios)
+    curators = len(s.curators) if ratios else 0  # with no ratio above 0 every best ratio is 0
+    extra = sum(c in s.curators for c in ("random", "oracle")) * max(0, min(ratios, curators) - 1)
+    replicas, larger = (1 + curators + extra) * len(seeds), len(s.larger) * (1 + curators)
     lm = Path(prog.run_dir) / "lm"
     replicas_done = sum(1 for i in seeds for _ in lm.glob(f"{s.model}-*-seed{i}/summary.json"))
-    larger = len(s.larger) * (1 + len(s.curators))
+    larger_done = sum(1 for m in s.larger for p in lm.glob(f"{m}-*/summary.json") if not SEED_RUN.match(p.parent.name))
     to_train = sum(not (Path(r.program.run_dir) / "summary.json").exists() for r in stage1)
-    return to_train + max(0, replicas - replicas_done) + larger, len(stage1) + replicas + larger
+    return (to_train + max(0, replicas - replicas_done) + max(0, larger - larger_done),
+            len(stage1) + replicas + larger)
 
 
 def baseline_spread(prog: SweepProgram, stage1: list[PlannedRun], seed_runs: list[PlannedRun]) -> dict[str, list[float]]:
