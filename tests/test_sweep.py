@@ -300,3 +300,16 @@ def test_a_full_quickstart_after_the_default_one_plans_only_the_work_left(tmp_pa
     assert plan_stages(full, tmp_path, [False, True]) == [
         ("corpus", ref["corpus"]), ("meta-train", ref["rater"]), ("score", ref["scores"]), ("sweep", 48 * ref["lm"]),
         ("probe", ref["probe"]), ("report", ref["report"] + 64 * ref["report_per_lm"])]
+
+
+def test_quickstart_stage_times_add_up_over_the_runs_in_a_folder(tmp_path):
+    """The full=true run after the default one: its sweep time adds to the default run's, the report's
+    is its own; an unreadable quickstart.json gives this run's times only."""
+    from datarater.programs.quickstart import stage_times
+
+    (tmp_path / "quickstart.json").write_text(json.dumps({"stages": {"sweep": 577.0, "report": 28.0, "meta-train": 141.0}}))
+    now = {"sweep": 1625.0, "report": 104.0, "meta-train_samecorpus": 121.0, "probe": 467.0}
+    assert stage_times(tmp_path, now) == {"sweep": 2202.0, "report": 104.0, "meta-train": 141.0,
+                                          "meta-train_samecorpus": 121.0, "probe": 467.0}
+    (tmp_path / "quickstart.json").write_text('{"stages": [1, 2]}')
+    assert stage_times(tmp_path, now) == now
