@@ -150,3 +150,14 @@ def test_a_validation_group_is_evaluated_along_the_curve(doc_corpus, tmp_path):
     # all of the source's validation rows, packed on their own: its final NLL, not the whole split's
     assert last["nll/source:logging"] == pytest.approx(summary["final_nll_sets"]["source:logging"], rel=1e-3)
     assert abs(last["nll/source:logging"] - last["val_nll"]) > 1e-2
+
+
+def test_the_done_line_gives_the_whole_split_nll_and_says_what_val_nll_saw():
+    """`train-lm` printed the progress line's val_nll (the first train.eval_batches batches) as "validation
+    NLL" right under the whole split's, two numbers 0.09 apart on C4 with one name."""
+    from datarater.programs.train_lm import done_nll
+
+    val = [{"index": np.arange(0, 32)}, {"index": np.concatenate([np.arange(32, 40), -np.ones(24, np.int64)])}]
+    splits = {"validation": list(range(628))}
+    assert done_nll({"validation": 2.19}, splits, val) == "validation NLL 2.1900 over its 628 rows (val_nll while training: its first 40)"
+    assert done_nll({"validation": 2.19}, {"validation": list(range(40))}, val) == "validation NLL 2.1900 over its 40 rows"

@@ -74,6 +74,17 @@ def final_nll_sets(graphdef, params, resolved, target, splits, target_sets, batc
     return {k: out[k] for k in sorted(out, key=lambda k: (k != "validation", k != "target", k))}
 
 
+def done_nll(final_sets: dict, splits: dict, val: list[dict]) -> str:
+    """The final validation NLL over the whole split, and how many of its rows the progress line's
+    ``val_nll`` saw (``train.eval_batches``): two numbers that differ, each said for what it is."""
+    if "validation" not in final_sets:
+        return "no validation split"
+    rows = len(splits["validation"])
+    seen = sum(int((b["index"] >= 0).sum()) for b in val)
+    return (f"validation NLL {final_sets['validation']:.4f} over its {rows} rows"
+            + (f" (val_nll while training: its first {seen})" if seen < rows else ""))
+
+
 def run(prog: TrainLMProgram) -> dict:
     """The run in ``prog.run_dir``; a URL (gs://, s3://, memory://) through a local staging copy,
     pulled first and pushed after every checkpoint and at the end (`datarater.remote`)."""
@@ -306,5 +317,5 @@ def _run(prog: TrainLMProgram, mirror: Mirror | None) -> dict:
     if is_main_process():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     metrics.close()
-    say(f"[train] done: {step} steps, validation NLL {last_val if last_val is None else round(last_val, 4)}; {stats.summary()}")
+    say(f"[train] done: {step} steps, {done_nll(final_sets, splits, val)}; {stats.summary()}")
     return summary
