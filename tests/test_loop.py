@@ -73,6 +73,16 @@ def test_resumed_run_starts_after_the_restored_step(tmp_path):
     assert taken == [5, 6] and [s for s, _, _ in ckpt.saves] == [6]
 
 
+@pytest.fixture
+def sigint_as_in_a_terminal():
+    """The Ctrl-C tests run as from a terminal whatever SIGINT this process inherited (a script's
+    background job starts with it ignored)."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.usefixtures("sigint_as_in_a_terminal")
 def test_ctrl_c_finishes_the_step_and_its_hooks_then_saves_it(tmp_path):
     loop, ckpt, state = make_loop(tmp_path, total=10, every=5)
     hooked = []
@@ -93,6 +103,7 @@ def test_ctrl_c_finishes_the_step_and_its_hooks_then_saves_it(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
 
 
+@pytest.mark.usefixtures("sigint_as_in_a_terminal")
 def test_a_second_ctrl_c_stops_at_once_without_a_new_checkpoint(tmp_path):
     loop, ckpt, _ = make_loop(tmp_path, total=10, every=2)
 
@@ -106,6 +117,22 @@ def test_a_second_ctrl_c_stops_at_once_without_a_new_checkpoint(tmp_path):
         loop.run(0, step)
     assert loop.interrupted_at is None and loop.step == 2
     assert [s for s, _, _ in ckpt.saves] == [2] and ckpt.closed
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        loop, ckpt, _ = make_loop(tmp_path, total=4, every=2)
+
+        def step(s):
+            if s == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return s
+
+        assert loop.run(0, step) == 4 and loop.interrupted_at is None  # ran to the end
+        assert [s for s, _, _ in ckpt.saves] == [2, 4] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_restore_drops_metric_rows_after_the_checkpoint(tmp_path):

@@ -54,12 +54,17 @@ class Restored:
 @contextmanager
 def deferred_interrupt() -> Iterator[list[bool]]:
     """While active, a first SIGINT only sets the flag yielded (``flag[0]``) and puts the previous
-    handler back, so a second one interrupts at once. Outside the main thread: no handler."""
+    handler back, so a second one interrupts at once. Outside the main thread: no handler. A process
+    started with SIGINT ignored (nohup, a script's background job) keeps ignoring it, as Python does:
+    it would otherwise stop gracefully at a first SIGINT and never at once."""
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield flag
+        return
 
     def handler(signum, frame):
         flag[0] = True
