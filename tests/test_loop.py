@@ -119,18 +119,25 @@ def test_a_second_ctrl_c_stops_at_once_without_a_new_checkpoint(tmp_path):
     assert [s for s, _, _ in ckpt.saves] == [2] and ckpt.closed
 
 
-def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_run_that_inherited_sigint_ignored_stops_as_from_a_terminal(tmp_path, twice):
+    """A script's background job starts with SIGINT ignored: a first SIGINT still stops at the step's
+    end with a checkpoint, a second at once (it was ignored), and "ignored" is put back after."""
     inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        loop, ckpt, _ = make_loop(tmp_path, total=4, every=2)
+        loop, ckpt, _ = make_loop(tmp_path, total=10, every=2)
 
         def step(s):
-            if s == 1:
-                os.kill(os.getpid(), signal.SIGINT)
+            if s == 3:
+                for _ in range(1 + twice):
+                    os.kill(os.getpid(), signal.SIGINT)
             return s
 
-        assert loop.run(0, step) == 4 and loop.interrupted_at is None  # ran to the end
-        assert [s for s, _, _ in ckpt.saves] == [2, 4] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with pytest.raises(KeyboardInterrupt):
+            loop.run(0, step)
+        assert loop.interrupted_at == (None if twice else 3)
+        assert [s for s, _, _ in ckpt.saves] == ([2] if twice else [2, 3])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, inherited)
 

@@ -55,20 +55,19 @@ class Restored:
 def deferred_interrupt() -> Iterator[list[bool]]:
     """While active, a first SIGINT only sets the flag yielded (``flag[0]``) and puts the previous
     handler back, so a second one interrupts at once. Outside the main thread: no handler. A process
-    started with SIGINT ignored (nohup, a script's background job) keeps ignoring it, as Python does:
-    it would otherwise stop gracefully at a first SIGINT and never at once."""
+    that inherited SIGINT ignored (a background job of a script) is stopped the same way: after a
+    first SIGINT the second raises, where putting "ignored" back would have made it never stop at
+    once; the inherited handling is put back when the loop ends."""
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
     previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
-        yield flag
-        return
+    second = previous if callable(previous) else signal.default_int_handler
 
     def handler(signum, frame):
         flag[0] = True
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, second)
 
     signal.signal(signal.SIGINT, handler)
     try:
