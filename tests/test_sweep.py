@@ -285,7 +285,7 @@ def test_lms_left_is_the_most_replicas_any_picked_ratios_can_give(tmp_path, cura
 def test_a_full_quickstart_after_the_default_one_plans_only_the_work_left(tmp_path):
     """What made its ETA 0:17 for 39 minutes: the targeted rater, its scores and the default run's 16
     LMs are done, so the plan holds the same-corpus rater, its scores, 48 LMs, the probe."""
-    from datarater.programs.quickstart import SAMECORPUS, plan_stages
+    from datarater.programs.quickstart import SAMECORPUS, plan_stages, sweep_program
     from datarater.programs.quickstart_clock import REFERENCE_SECONDS as ref
 
     for path in ("meta/rater", "meta/summary.json", "scores/summary.json"):
@@ -297,7 +297,7 @@ def test_a_full_quickstart_after_the_default_one_plans_only_the_work_left(tmp_pa
             (tmp_path / "sweep" / "lm" / f"nano-{point}{suffix}" / "summary.json").write_text("{}")
     full = compose(SUBCOMMANDS["quickstart"], ["quickstart.full=true"])
     assert SAMECORPUS in full.quickstart.full_curators
-    assert plan_stages(full, tmp_path, [False, True]) == [
+    assert plan_stages(full, tmp_path, [False, True], sweep_program(full, tmp_path)) == [
         ("corpus", ref["corpus"]), ("meta-train", ref["rater"]), ("score", ref["scores"]), ("sweep", 48 * ref["lm"]),
         ("probe", ref["probe"]), ("report", ref["report"] + 64 * ref["report_per_lm"])]
 

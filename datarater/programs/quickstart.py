@@ -70,14 +70,15 @@ def rater_done(meta: MetaTrainProgram) -> bool:
     return (Path(meta.run_dir) / "rater").exists() and (Path(meta.run_dir) / "summary.json").exists()
 
 
-def plan_stages(prog: QuickstartProgram, run: Path, raters: list[bool]) -> list[tuple[str, float]]:
-    """Each stage with the reference seconds of the work it has left (`quickstart_clock`)."""
+def plan_stages(prog: QuickstartProgram, run: Path, raters: list[bool], sw: SweepProgram) -> list[tuple[str, float]]:
+    """Each stage with the reference seconds of the work it has left (`quickstart_clock`); ``sw`` is
+    the sweep stage's program."""
     from datarater.programs.sweep import lms_left
 
     ref = REFERENCE_SECONDS
     untrained = sum(not rater_done(meta_program(prog, run, sc)) for sc in raters)
     unscored = sum(not (Path(score_program(prog, run, sc).run_dir) / "summary.json").exists() for sc in raters)
-    to_train, in_all = lms_left(sweep_program(prog, run))
+    to_train, in_all = lms_left(sw)
     return [("corpus", ref["corpus"]), ("meta-train", ref["rater"] * untrained), ("score", ref["scores"] * unscored),
             ("sweep", ref["lm"] * to_train), ("probe", ref["probe"] if prog.quickstart.full else 0.0),
             ("report", ref["report"] + ref["report_per_lm"] * in_all)]
@@ -90,8 +91,9 @@ def run(prog: QuickstartProgram) -> dict:
     from datarater.programs import meta_train, report, score, sweep
 
     run, _ = prepare_run_dir(prog.run_dir, prog, may_change=("quickstart.seeds", "quickstart.full"))
-    raters = [False] + ([True] if SAMECORPUS in sweep_program(prog, run).sweep.curators else [])
-    clock = StageClock(plan_stages(prog, run, raters))
+    sw = sweep_program(prog, run)
+    raters = [False] + ([True] if SAMECORPUS in sw.sweep.curators else [])
+    clock = StageClock(plan_stages(prog, run, raters, sw))
     timings: dict[str, float] = {}
 
     def timed(name: str, fn):
@@ -124,7 +126,6 @@ def run(prog: QuickstartProgram) -> dict:
         timed("score" + ("_samecorpus" if samecorpus else ""), lambda sc=samecorpus: score.run(score_program(prog, run, sc)))
     clock.end()
 
-    sw = sweep_program(prog, run)
     say(clock.begin("sweep", f" ratios {sw.sweep.ratios} x curators {sw.sweep.curators}, then {sw.sweep.seeds} more seeds at the best"))
     result = timed("sweep", lambda: sweep.run(sw))
     clock.end()

@@ -43,6 +43,7 @@ from datarater.programs.sweep_runs import (
     SEED_RUN,
     PlannedRun,
     final_nll,
+    finished,
     run_name,
     run_results,
     seed_run_name,
@@ -137,7 +138,7 @@ def lms_left(prog: SweepProgram) -> tuple[int, int]:
     lm = Path(prog.run_dir) / "lm"
     replicas_done = sum(1 for i in seeds for _ in lm.glob(f"{s.model}-*-seed{i}/summary.json"))
     larger_done = sum(1 for m in s.larger for p in lm.glob(f"{m}-*/summary.json") if not SEED_RUN.match(p.parent.name))
-    to_train = sum(not (Path(r.program.run_dir) / "summary.json").exists() for r in stage1)
+    to_train = sum(not finished(r) for r in stage1)
     return (to_train + max(0, replicas - replicas_done) + max(0, larger - larger_done),
             len(stage1) + replicas + larger)
 
@@ -194,10 +195,9 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
     from datarater.programs.train_lm import run as train_lm
     from datarater.rundir import has_checkpoint
 
-    todo = sum(not (Path(r.program.run_dir) / "summary.json").exists() for r in runs)
-    trained, seconds = 0, 0.0
-    for i, r in enumerate(runs, 1):
-        done = (Path(r.program.run_dir) / "summary.json").exists()
+    was_done = [finished(r) for r in runs]
+    todo, trained, seconds = was_done.count(False), 0, 0.0
+    for i, (r, done) in enumerate(zip(runs, was_done, strict=True), 1):
         if done:
             check_same_model(r)
             note_curator_seed(r)

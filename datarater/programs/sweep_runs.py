@@ -23,6 +23,11 @@ class PlannedRun:
     program: TrainLMProgram
 
 
+def finished(r: PlannedRun) -> bool:
+    """Whether the run ran to its end (its summary is written last)."""
+    return (Path(r.program.run_dir) / "summary.json").exists()
+
+
 def run_name(model: str, curator: str, discard: float) -> str:
     return f"{model}-{curator}-{discard:g}"
 
