@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +84,13 @@ def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
     def hook(step: int) -> None:
         if faults.env_int(faults.AFTER_CHECKPOINT) == step:
             ckpt.wait()
+            import jax  # only on this path: the loop itself does not need it
+
+            if jax.process_count() > 1 and jax.process_index() == 0:
+                # Process 0 hosts the coordination service: dying first, it would leave another
+                # process still leaving the save's last barrier to exit with "Socket closed"
+                # rather than be killed as a preempted host is. So it goes last.
+                time.sleep(2.0)
             faults.kill()
 
     return hook
