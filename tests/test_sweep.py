@@ -268,6 +268,25 @@ def test_lms_left_counts_what_the_quickstart_sweep_will_train(tmp_path):
     assert lms_left(sweep_program(full, tmp_path / "f")) == (64, 64)
 
 
+def test_lms_left_is_exact_once_the_ratios_are_picked(tmp_path):
+    """With step 1 finished and the rater no better than unfiltered (best ratio 0), the replicas are
+    those of the unfiltered LM, random and the oracle at 25%: 9 of 13 LMs left; a replica of the rater
+    left over from an earlier sweep is not one of them, and a finished replica that is counts as done."""
+    from datarater.programs.quickstart import sweep_program
+    from datarater.programs.sweep import lms_left
+
+    sw = sweep_program(compose(SUBCOMMANDS["quickstart"], []), tmp_path)
+    lm = tmp_path / "sweep" / "lm"
+    for name, nll in [("nano-none-0", 2.7), ("nano-datarater-0.25", 2.8), ("nano-random-0.25", 2.6),
+                      ("nano-oracle-0.25", 2.5), ("nano-datarater-0.25-seed1", 2.6)]:
+        (lm / name).mkdir(parents=True)
+        (lm / name / "summary.json").write_text(json.dumps({"final_nll_sets": {"validation": nll, "target": nll}}))
+    assert lms_left(sw) == (9, 13)
+    (lm / "nano-oracle-0.25-seed3").mkdir()
+    (lm / "nano-oracle-0.25-seed3" / "summary.json").write_text("{}")
+    assert lms_left(sw) == (8, 13)
+
+
 @pytest.mark.parametrize("curators,ratios", [(["datarater", "random"], [0, 0.25, 0.5, 0.75]),
                                               (["random", "oracle"], [0, 0.25, 0.5, 0.75]), (["datarater"], [0])])
 def test_lms_left_is_the_most_replicas_any_picked_ratios_can_give(tmp_path, curators, ratios):

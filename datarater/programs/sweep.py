@@ -129,14 +129,20 @@ def lms_left(prog: SweepProgram) -> tuple[int, int]:
     """``(to train, in all)``, an estimate before the sweep starts, for an ETA: which points get replicas
     is only known once step 1 has picked the ratios, so they are counted at the most there can be (the
     unfiltered run, each curator, and random and the oracle at each further ratio the curators pick),
-    less the replicas already finished."""
+    less the replicas already finished. Once every run of step 1 has finished the ratios are known,
+    and the count is exact: the replicas of the points picked, whatever other replicas are there."""
     stage1, seeds, s = plan_stage1(prog), replica_seeds(prog), prog.sweep
+    if all(finished(r) for r in stage1):
+        best = best_ratio_per_curator(prog, stage1)
+        later = plan_seed_runs(prog, best) + plan_stage2(prog, best)
+        return sum(not finished(r) for r in later), len(stage1) + len(later)
     ratios = sum(r > 0 for r in s.ratios)
     curators = len(s.curators) if ratios else 0  # with no ratio above 0 every best ratio is 0
     extra = sum(c in s.curators for c in ("random", "oracle")) * max(0, min(ratios, curators) - 1)
     replicas, larger = (1 + curators + extra) * len(seeds), len(s.larger) * (1 + curators)
     lm = Path(prog.run_dir) / "lm"
-    replicas_done = sum(1 for i in seeds for _ in lm.glob(f"{s.model}-*-seed{i}/summary.json"))
+    points = [("none", 0.0)] + [(c, rho) for c in s.curators for rho in s.ratios if rho > 0]
+    replicas_done = sum((lm / seed_run_name(s.model, i, c, rho) / "summary.json").exists() for i in seeds for c, rho in points)
     larger_done = sum(1 for m in s.larger for p in lm.glob(f"{m}-*/summary.json") if not SEED_RUN.match(p.parent.name))
     to_train = sum(not finished(r) for r in stage1)
     return (to_train + max(0, replicas - replicas_done) + max(0, larger - larger_done),
