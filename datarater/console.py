@@ -84,13 +84,17 @@ class Progress:
 class KindRates:
     """Time left for work of several kinds, each at its own measured rate (a probe's cheap aging
     steps and its costlier look-aheads): the time between two `update` calls goes to the kinds
-    that advanced, in proportion to their units; a kind not timed yet goes at the mean rate."""
+    that advanced, in proportion to their units. A kind's first such interval holds its warm-up (XLA
+    compiling its step), so its rate comes from the later ones as soon as there are any; a kind not
+    timed yet goes at the mean rate of those that are."""
 
     def __init__(self, totals: dict[str, int], clock: Callable[[], float] | None = None):
         self.totals = dict(totals)
         self.clock = clock or time.perf_counter
         self.done = dict.fromkeys(totals, 0)
-        self.spent = dict.fromkeys(totals, 0.0)
+        self.spent = dict.fromkeys(totals, 0.0)  # seconds and units after each kind's warm-up
+        self.timed = dict.fromkeys(totals, 0)
+        self.warmup: dict[str, tuple[float, int]] = {}  # kind -> (seconds, units) of its first interval
         self.at = self.clock()
 
     def update(self, done: dict[str, int]) -> None:
@@ -99,13 +103,30 @@ class KindRates:
         units = sum(moved.values())
         if units > 0:  # else the time goes to the next work done
             for k, n in moved.items():
-                self.spent[k] += (now - self.at) * n / units
+                if n <= 0:
+                    continue
+                share = (now - self.at) * n / units
+                if k in self.warmup:
+                    self.spent[k] += share
+                    self.timed[k] += n
+                else:
+                    self.warmup[k] = (share, n)
             self.at = now
         self.done.update(done)
 
+    def rate(self, kind: str) -> float | None:
+        """Seconds per unit of ``kind``: after its warm-up, else over its warm-up, else unknown."""
+        if self.timed[kind]:
+            return self.spent[kind] / self.timed[kind]
+        if kind in self.warmup:
+            return self.warmup[kind][0] / self.warmup[kind][1]
+        return None
+
     def eta(self) -> float:
-        units = sum(self.done.values())
-        if units == 0:
+        if not self.warmup:
             return math.inf
-        mean = sum(self.spent.values()) / units
-        return sum((self.totals[k] - n) * (self.spent[k] / n if n else mean) for k, n in self.done.items())
+        timed = sum(self.timed.values())
+        mean = (sum(self.spent.values()) / timed if timed else
+                sum(s for s, _ in self.warmup.values()) / sum(n for _, n in self.warmup.values()))
+        rates = {k: self.rate(k) for k in self.totals}
+        return sum((self.totals[k] - n) * (mean if rates[k] is None else rates[k]) for k, n in self.done.items())

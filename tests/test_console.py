@@ -46,22 +46,27 @@ def test_progress_at_most_one_line_every_so_often_and_always_the_last(capsys):
     assert shown == ["[x] step 1/10", "[x] step 3/10", "[x] step 5/10", "[x] step 10/10"]
 
 
-def test_kind_rates_time_each_kind_of_work_at_its_own_rate():
+def test_kind_rates_time_each_kind_of_work_at_its_own_rate_after_its_warm_up():
     now = [0.0]
-    r = console.KindRates({"aging": 100, "lookahead": 20}, clock=lambda: now[0])
+    r = console.KindRates({"aging": 100, "lookahead": 100}, clock=lambda: now[0])
     assert r.eta() == float("inf")
-    now[0] = 10.0
-    r.update({"aging": 50, "lookahead": 0})  # 0.2 s an aging step; look-aheads not timed yet: the mean rate
-    assert r.eta() == pytest.approx(50 * 0.2 + 20 * 0.2)
-    now[0] = 30.0
-    r.update({"aging": 50, "lookahead": 10})  # 2 s a look-ahead step
-    assert r.eta() == pytest.approx(50 * 0.2 + 10 * 2.0)
-    # one mean rate over all 60 steps done (30 s) would say 60 x 0.5 = 30 s
-    now[0] = 31.0
-    r.update({"aging": 50, "lookahead": 10})  # nothing advanced: the second goes to the next work done
-    now[0] = 33.0
-    r.update({"aging": 60, "lookahead": 10})
-    assert r.spent["aging"] == pytest.approx(13.0) and r.eta() == pytest.approx(40 * 13 / 60 + 10 * 2.0)
+    now[0] = 12.0
+    r.update({"aging": 25, "lookahead": 0})  # its warm-up (compiling): 0.48 s a step; look-aheads at that rate too
+    assert r.eta() == pytest.approx(75 * 0.48 + 100 * 0.48)
+    now[0] = 14.0
+    r.update({"aging": 50, "lookahead": 0})  # 0.08 s a step once compiled: the warm-up no longer counts
+    assert r.eta() == pytest.approx(50 * 0.08 + 100 * 0.08)
+    now[0] = 34.0
+    r.update({"aging": 50, "lookahead": 2})  # the look-ahead's warm-up, 10 s a step
+    assert r.eta() == pytest.approx(50 * 0.08 + 98 * 10.0)
+    now[0] = 35.0
+    r.update({"aging": 50, "lookahead": 4})  # 0.5 s a look-ahead step once compiled
+    assert r.eta() == pytest.approx(50 * 0.08 + 96 * 0.5)  # with the warm-ups in, 50 x 0.28 + 96 x 5.25 = 518
+    now[0] = 36.0
+    r.update({"aging": 50, "lookahead": 4})  # nothing advanced: the second goes to the next work done
+    now[0] = 37.0
+    r.update({"aging": 60, "lookahead": 4})
+    assert r.spent["aging"] == pytest.approx(4.0) and r.eta() == pytest.approx(40 * 4.0 / 35 + 96 * 0.5)
 
 
 def test_quickstart_eta_is_calibrated_only_on_stages_that_had_work():
