@@ -271,7 +271,8 @@ def test_lms_left_counts_what_the_quickstart_sweep_will_train(tmp_path):
 def test_lms_left_is_exact_once_the_ratios_are_picked(tmp_path):
     """With step 1 finished and the rater no better than unfiltered (best ratio 0), the replicas are
     those of the unfiltered LM, random and the oracle at 25%: 9 of 13 LMs left; a replica of the rater
-    left over from an earlier sweep is not one of them, and a finished replica that is counts as done."""
+    left over from an earlier sweep is not one of them, a finished replica that is counts as done, and
+    one that resumes counts the share of its steps left."""
     from datarater.programs.quickstart import sweep_program
     from datarater.programs.sweep import lms_left
 
@@ -285,6 +286,11 @@ def test_lms_left_is_exact_once_the_ratios_are_picked(tmp_path):
     (lm / "nano-oracle-0.25-seed3").mkdir()
     (lm / "nano-oracle-0.25-seed3" / "summary.json").write_text("{}")
     assert lms_left(sw) == (8, 13)
+    # a replica that resumes from its checkpoint of step 50 (of 150) has 2/3 of an LM left; a save
+    # that never finished is no checkpoint
+    for ckpt in ("50", "100.orbax-checkpoint-tmp-1"):
+        (lm / "nano-random-0.25-seed1" / "checkpoints" / ckpt).mkdir(parents=True)
+    assert lms_left(sw) == (pytest.approx(7 + 2 / 3), 13)
 
 
 @pytest.mark.parametrize("curators,ratios", [(["datarater", "random"], [0, 0.25, 0.5, 0.75]),

@@ -47,6 +47,7 @@ from datarater.programs.sweep_runs import (
     run_name,
     run_results,
     seed_run_name,
+    share_left,
     tested_replicas,
     written_protocol,
 )
@@ -125,17 +126,18 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
     return runs
 
 
-def lms_left(prog: SweepProgram) -> tuple[int, int]:
-    """``(to train, in all)``, an estimate before the sweep starts, for an ETA: which points get replicas
-    is only known once step 1 has picked the ratios, so they are counted at the most there can be (the
-    unfiltered run, each curator, and random and the oracle at each further ratio the curators pick),
-    less the replicas already finished. Once every run of step 1 has finished the ratios are known,
-    and the count is exact: the replicas of the points picked, whatever other replicas are there."""
+def lms_left(prog: SweepProgram) -> tuple[float, int]:
+    """``(to train, in all)`` in LMs, an estimate before the sweep starts, for an ETA (a run that resumes
+    from a checkpoint counts its `share_left`): which points get replicas is only known once step 1
+    has picked the ratios, so they are counted at the most there can be (the unfiltered run, each
+    curator, and random and the oracle at each further ratio the curators pick), less the replicas
+    already finished. Once every run of step 1 has finished the ratios are known, and the count is
+    exact: the replicas of the points picked, whatever other replicas are there."""
     stage1, seeds, s = plan_stage1(prog), replica_seeds(prog), prog.sweep
     if all(finished(r) for r in stage1):
         best = best_ratio_per_curator(prog, stage1)
         later = plan_seed_runs(prog, best) + plan_stage2(prog, best)
-        return sum(not finished(r) for r in later), len(stage1) + len(later)
+        return sum(map(share_left, later)), len(stage1) + len(later)
     ratios = sum(r > 0 for r in s.ratios)
     curators = len(s.curators) if ratios else 0  # with no ratio above 0 every best ratio is 0
     extra = sum(c in s.curators for c in ("random", "oracle")) * max(0, min(ratios, curators) - 1)
@@ -144,7 +146,7 @@ def lms_left(prog: SweepProgram) -> tuple[int, int]:
     points = [("none", 0.0)] + [(c, rho) for c in s.curators for rho in s.ratios if rho > 0]
     replicas_done = sum((lm / seed_run_name(s.model, i, c, rho) / "summary.json").exists() for i in seeds for c, rho in points)
     larger_done = sum(1 for m in s.larger for p in lm.glob(f"{m}-*/summary.json") if not SEED_RUN.match(p.parent.name))
-    to_train = sum(not finished(r) for r in stage1)
+    to_train = sum(map(share_left, stage1))
     return (to_train + max(0, replicas - replicas_done) + max(0, larger - larger_done),
             len(stage1) + replicas + larger)
 
@@ -201,21 +203,24 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
     from datarater.programs.train_lm import run as train_lm
     from datarater.rundir import has_checkpoint
 
-    was_done = [finished(r) for r in runs]
+    left = [share_left(r) for r in runs]  # a run that resumes from a checkpoint has less than one LM to train
+    was_done = [x == 0.0 for x in left]
     todo, trained, seconds = was_done.count(False), 0, 0.0
-    for i, (r, done) in enumerate(zip(runs, was_done, strict=True), 1):
+    share_todo, share_trained = sum(left), 0.0
+    for i, (r, done, share) in enumerate(zip(runs, was_done, left, strict=True), 1):
         if done:
             check_same_model(r)
             note_curator_seed(r)
         elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
             keep_started_config(r)  # a run that got as far as a checkpoint resumes with its own config
-        eta = f" ({todo - trained} to train, ETA {format_duration(seconds / trained * (todo - trained))})" if trained and not done else ""
+        eta = (f" ({todo - trained} to train, ETA {format_duration(seconds / share_trained * (share_todo - share_trained))})"
+               if trained and not done else "")
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else eta))
         if not done:
             validate_curate(r.program.curate)
             t = time.perf_counter()
             train_lm(r.program)
-            trained, seconds = trained + 1, seconds + time.perf_counter() - t
+            trained, share_trained, seconds = trained + 1, share_trained + share, seconds + time.perf_counter() - t
         if r.program.eval.tasks:
             evaluate_run_tasks(r.program)
 

@@ -28,6 +28,17 @@ def finished(r: PlannedRun) -> bool:
     return (Path(r.program.run_dir) / "summary.json").exists()
 
 
+def share_left(r: PlannedRun) -> float:
+    """The share of the run's training still to do, for an ETA: 0 when it has finished, the steps
+    after its latest checkpoint when it resumes from one (at least a twentieth: a run stopped after
+    its last checkpoint still has its final evaluation to do), else 1."""
+    if finished(r):
+        return 0.0
+    ckpts, total = Path(r.program.run_dir) / "checkpoints", r.program.train.steps
+    saved = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    return max(0.05, 1.0 - max(saved, default=0) / total) if total > 0 else 1.0
+
+
 def run_name(model: str, curator: str, discard: float) -> str:
     return f"{model}-{curator}-{discard:g}"
 
