@@ -92,8 +92,8 @@ class KindRates:
         self.totals = dict(totals)
         self.clock = clock or time.perf_counter
         self.done = dict.fromkeys(totals, 0)
-        self.spent = dict.fromkeys(totals, 0.0)  # seconds and units after each kind's warm-up
-        self.timed = dict.fromkeys(totals, 0)
+        self.spent = dict.fromkeys(totals, 0.0)  # seconds after each kind's warm-up
+        self.timed = dict.fromkeys(totals, 0)  # units after each kind's warm-up
         self.warmup: dict[str, tuple[float, int]] = {}  # kind -> (seconds, units) of its first interval
         self.at = self.clock()
 
@@ -102,15 +102,16 @@ class KindRates:
         moved = {k: done[k] - self.done[k] for k in self.totals}
         units = sum(moved.values())
         if units > 0:  # else the time goes to the next work done
+            warming = any(n > 0 and k not in self.warmup for k, n in moved.items())
             for k, n in moved.items():
                 if n <= 0:
                     continue
                 share = (now - self.at) * n / units
-                if k in self.warmup:
+                if k not in self.warmup:
+                    self.warmup[k] = (share, n)
+                elif not warming:  # an interval that holds another kind's warm-up times none
                     self.spent[k] += share
                     self.timed[k] += n
-                else:
-                    self.warmup[k] = (share, n)
             self.at = now
         self.done.update(done)
 

@@ -69,6 +69,18 @@ def test_kind_rates_time_each_kind_of_work_at_its_own_rate_after_its_warm_up():
     assert r.spent["aging"] == pytest.approx(4.0) and r.eta() == pytest.approx(40 * 4.0 / 35 + 96 * 0.5)
 
 
+def test_kind_rates_an_interval_holding_a_warm_up_times_no_kind():
+    now = [0.0]
+    r = console.KindRates({"a": 100, "b": 100}, clock=lambda: now[0])
+    now[0] = 10.0
+    r.update({"a": 10, "b": 0})  # a's warm-up
+    now[0] = 11.0
+    r.update({"a": 20, "b": 0})  # 0.1 s a step of a
+    now[0] = 31.0
+    r.update({"a": 30, "b": 10})  # b compiles in here: none of the 20 s is a's
+    assert r.rate("a") == pytest.approx(0.1) and r.rate("b") == pytest.approx(1.0)
+
+
 def test_quickstart_eta_is_calibrated_only_on_stages_that_had_work():
     """A stage an earlier run did takes no time: it must not make the machine look fast (the bug
     where a full=true run after the default one printed "overall ETA 0:17" for 39 minutes)."""

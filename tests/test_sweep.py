@@ -293,6 +293,39 @@ def test_lms_left_is_exact_once_the_ratios_are_picked(tmp_path):
     assert lms_left(sw) == (pytest.approx(7 + 2 / 3), 13)
 
 
+def test_lms_left_picks_the_ratios_on_the_raters_target_and_counts_only_this_sweeps_larger_runs(tmp_path):
+    """A sweep that names no target takes its rater's, as `sweep.run` does: on the target the rater
+    wins at 25% (3 replicated points), on the validation split it would not (1). Before step 1 ends, a
+    finished larger LM of a point this sweep has not is not counted as done."""
+    from datarater.programs.sweep import lms_left
+
+    rater = tmp_path / "rater"
+    rater.mkdir()
+    (rater / "config.yaml").write_text("meta:\n  target:\n    labels: [clean]\n")
+    prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}", f"curate.rater_run={rater}",
+                                          "sweep.curators=[datarater,random]", "sweep.ratios=[0,0.25]", "sweep.seeds=3",
+                                          "sweep.larger=[micro]"])
+    lm = tmp_path / "sw" / "lm"
+    for name in ("micro-none-0", "micro-random-0.5"):  # one of this sweep's larger runs, one of another's
+        (lm / name).mkdir(parents=True)
+        (lm / name / "summary.json").write_text("{}")
+    # step 1 unfinished: 3 runs, at most 3 points x 3 replicas, 3 larger runs of which 1 is done
+    assert lms_left(prog) == (3 + 9 + 2, 3 + 9 + 3)
+    for name, val, target in [("nano-none-0", 2.5, 2.5), ("nano-datarater-0.25", 2.6, 2.4), ("nano-random-0.25", 2.6, 2.6)]:
+        (lm / name).mkdir(parents=True)
+        (lm / name / "summary.json").write_text(json.dumps({"final_nll_sets": {"validation": val, "target": target}}))
+    # picked on the target: none, the rater and random at 25% replicated, micro unfiltered and the rater's
+    assert lms_left(prog) == (9 + 1, 3 + 9 + 2)
+
+
+def test_a_phase_eta_goes_at_the_time_of_a_whole_run_when_there_is_one():
+    from datarater.programs.sweep_runs import phase_eta
+
+    assert phase_eta([], 3.0) == float("inf")
+    assert phase_eta([(30.0, 0.05)], 5.0) == pytest.approx(3000.0)  # a resumed run alone: per share
+    assert phase_eta([(30.0, 0.05), (90.0, 1.0)], 2.5) == pytest.approx(225.0)  # its fixed costs do not scale
+
+
 @pytest.mark.parametrize("curators,ratios", [(["datarater", "random"], [0, 0.25, 0.5, 0.75]),
                                               (["random", "oracle"], [0, 0.25, 0.5, 0.75]), (["datarater"], [0])])
 def test_lms_left_is_the_most_replicas_any_picked_ratios_can_give(tmp_path, curators, ratios):

@@ -40,10 +40,10 @@ from datarater.eval.compare import compare_curators, comparison_markdown
 from datarater.eval.report.analysis import best_ratio
 from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.programs.sweep_runs import (
-    SEED_RUN,
     PlannedRun,
     final_nll,
     finished,
+    phase_eta,
     run_name,
     run_results,
     seed_run_name,
@@ -131,8 +131,13 @@ def lms_left(prog: SweepProgram) -> tuple[float, int]:
     from a checkpoint counts its `share_left`): which points get replicas is only known once step 1
     has picked the ratios, so they are counted at the most there can be (the unfiltered run, each
     curator, and random and the oracle at each further ratio the curators pick), less the replicas
-    already finished. Once every run of step 1 has finished the ratios are known, and the count is
-    exact: the replicas of the points picked, whatever other replicas are there."""
+    already finished; only step 1's runs count their share. Once every run of step 1 has finished the
+    ratios are known, and the count is exact: the replicas of the points picked (by the set
+    `sweep.run` picks them on, the rater's target when the sweep names none), whatever other
+    replicas are there."""
+    if prog.target.mode == "heldout" and (target := rater_target(prog)) is not None:
+        prog = copy.copy(prog)  # as `resolve_target`, quietly and on a copy
+        prog.target = target
     stage1, seeds, s = plan_stage1(prog), replica_seeds(prog), prog.sweep
     if all(finished(r) for r in stage1):
         best = best_ratio_per_curator(prog, stage1)
@@ -145,7 +150,7 @@ def lms_left(prog: SweepProgram) -> tuple[float, int]:
     lm = Path(prog.run_dir) / "lm"
     points = [("none", 0.0)] + [(c, rho) for c in s.curators for rho in s.ratios if rho > 0]
     replicas_done = sum((lm / seed_run_name(s.model, i, c, rho) / "summary.json").exists() for i in seeds for c, rho in points)
-    larger_done = sum(1 for m in s.larger for p in lm.glob(f"{m}-*/summary.json") if not SEED_RUN.match(p.parent.name))
+    larger_done = sum((lm / run_name(m, c, rho) / "summary.json").exists() for m in s.larger for c, rho in points)
     to_train = sum(map(share_left, stage1))
     return (to_train + max(0, replicas - replicas_done) + max(0, larger - larger_done),
             len(stage1) + replicas + larger)
@@ -205,22 +210,21 @@ def run_all(runs: list[PlannedRun], label: str) -> None:
 
     left = [share_left(r) for r in runs]  # a run that resumes from a checkpoint has less than one LM to train
     was_done = [x == 0.0 for x in left]
-    todo, trained, seconds = was_done.count(False), 0, 0.0
-    share_todo, share_trained = sum(left), 0.0
+    todo, timed = was_done.count(False), []  # (seconds, share) of each run trained here
     for i, (r, done, share) in enumerate(zip(runs, was_done, left, strict=True), 1):
         if done:
             check_same_model(r)
             note_curator_seed(r)
         elif (Path(r.program.run_dir) / "config.yaml").exists() and has_checkpoint(Path(r.program.run_dir)):
             keep_started_config(r)  # a run that got as far as a checkpoint resumes with its own config
-        eta = (f" ({todo - trained} to train, ETA {format_duration(seconds / share_trained * (share_todo - share_trained))})"
-               if trained and not done else "")
+        eta = (f" ({todo - len(timed)} to train, ETA {format_duration(phase_eta(timed, sum(left[i - 1:])))})"
+               if timed and not done else "")
         say(f"[sweep] {label} {i}/{len(runs)}: {r.name}" + (" (finished earlier: reused)" if done else eta))
         if not done:
             validate_curate(r.program.curate)
             t = time.perf_counter()
             train_lm(r.program)
-            trained, share_trained, seconds = trained + 1, share_trained + share, seconds + time.perf_counter() - t
+            timed.append((time.perf_counter() - t, share))
         if r.program.eval.tasks:
             evaluate_run_tasks(r.program)
 
@@ -366,12 +370,18 @@ def check_targets(prog: SweepProgram) -> None:
                             "a target (target.labels / target.sources / target.paths)")
 
 
-def resolve_target(prog: SweepProgram) -> None:
-    """With no target given, the sweep takes the one its rater was meta-trained toward (if any)."""
+def rater_target(prog: SweepProgram):
+    """The target the sweep's rater was meta-trained toward, or None (no rater run, or the held-out split)."""
     from datarater.artifacts import read_meta_target
 
-    if prog.target.mode == "heldout" and prog.curate.rater_run and (Path(prog.curate.rater_run) / "config.yaml").exists():
+    if prog.curate.rater_run and (Path(prog.curate.rater_run) / "config.yaml").exists():
         target = read_meta_target(prog.curate.rater_run)
-        if target.mode != "heldout":
-            say(f"[sweep] target: {target.describe()} (the rater's meta.target)")
-            prog.target = target
+        return target if target.mode != "heldout" else None
+    return None
+
+
+def resolve_target(prog: SweepProgram) -> None:
+    """With no target given, the sweep takes the one its rater was meta-trained toward (if any)."""
+    if prog.target.mode == "heldout" and (target := rater_target(prog)) is not None:
+        say(f"[sweep] target: {target.describe()} (the rater's meta.target)")
+        prog.target = target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,18 @@ def share_left(r: PlannedRun) -> float:
     ckpts, total = Path(r.program.run_dir) / "checkpoints", r.program.train.steps
     saved = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
     return max(0.05, 1.0 - max(saved, default=0) / total) if total > 0 else 1.0
+
+
+def phase_eta(timed: list[tuple[float, float]], left: float) -> float:
+    """Seconds for ``left`` more LMs (`share_left` summed) from the ``(seconds, share)`` of the runs
+    trained so far: at the mean time of a run trained whole when there is one, since a resumed run's
+    fixed costs (compiling, the final evaluation) do not shrink with its share; else per share of
+    the resumed ones."""
+    whole = [seconds for seconds, share in timed if share >= 1.0]
+    if whole:
+        return sum(whole) / len(whole) * left
+    shares = sum(share for _, share in timed)
+    return sum(seconds for seconds, _ in timed) / shares * left if shares > 0 else math.inf
 
 
 def run_name(model: str, curator: str, discard: float) -> str:

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+
 from datarater import faults
 from datarater.train.checkpoint import Checkpointer
 from datarater.train.metrics import MetricsFile
@@ -79,17 +81,15 @@ def deferred_interrupt() -> Iterator[list[bool]]:
 
 def sigkill_after_checkpoint(ckpt: Checkpointer) -> Callable[[int], None]:
     """Fault injection for the resume tests: SIGKILL this process once the checkpoint of step
-    ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM)."""
+    ``$DATARATER_SIGKILL_AFTER_CHECKPOINT`` is on disk (no clean-up, as a preempted VM). With several
+    processes, process 0 goes 2 s after the others: it hosts the coordination service, and dying
+    first it would leave another process still leaving the save's last barrier to exit on "Socket
+    closed" rather than be killed, as a slice's preempted hosts are."""
 
     def hook(step: int) -> None:
         if faults.env_int(faults.AFTER_CHECKPOINT) == step:
             ckpt.wait()
-            import jax  # only on this path: the loop itself does not need it
-
             if jax.process_count() > 1 and jax.process_index() == 0:
-                # Process 0 hosts the coordination service: dying first, it would leave another
-                # process still leaving the save's last barrier to exit with "Socket closed"
-                # rather than be killed as a preempted host is. So it goes last.
                 time.sleep(2.0)
             faults.kill()
 
