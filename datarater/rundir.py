@@ -66,9 +66,15 @@ def normal_path(path: str | Path) -> Path:
     return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
 
-def has_checkpoint(path: Path) -> bool:
+def checkpoint_steps(path: Path) -> list[int]:
+    """The steps of the finished checkpoints of the run in ``path``, ascending (a save under way or
+    cut short has a folder name that is not a number)."""
     ckpts = path / "checkpoints"
-    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
+
+
+def has_checkpoint(path: Path) -> bool:
+    return bool(checkpoint_steps(path))
 
 
 def _may_change(key: str, may_change: tuple[str, ...]) -> bool:

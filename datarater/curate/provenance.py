@@ -20,7 +20,7 @@ from typing import Any
 from datarater.artifacts import CHECKPOINT_DIR, RATER_DIR, RATER_INFO_FILE, tree_digest
 from datarater.config.curate import CurateConfig
 from datarater.errors import UserError
-from datarater.rundir import normal_path
+from datarater.rundir import checkpoint_steps, normal_path
 
 
 def rater_identity(rater_run: str | Path) -> dict[str, Any]:
@@ -43,8 +43,7 @@ def rater_identity(rater_run: str | Path) -> dict[str, Any]:
 def lm_identity(lm_run: str | Path) -> dict[str, Any]:
     """``{"run", "step", "digest"}`` of a train-lm run's latest checkpoint."""
     run = normal_path(lm_run)
-    steps = sorted(int(p.name) for p in (run / CHECKPOINT_DIR).glob("*") if p.name.isdigit()) \
-        if (run / CHECKPOINT_DIR).is_dir() else []
+    steps = checkpoint_steps(run)
     if not steps:
         return {"run": str(run), "step": None, "digest": None}
     return {"run": str(run), "step": steps[-1], "digest": tree_digest(run / CHECKPOINT_DIR / str(steps[-1]))}

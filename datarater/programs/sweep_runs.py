@@ -13,6 +13,7 @@ from datarater.config.eval import is_group
 from datarater.eval.gain import curve_key, net_compute_gain, read_curve
 from datarater.eval.report.inputs import RunResult
 from datarater.models.flops import lm_param_counts
+from datarater.rundir import checkpoint_steps
 
 
 @dataclass
@@ -35,8 +36,7 @@ def share_left(r: PlannedRun) -> float:
     its last checkpoint still has its final evaluation to do), else 1."""
     if finished(r):
         return 0.0
-    ckpts, total = Path(r.program.run_dir) / "checkpoints", r.program.train.steps
-    saved = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    saved, total = checkpoint_steps(Path(r.program.run_dir)), r.program.train.steps
     return max(0.05, 1.0 - max(saved, default=0) / total) if total > 0 else 1.0
 
 
