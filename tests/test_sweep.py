@@ -76,7 +76,7 @@ def test_sweep_picks_best_ratio_and_reuses_finished_runs(doc_corpus, tmp_path):
 
 def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
     from datarater.config.presets import load_preset
-    from datarater.programs.sweep import lm_program
+    from datarater.programs.sweep_plan import lm_program
 
     args = ["corpus.paths=[x.jsonl]", "sweep.larger=[micro]", "sweep.compute.dtype=bfloat16",
             "sweep.compute.attention_chunk=32"]
@@ -95,7 +95,7 @@ def test_sweep_compute_settings_reach_every_model_and_leave_shapes_alone():
 def test_quickstart_sweep_trains_the_quickstart_model_settings(tmp_path):
     """`quickstart model.dtype=bfloat16 ...`: the sweep stage's LMs compute as the meta-trained ones."""
     from datarater.programs.quickstart import sweep_program
-    from datarater.programs.sweep import lm_program
+    from datarater.programs.sweep_plan import lm_program
 
     prog = compose(SUBCOMMANDS["quickstart"], ["model.dtype=bfloat16", "model.attention_chunk=16", "model.remat=true"])
     sweep_prog = sweep_program(prog, tmp_path)
@@ -108,7 +108,7 @@ def test_sweep_selects_on_the_target_and_names_extra_raters(tmp_path):
     the rater's meta.target), and a rater of sweep.raters runs as a datarater under its own name."""
     import yaml
 
-    from datarater.programs.sweep import lm_program, resolve_target, select_set
+    from datarater.programs.sweep_plan import lm_program, resolve_target, select_set
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
                                           "sweep.curators=[datarater,other]", "+sweep.raters.other=/r/other",
@@ -135,7 +135,7 @@ def test_sweep_selects_on_the_target_and_names_extra_raters(tmp_path):
 def test_net_compute_gain_is_read_on_the_set_that_picks_the_ratio(tmp_path):
     """With sweep.select_on=source:wiki the gain comes from the runs' curves on that source (metric
     nll/source:wiki), not from the corpus's validation curve; a run without that curve gets none."""
-    from datarater.programs.sweep import lm_program
+    from datarater.programs.sweep_plan import lm_program
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
                                           "sweep.select_on=source:wiki"])
@@ -177,7 +177,9 @@ def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path, capsys):
     """A sweep LM checkpointed before the sweep asked for a curve on sweep.select_on, and a replica
     checkpointed before replicas drew curate.seed again, keep their own eval.curve_sets and
     curate.seed (a run's config may not change mid-run) rather than being refused."""
-    from datarater.programs.sweep import PlannedRun, keep_started_config, lm_program, plan_seed_runs
+    from datarater.programs.sweep import keep_started_config
+    from datarater.programs.sweep_plan import lm_program, plan_seed_runs
+    from datarater.programs.sweep_runs import PlannedRun
     from datarater.rundir import has_checkpoint, prepare_run_dir
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path / 'sw'}",
@@ -218,7 +220,7 @@ def test_an_lm_started_by_an_earlier_sweep_resumes_as_started(tmp_path, capsys):
 def test_replicas_are_apart_from_the_run_that_picked_the_ratio():
     """With sweep.select_apart (the default) every tested point has sweep.seeds replicas of seeds
     +1..+seeds, none of them the picking run; without it, the picking run is the first of sweep.seeds."""
-    from datarater.programs.sweep import apart, plan_seed_runs
+    from datarater.programs.sweep_plan import apart, plan_seed_runs
 
     args = ["corpus.paths=[x.jsonl]", "sweep.curators=[datarater,random,oracle]", "sweep.seeds=3"]
     for extra, offsets in [([], [1, 2, 3]), (["sweep.select_apart=false"], [1, 2])]:
@@ -255,7 +257,7 @@ def test_lms_left_counts_what_the_quickstart_sweep_will_train(tmp_path):
     the run of 2026-12-06 trained); full=true: 25 runs and 13 replicated points (64). Finished runs
     are not counted again."""
     from datarater.programs.quickstart import sweep_program
-    from datarater.programs.sweep import lms_left
+    from datarater.programs.sweep_plan import lms_left
 
     prog = compose(SUBCOMMANDS["quickstart"], [])
     sw = sweep_program(prog, tmp_path)
@@ -274,7 +276,7 @@ def test_lms_left_is_exact_once_the_ratios_are_picked(tmp_path):
     left over from an earlier sweep is not one of them, a finished replica that is counts as done, and
     one that resumes counts the share of its steps left."""
     from datarater.programs.quickstart import sweep_program
-    from datarater.programs.sweep import lms_left
+    from datarater.programs.sweep_plan import lms_left
 
     sw = sweep_program(compose(SUBCOMMANDS["quickstart"], []), tmp_path)
     lm = tmp_path / "sweep" / "lm"
@@ -297,7 +299,7 @@ def test_lms_left_picks_the_ratios_on_the_raters_target_and_counts_only_this_swe
     """A sweep that names no target takes its rater's, as `sweep.run` does: on the target the rater
     wins at 25% (3 replicated points), on the validation split it would not (1). Before step 1 ends, a
     finished larger LM of a point this sweep has not is not counted as done."""
-    from datarater.programs.sweep import lms_left
+    from datarater.programs.sweep_plan import lms_left
 
     rater = tmp_path / "rater"
     rater.mkdir()
@@ -331,7 +333,7 @@ def test_a_phase_eta_goes_at_the_time_of_a_whole_run_when_there_is_one():
 def test_lms_left_is_the_most_replicas_any_picked_ratios_can_give(tmp_path, curators, ratios):
     import itertools
 
-    from datarater.programs.sweep import lms_left, plan_seed_runs, plan_stage1
+    from datarater.programs.sweep_plan import lms_left, plan_seed_runs, plan_stage1
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", f"run_dir={tmp_path}", f"sweep.curators=[{','.join(curators)}]",
                                           f"sweep.ratios=[{','.join(map(str, ratios))}]"])

@@ -73,7 +73,7 @@ def rater_done(meta: MetaTrainProgram) -> bool:
 def plan_stages(prog: QuickstartProgram, run: Path, raters: list[bool], sw: SweepProgram) -> list[tuple[str, float]]:
     """Each stage with the reference seconds of the work it has left (`quickstart_clock`); ``sw`` is
     the sweep stage's program."""
-    from datarater.programs.sweep import lms_left
+    from datarater.programs.sweep_plan import lms_left
 
     ref = REFERENCE_SECONDS
     untrained = sum(not rater_done(meta_program(prog, run, sc)) for sc in raters)

@@ -36,7 +36,7 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
 
 def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int]:
     """How the sweep's comparison over seeds was run (`written_protocol`); with none yet, as configured."""
-    from datarater.programs.sweep import apart
+    from datarater.programs.sweep_plan import apart
     from datarater.programs.sweep_runs import written_protocol
 
     comp = sweep_dir / "comparison.json"
@@ -46,7 +46,7 @@ def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int]:
 def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run's seed replicas (`sweep.seeds`), after that run's own
-    unless the sweep tested its replicas apart from it (`datarater.programs.sweep.apart`). With
+    unless the sweep tested its replicas apart from it (`datarater.programs.sweep_plan.apart`). With
     ``seeds``, only the replicas that protocol tests (`tested_replicas`): one left from a sweep run
     before under the other protocol is not in the spread."""
     from datarater.programs.sweep_runs import SEED_RUN, PlannedRun, final_nll, tested_replicas
@@ -154,7 +154,7 @@ def extra_sections(run_dir: Path, sweep_dir: Path, sweep: SweepProgram, runs) ->
     """The target, the comparison over seeds, the final NLL per validation set and the probe."""
 
     from datarater.eval.compare import comparison_from_dict, comparison_markdown
-    from datarater.programs.sweep import resolve_target
+    from datarater.programs.sweep_plan import resolve_target
 
     resolve_target(sweep)
     out = []
@@ -214,7 +214,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
         raise UserError("config key 'run_dir' is empty: give a sweep or quickstart run directory")
     run_dir = Path(prog.run_dir).expanduser().absolute()
     sweep_dir, sweep = read_sweep(run_dir)
-    from datarater.programs.sweep import resolve_target, select_set
+    from datarater.programs.sweep_plan import resolve_target, select_set
 
     resolve_target(sweep)
     on = select_set(sweep)
