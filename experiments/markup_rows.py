@@ -6,8 +6,8 @@ Reads the validation split of the rater run's own corpus (its ``config.yaml``), 
 packed row with the run's rater, and prints the mean score of each source's rows, then the rows of
 ``--source`` split by their markup share: the fraction of a row's bytes that are LaTeX markup (a
 backslash command with its name, braces, brackets, ``$``, ``%``, ``&``, ``^``, ``_``, ``~``). A row
-counts as one source's when most of its tokens come from that source's documents. It answers a
-question the source means cannot: whether a rater that ranks the LaTeX fifth of ten sources ranks
+is the source's whose documents hold the most of its tokens (the share is over the whole row). It answers a
+question the source means cannot: whether a rater that ranks the LaTeX fifth lowest of ten ranks
 its markup-heavy rows with the sources it rejects and its prose rows with those it keeps.
 
     python experiments/markup_rows.py --write-split OUT.jsonl [--source-file ../shared/data/corpus/arxiv_latex.jsonl]
@@ -109,7 +109,7 @@ def main() -> None:
                       for i in pick])
     print(f"\n{args.source}: {pick.size} rows by markup share (mean score, share of the source's rows):")
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (share >= lo) & ((share < hi) | (hi == edges[-1]))
+        sel = (share >= lo) & ((share < hi) | ((hi == edges[-1]) & (share <= hi)))
         if sel.any():
             print(f"  [{lo:.2f}, {hi:.2f}{']' if hi == edges[-1] else ')'}  rows {sel.sum():4d} "
                   f"({sel.mean():4.0%})  mean {scores[pick][sel].mean():+.3f}")
