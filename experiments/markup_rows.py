@@ -26,14 +26,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
-from scipy.stats import spearmanr
+from scipy.stats import binned_statistic, spearmanr
 
+from datarater.artifacts import read_run_config
 from datarater.config import MetaTrainProgram
 from datarater.curate.curators import load_datarater, score_rows
 from datarater.data.corpus import load_splits
 from datarater.data.tokenizer import make_tokenizer
-from datarater.rundir import load_config_file
 
 MARKUP = re.compile(rb"\\[A-Za-z@]+\*?|\\.|[{}\[\]$%&^_~]")
 
@@ -88,8 +87,7 @@ def main() -> None:
         ap.error("give a RATER_RUN, or --write-split OUT.jsonl")
     edges = [float(x) for x in args.bins.split(",")]
 
-    raw = load_config_file(args.rater_run / "config.yaml")
-    prog = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainProgram), raw))
+    prog = read_run_config(args.rater_run, MetaTrainProgram, "meta-train")
     tokenizer = make_tokenizer(prog.data)
     packed = load_splits(prog.corpus, prog.data, tokenizer, splits=("validation",))["validation"]
     rows = {k: getattr(packed, k) for k in ("tokens", "segment_ids", "positions")}
@@ -108,11 +106,13 @@ def main() -> None:
     share = np.array([markup_share(tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]).encode())
                       for i in pick])
     print(f"\n{args.source}: {pick.size} rows by markup share (mean score, share of the source's rows):")
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (share >= lo) & ((share < hi) | ((hi == edges[-1]) & (share <= hi)))
-        if sel.any():
-            print(f"  [{lo:.2f}, {hi:.2f}{']' if hi == edges[-1] else ')'}  rows {sel.sum():4d} "
-                  f"({sel.mean():4.0%})  mean {scores[pick][sel].mean():+.3f}")
+    # bins [lo, hi), the last [lo, hi]; shares outside the edges are in none
+    count = binned_statistic(share, scores[pick], "count", bins=edges).statistic
+    mean = binned_statistic(share, scores[pick], "mean", bins=edges).statistic
+    for lo, hi, n, m in zip(edges[:-1], edges[1:], count, mean, strict=True):
+        if n:
+            print(f"  [{lo:.2f}, {hi:.2f}{']' if hi == edges[-1] else ')'}  rows {int(n):4d} "
+                  f"({n / pick.size:4.0%})  mean {m:+.3f}")
     rho = spearmanr(share, scores[pick])
     print(f"  Spearman correlation of markup share with score: {rho.statistic:+.3f} (p = {rho.pvalue:.2g})")
 
