@@ -32,9 +32,18 @@ from datarater.artifacts import read_run_config
 from datarater.config import MetaTrainProgram
 from datarater.curate.curators import load_datarater, score_rows
 from datarater.data.corpus import load_splits
-from datarater.data.tokenizer import make_tokenizer
+from datarater.data.tokenizer import ByteTokenizer, make_tokenizer
 
 MARKUP = re.compile(rb"\\[A-Za-z@]+\*?|\\.|[{}\[\]$%&^_~]")
+
+
+def row_bytes(tokenizer, ids: np.ndarray) -> bytes:
+    """The bytes a row holds: exactly its bytes under the byte tokenizer (a row cut inside a UTF-8
+    character would otherwise decode to a 3-byte replacement character), else its decoded text."""
+    if isinstance(tokenizer, ByteTokenizer):
+        ids = ids[(ids >= ByteTokenizer.OFFSET) & (ids < tokenizer.vocab_size)] - ByteTokenizer.OFFSET
+        return ids.astype(np.uint8).tobytes()
+    return tokenizer.decode(ids).encode()
 
 
 def markup_share(text: bytes) -> float:
@@ -103,8 +112,7 @@ def main() -> None:
     pick = np.flatnonzero(sources == args.source)
     if pick.size == 0:
         raise SystemExit(f"no validation rows of source {args.source!r}; sources: {', '.join(order)}")
-    share = np.array([markup_share(tokenizer.decode(packed.tokens[i][packed.segment_ids[i] > 0]).encode())
-                      for i in pick])
+    share = np.array([markup_share(row_bytes(tokenizer, packed.tokens[i][packed.segment_ids[i] > 0])) for i in pick])
     print(f"\n{args.source}: {pick.size} rows by markup share (mean score, share of the source's rows):")
     # bins [lo, hi), the last [lo, hi]; shares outside the edges are in none
     count = binned_statistic(share, scores[pick], "count", bins=edges).statistic

@@ -28,6 +28,18 @@ def test_markup_share_counts_the_bytes_of_commands_braces_and_math(markup_rows):
     assert markup_rows.markup_share(b"50\\% & more") == pytest.approx(3 / 11)  # the escape \% (2 bytes) and &
 
 
+def test_a_row_cut_inside_a_character_keeps_its_exact_bytes(markup_rows):
+    import numpy as np
+
+    from datarater.data.tokenizer import ByteTokenizer
+
+    tok = ByteTokenizer()
+    data = "é\\x{}".encode()[1:]  # starts inside the 2-byte é: 1 stray byte, then \x{} (4 bytes, all markup)
+    ids = np.concatenate([[tok.bos_id], np.frombuffer(data, np.uint8).astype(np.int32) + ByteTokenizer.OFFSET, [tok.pad_id]])
+    assert markup_rows.row_bytes(tok, ids) == data  # specials dropped, no 3-byte replacement character added
+    assert markup_rows.markup_share(markup_rows.row_bytes(tok, ids)) == pytest.approx(4 / 5)
+
+
 def test_split_by_markup_keeps_every_line_in_order_and_classes_each_run(markup_rows):
     text = "Prose one.\nProse two.\n\n\\begin{equation}\nx^{2} = y_{1}\n\\end{equation}\n\nMore prose \\cite{a}, ok."
     runs = markup_rows.split_by_markup(text, threshold=0.3)
