@@ -130,6 +130,30 @@ def test_kept_fraction_matches_a_direct_computation(report):
         assert row[1:] == [f"{100 * v:.1f}%" for v in kept[i]]
 
 
+def test_kept_fraction_per_curator_is_each_curators_own_rule(report):
+    path, _, table = report
+    ratios = [0.0, 0.25, 0.5, 0.9]
+    names = sorted(SOURCES)
+    text = section(path.read_text(), "## 5.")
+    for rho in ratios[1:]:
+        block = text.split(f"At ρ={rho:.0%}:")[1].split("At ρ=")[0]
+        rows = table_rows(block)
+        assert [r[0] for r in rows] == names
+        for c, scores in enumerate([table.scores, table.curator_scores["random"], table.curator_scores["heuristic"]], 1):
+            frac = {s: np.mean(kept) for s, kept in per_source_kept(scores, table.sources, rho).items()}
+            assert [r[c] for r in rows] == [f"{100 * frac[s]:.1f}%" for s in names], (rho, c)
+
+
+def per_source_kept(scores, sources, rho):
+    """Each source's rows kept (True/False) when the top round((1 - rho) * n) by score are kept, ties
+    broken toward earlier rows (the heuristic's scores tie)."""
+    n = len(scores)
+    keep = np.zeros(n, bool)
+    keep[sorted(range(n), key=lambda i: (-scores[i], i))[: int(round((1 - rho) * n))]] = True
+    src = np.asarray(sources)
+    return {s: keep[src == s] for s in set(sources)}
+
+
 def test_results_table_baselines_best_ratio_and_gains(report):
     path, runs, _ = report
     assert model_order(runs) == ["nano", "micro"]

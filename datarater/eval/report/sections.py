@@ -169,6 +169,22 @@ def section_kept(t: ScoreTable, out_dir: Path, ratios: Sequence[float], ratios_f
     md += md_table(head, [[md_escape(n)] + [pct(v) for v in kept[i]] for i, n in enumerate(names)]) + [""]
     md += ["Share of the kept sequences (the implied mixture):", ""]
     md += md_table(head, [[md_escape(n)] + [pct(v) for v in share[i]] for i, n in enumerate(names)]) + [""]
+    return md + _kept_by_curator(t, names, kept, ratios)
+
+
+def _kept_by_curator(t: ScoreTable, names: list[str], kept: np.ndarray, ratios: Sequence[float]) -> list[str]:
+    """The fraction of each source every curator keeps by the same rule on its own scores of the same
+    rows, a table per ratio above 0: where the curators' mixtures part."""
+    others = {c: s for c, s in t.curator_scores.items() if c != RATER_CURATOR}
+    if not others:
+        return []
+    columns = [kept] + [kept_fraction_by_source(s, t.sources, ratios)[1] for s in others.values()]
+    md = ["Fraction of each source kept by each curator (the same rule on its own scores of these rows):", ""]
+    for j, rho in enumerate(ratios):
+        if rho > 0:
+            md += [f"At ρ={rho:.0%}:", ""]
+            md += md_table(["source", RATER_CURATOR, *others],
+                           [[md_escape(n)] + [pct(c[i, j]) for c in columns] for i, n in enumerate(names)]) + [""]
     return md
 
 
