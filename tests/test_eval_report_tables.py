@@ -10,6 +10,7 @@ from report_synthetic import make_run, section, synthetic_runs, synthetic_scores
 from datarater.errors import UserError
 from datarater.eval.gain import curve_key
 from datarater.eval.report.analysis import (
+    at_largest_ratio,
     baseline_nlls,
     best_ratio,
     delta_vs_baseline,
@@ -44,6 +45,19 @@ def test_delta_vs_baseline_and_the_baseline_of_each_model():
     assert baseline_nlls([r for r in runs if r.model == "micro" or r.curator != "none"]) == {"micro": 2.2}
 
 
+def test_a_best_ratio_at_the_edge_of_the_grid_is_named_and_no_other():
+    runs = [make_run("nano", 1e9, 1_000_000, "none", 0.0, 2.5)]
+    runs += [make_run("nano", 1e9, 1_000_000, c, rho, nll) for c, rho, nll in [
+        ("datarater", 0.25, 2.45), ("datarater", 0.5, 2.40),  # best at its largest ratio: named
+        ("dsir", 0.25, 2.40), ("dsir", 0.75, 2.44),  # best inside the grid
+        ("random", 0.5, 2.55)]]  # best unfiltered (0): never named
+    runs.append(make_run("micro", 4e9, 9_000_000, "dsir", 0.25, 2.2))  # another model's ratios do not count
+    best = {"datarater": 0.5, "dsir": 0.25, "random": 0.0}
+    assert at_largest_ratio(runs, best) == ["datarater"]
+    assert at_largest_ratio(runs, {**best, "dsir": 0.75}) == ["datarater", "dsir"]
+    assert at_largest_ratio(runs, {"random": 0.0}) == [] and at_largest_ratio([], best) == []
+
+
 def test_results_markdown_of_the_sweep():
     runs = [r for r in synthetic_runs() if r.model == "nano" and r.discard in (0.0, 0.5)]
     runs.append(make_run("micro", 4e9, 9_000_000, "datarater", 0.5, float("inf")))  # no baseline, did not finish
@@ -57,6 +71,7 @@ def test_results_markdown_of_the_sweep():
     assert rows["micro-datarater-0.5"][4:6] == ["inf", "+nan"]
     assert "Best discard ratio per curator (smallest model, by final held-out NLL): datarater 0.5, random 0" in md
     assert "Run-to-run noise: the unfiltered nano LM trained with 2 seeds" in md
+    assert "Best at the largest ratio swept: datarater; the optimum may lie beyond it" in md  # 0.5 is nano's largest
     assert md.startswith("| run | model | curator | discard | final held-out NLL |")
 
 

@@ -34,6 +34,7 @@ from datarater.config.curate import validate_curate
 from datarater.console import format_duration, say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
+from datarater.eval.report.analysis import edge_note
 from datarater.eval.report.tables import results_markdown, write_results_csv
 from datarater.programs.sweep_plan import (
     apart,
@@ -181,6 +182,8 @@ def run(prog: SweepProgram) -> dict:
     run_all(stage1, s.model)
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    if note := edge_note([c for c, rho in best.items() if rho > 0 and rho >= max(s.ratios)]):
+        say(f"[sweep] {note}")
     set_aside_comparison(prog)
     seed_runs = plan_seed_runs(prog, best)
     run_all(seed_runs, f"{s.model} other seeds (run-to-run noise)")

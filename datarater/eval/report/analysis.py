@@ -67,6 +67,26 @@ def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
     return best
 
 
+def at_largest_ratio(runs: Sequence[RunResult], best: dict[str, float]) -> list[str]:
+    """Curators whose best ratio (`best`) is the largest each swept on the smallest model, above 0: the
+    grid did not bracket their optimum, so a larger ratio might do better still."""
+    order = model_order(runs)
+    edge = []
+    for c, rho in sorted(best.items()):
+        mine = [float(r.discard) for r in runs if order and r.model == order[0] and r.curator == c]
+        if mine and rho > 0 and math.isclose(rho, max(mine)):
+            edge.append(c)
+    return edge
+
+
+def edge_note(edge: Sequence[str]) -> str:
+    """One sentence for tables and the console when `at_largest_ratio` names curators ('' when none)."""
+    if not edge:
+        return ""
+    return (f"Best at the largest ratio swept: {', '.join(edge)}; the optimum may lie beyond it "
+            "(add a larger ratio to sweep.ratios; finished runs are reused).")
+
+
 def baseline_nlls(runs: Sequence[RunResult]) -> dict[str, float]:
     """Model -> final NLL of its unfiltered run (`baselines_by_model`), the reference of `delta_vs_baseline`."""
     return {m: r.final_val_nll for m, r in baselines_by_model(runs).items()}

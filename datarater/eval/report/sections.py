@@ -13,10 +13,12 @@ from datarater.eval.audit import audit_table
 from datarater.eval.features import linear_fit, text_features
 from datarater.eval.report.analysis import (
     N_EXTREMES,
+    at_largest_ratio,
     baselines_by_model,
     best_ratios,
     curve_xy,
     delta_vs_baseline,
+    edge_note,
     extreme_indices,
     finite,
     kept_fraction_by_source,
@@ -130,6 +132,8 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult], nll: str = "hel
         "",
     ]
     md += md_table(["curator", "best discard", f"final {nll} of {md_escape(order[0])}"], rows) + [""]
+    note = edge_note(at_largest_ratio(runs, best))
+    md += [md_escape(note), ""] if note else []
     _image(md, "best ratio", plot_best_ratio(out_dir, runs, best, nll))
     return md
 

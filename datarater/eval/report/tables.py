@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from datarater.eval.report.analysis import (
+    at_largest_ratio,
     baseline_nlls,
     baselines_by_model,
     delta_vs_baseline,
+    edge_note,
     finite,
     mean_metric,
     noise_threshold,
@@ -184,6 +186,8 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
     lines += ["", f"Best discard ratio per curator (smallest model, by final {nll_name(on)}): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
+    note = edge_note(at_largest_ratio(results, best))
+    lines += ["", note] if note else []
     lines += [""] + noise_lines(spread or {}, list(spread or {}))
     return "\n".join(lines).rstrip() + "\n"
 
