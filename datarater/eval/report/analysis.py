@@ -84,7 +84,7 @@ def edge_note(edge: Sequence[str]) -> str:
     if not edge:
         return ""
     return (f"Best at the largest ratio swept: {', '.join(edge)}; the optimum may lie beyond it "
-            "(add a larger ratio to sweep.ratios; finished runs are reused).")
+            "(a sweep with a larger ratio added reuses the runs already finished).")
 
 
 def baseline_nlls(runs: Sequence[RunResult]) -> dict[str, float]:
