@@ -34,8 +34,7 @@ from datarater.config.curate import validate_curate
 from datarater.console import format_duration, say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
-from datarater.eval.report.analysis import edge_note
-from datarater.eval.report.tables import results_markdown, write_results_csv
+from datarater.eval.report.tables import edge_note, results_markdown, write_results_csv
 from datarater.programs.sweep_plan import (
     apart,
     best_ratio_per_curator,

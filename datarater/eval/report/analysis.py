@@ -79,14 +79,6 @@ def at_largest_ratio(runs: Sequence[RunResult], best: dict[str, float]) -> list[
     return edge
 
 
-def edge_note(edge: Sequence[str]) -> str:
-    """One sentence for tables and the console when `at_largest_ratio` names curators ('' when none)."""
-    if not edge:
-        return ""
-    return (f"Best at the largest ratio swept: {', '.join(edge)}; the optimum may lie beyond it "
-            "(a sweep with a larger ratio added reuses the runs already finished).")
-
-
 def baseline_nlls(runs: Sequence[RunResult]) -> dict[str, float]:
     """Model -> final NLL of its unfiltered run (`baselines_by_model`), the reference of `delta_vs_baseline`."""
     return {m: r.final_val_nll for m, r in baselines_by_model(runs).items()}

@@ -18,7 +18,6 @@ from datarater.eval.report.analysis import (
     best_ratios,
     curve_xy,
     delta_vs_baseline,
-    edge_note,
     extreme_indices,
     finite,
     kept_fraction_by_source,
@@ -40,6 +39,7 @@ from datarater.eval.report.plots import (
 )
 from datarater.eval.report.tables import (
     EXCERPT_CHARS,
+    edge_note,
     fmt,
     fmt_interval,
     md_escape,

@@ -15,7 +15,6 @@ from datarater.eval.report.analysis import (
     baseline_nlls,
     baselines_by_model,
     delta_vs_baseline,
-    edge_note,
     finite,
     mean_metric,
     noise_threshold,
@@ -171,6 +170,14 @@ def results_table(
     if show_noise:
         head.insert(5, "outside seed spread")
     return md_table(head, rows)
+
+
+def edge_note(edge: Sequence[str]) -> str:
+    """One sentence for tables and the console when `at_largest_ratio` names curators ('' when none)."""
+    if not edge:
+        return ""
+    return (f"Best at the largest ratio swept: {', '.join(edge)}; the optimum may lie beyond it "
+            "(a sweep with a larger ratio added reuses the runs already finished).")
 
 
 def results_markdown(results: list[RunResult], gains: dict[str, float | None], best: dict[str, float],
