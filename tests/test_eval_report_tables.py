@@ -17,6 +17,7 @@ from datarater.eval.report.analysis import (
     model_order,
     nll_by_group,
     noise_threshold,
+    swept_ratios,
 )
 from datarater.eval.report.inputs import ReportInputs, RowNLL, as_score_table
 from datarater.eval.report.tables import fmt_interval, nll_name, results_markdown
@@ -53,9 +54,10 @@ def test_a_best_ratio_at_the_edge_of_the_grid_is_named_and_no_other():
         ("random", 0.5, 2.55)]]  # best unfiltered (0): never named
     runs.append(make_run("micro", 4e9, 9_000_000, "dsir", 0.25, 2.2))  # another model's ratios do not count
     best = {"datarater": 0.5, "dsir": 0.25, "random": 0.0}
-    assert at_largest_ratio(runs, best) == ["datarater"]
-    assert at_largest_ratio(runs, {**best, "dsir": 0.75}) == ["datarater", "dsir"]
-    assert at_largest_ratio(runs, {"random": 0.0}) == [] and at_largest_ratio([], best) == []
+    swept = swept_ratios(runs)
+    assert at_largest_ratio(best, swept) == ["datarater"]
+    assert at_largest_ratio({**best, "dsir": 0.75}, swept) == ["datarater", "dsir"]
+    assert at_largest_ratio({"random": 0.0}, swept) == [] and at_largest_ratio(best, swept_ratios([])) == []
 
 
 def test_results_markdown_of_the_sweep():

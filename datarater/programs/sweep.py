@@ -34,6 +34,7 @@ from datarater.config.curate import validate_curate
 from datarater.console import format_duration, say
 from datarater.errors import UserError
 from datarater.eval.compare import compare_curators, comparison_markdown
+from datarater.eval.report.analysis import at_largest_ratio
 from datarater.eval.report.tables import edge_note, results_markdown, write_results_csv
 from datarater.programs.sweep_plan import (
     apart,
@@ -181,7 +182,7 @@ def run(prog: SweepProgram) -> dict:
     run_all(stage1, s.model)
     best = best_ratio_per_curator(prog, stage1)
     say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
-    if note := edge_note([c for c, rho in best.items() if rho > 0 and rho >= max(s.ratios)]):
+    if note := edge_note(at_largest_ratio(best, {c: s.ratios for c in s.curators})):
         say(f"[sweep] {note}")
     set_aside_comparison(prog)
     seed_runs = plan_seed_runs(prog, best)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,16 +67,20 @@ def best_ratios(runs: Sequence[RunResult]) -> dict[str, float]:
     return best
 
 
-def at_largest_ratio(runs: Sequence[RunResult], best: dict[str, float]) -> list[str]:
-    """Curators whose best ratio (`best`) is the largest each swept on the smallest model, above 0: the
-    grid did not bracket their optimum, so a larger ratio might do better still."""
-    order = model_order(runs)
-    edge = []
-    for c, rho in sorted(best.items()):
-        mine = [float(r.discard) for r in runs if order and r.model == order[0] and r.curator == c]
-        if mine and rho > 0 and math.isclose(rho, max(mine)):
-            edge.append(c)
-    return edge
+def at_largest_ratio(best: Mapping[str, float], swept: Mapping[str, Iterable[float]]) -> list[str]:
+    """Curators whose best ratio (`best`) is the largest of those ``swept`` for them, above 0: the grid
+    did not bracket their optimum, so a larger ratio might do better still."""
+    return [c for c, rho in sorted(best.items())
+            if rho > 0 and (mine := list(swept.get(c, ()))) and math.isclose(rho, max(mine))]
+
+
+def swept_ratios(runs: Sequence[RunResult]) -> dict[str, list[float]]:
+    """Curator -> the discard ratios of its runs on the smallest model (what `at_largest_ratio` takes)."""
+    order, out = model_order(runs), {}
+    for r in runs:
+        if r.model == order[0]:
+            out.setdefault(r.curator, []).append(float(r.discard))
+    return out
 
 
 def baseline_nlls(runs: Sequence[RunResult]) -> dict[str, float]:

@@ -25,6 +25,7 @@ from datarater.eval.report.analysis import (
     nll_by_group,
     run_at,
     sorted_runs,
+    swept_ratios,
     task_names,
 )
 from datarater.eval.report.inputs import RATER_CURATOR, RowNLL, RunResult, ScoreTable, check_row_nll
@@ -132,7 +133,7 @@ def section_best_ratio(out_dir: Path, runs: Sequence[RunResult], nll: str = "hel
         "",
     ]
     md += md_table(["curator", "best discard", f"final {nll} of {md_escape(order[0])}"], rows) + [""]
-    note = edge_note(at_largest_ratio(runs, best))
+    note = edge_note(at_largest_ratio(best, swept_ratios(runs)))
     md += [md_escape(note), ""] if note else []
     _image(md, "best ratio", plot_best_ratio(out_dir, runs, best, nll))
     return md

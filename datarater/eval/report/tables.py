@@ -19,6 +19,7 @@ from datarater.eval.report.analysis import (
     mean_metric,
     noise_threshold,
     sorted_runs,
+    swept_ratios,
     task_names,
 )
 from datarater.eval.report.inputs import BASELINE_CURATOR, RunResult, check_runs
@@ -193,7 +194,7 @@ def results_markdown(results: list[RunResult], gains: dict[str, float | None], b
         lines.append(f"| {r.name} | {r.model} | {r.curator} | {r.discard:g} | {r.final_val_nll:.4f} | {delta:+.4f} | {gain} |")
     lines += ["", f"Best discard ratio per curator (smallest model, by final {nll_name(on)}): "
               + ", ".join(f"{c} {rho:g}" for c, rho in best.items())]
-    note = edge_note(at_largest_ratio(results, best))
+    note = edge_note(at_largest_ratio(best, swept_ratios(results)))
     lines += ["", note] if note else []
     lines += [""] + noise_lines(spread or {}, list(spread or {}))
     return "\n".join(lines).rstrip() + "\n"
