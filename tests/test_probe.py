@@ -136,6 +136,11 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
                                                             ("nothing", "heldout"), ("nothing", "clean")]
     assert both[0]["uniform"] == both[2]["uniform"] == pytest.approx(rows[0]["uniform"], abs=1e-6)
     assert both[0]["delta"] == pytest.approx(biased[0]["delta"], abs=1e-6) and abs(both[2]["delta"]) < 1e-6
+    # the draws' own deltas: delta and its standard error are theirs, and another run has the same draws
+    d = np.array(biased[0]["deltas"])
+    assert len(d) == 2 and d.mean() == pytest.approx(biased[0]["delta"], abs=1e-9)
+    assert np.std(d, ddof=1) / np.sqrt(2) == pytest.approx(biased[0]["delta_se"], abs=1e-9)
+    assert both[0]["deltas"] == pytest.approx(biased[0]["deltas"], abs=1e-6)
 
 
 def test_oracles_and_the_clean_target_of_the_probe_program():

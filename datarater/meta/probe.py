@@ -114,9 +114,10 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     state with uniform weights and with each oracle's weights (`row_clean_fraction` of each row under
     ``oracles[name]``), all on the same draws, and the outer loss is read on every batch of
     ``targets`` (`probe_targets`). Returns one row per age, oracle and target: ``{age, rejected,
-    target, uniform, oracle, delta, delta_se}`` (``rejected`` the oracle's name), the losses averaged
-    over the draws, ``delta`` the mean of oracle - uniform and ``delta_se`` its standard error over
-    the draws (NaN for one draw). ``on_progress(done, total, age)`` is called as the work goes, in
+    target, uniform, oracle, delta, delta_se, deltas}`` (``rejected`` the oracle's name), the losses
+    averaged over the draws, ``delta`` the mean of oracle - uniform, ``delta_se`` its standard error
+    over the draws (NaN for one draw) and ``deltas`` the draws' own oracle - uniform, in draw order:
+    two oracles at one age are on the same draws, so their difference is paired draw by draw. ``on_progress(done, total, age)`` is called as the work goes, in
     inner steps: once at 0 before any, every 25 steps of training to an age and on reaching it, after
     each look-ahead (so ``age`` of the ``done`` steps were aging ones, the rest look-aheads).
     """
@@ -172,5 +173,6 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
                 d = v - u
                 se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
                 out.append({"age": age, "rejected": o, "target": name, "uniform": float(u.mean()),
-                            "oracle": float(v.mean()), "delta": float(d.mean()), "delta_se": se})
+                            "oracle": float(v.mean()), "delta": float(d.mean()), "delta_se": se,
+                            "deltas": [float(x) for x in d]})
     return out
