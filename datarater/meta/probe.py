@@ -117,9 +117,10 @@ def probe(problem: MetaProblem, lm_params: dict, opt_state, train: PackedSequenc
     target, uniform, oracle, delta, delta_se, deltas}`` (``rejected`` the oracle's name), the losses
     averaged over the draws, ``delta`` the mean of oracle - uniform, ``delta_se`` its standard error
     over the draws (NaN for one draw) and ``deltas`` the draws' own oracle - uniform, in draw order:
-    two oracles at one age are on the same draws, so their difference is paired draw by draw. ``on_progress(done, total, age)`` is called as the work goes, in
-    inner steps: once at 0 before any, every 25 steps of training to an age and on reaching it, after
-    each look-ahead (so ``age`` of the ``done`` steps were aging ones, the rest look-aheads).
+    two oracles at one age are on the same draws, so their difference is paired draw by draw.
+    ``on_progress(done, total, age)`` is called as the work goes, in inner steps: once at 0 before
+    any, every 25 steps of training to an age and on reaching it, after each look-ahead (so ``age``
+    of the ``done`` steps were aging ones, the rest look-aheads).
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"need steps >= 1 and repeats >= 1, got {steps}, {repeats}")

@@ -10,7 +10,8 @@ data at that age; at zero or above, a rater cannot learn to reject it from that 
 ``probe.each`` the same draws are also looked ahead with one oracle per label, rejecting that label
 alone: which kinds of data the objective rewards rejecting, one by one.
 
-    RUN/probe.json   the rows (age, rejected, target, uniform, oracle, delta, delta_se, the draws' deltas) and the setup
+    RUN/probe.json   the rows (age, rejected, target, uniform, oracle, delta, delta_se, and each
+                     draw's delta: deltas) and the setup
     RUN/probe.png    delta against age, one panel per target, one line per oracle (what it rejects)
     RUN/probe.md     one table per target (rows: what is rejected; columns: ages), for the report
 """
@@ -171,6 +172,7 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
              "target": rule[0], "target_rows": described(m.target) if m.target.mode != "heldout" else
              "wholly clean held-out rows",
              "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
+
     def finite(v):  # JSON has no NaN or inf: None, in the draws' deltas as in the cells
         return [finite(x) for x in v] if isinstance(v, list) else None if isinstance(v, float) and not np.isfinite(v) else v
 
