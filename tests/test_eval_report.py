@@ -130,6 +130,17 @@ def test_kept_fraction_matches_a_direct_computation(report):
         assert row[1:] == [f"{100 * v:.1f}%" for v in kept[i]]
 
 
+def test_rows_tied_at_the_cut_share_its_places_evenly():
+    # 5 rows, keep 3 (rho 0.4): the 3 is kept, the three 2s share the 2 places left (2/3 each), the 1 goes
+    names, kept, share = kept_fraction_by_source([3.0, 2.0, 2.0, 2.0, 1.0], ["a", "b", "c", "a", "b"], [0.4])
+    assert names == ["a", "b", "c"]
+    assert kept[:, 0] == pytest.approx([(1 + 2 / 3) / 2, (2 / 3) / 2, 2 / 3])
+    assert share[:, 0].sum() == pytest.approx(1.0) and share[:, 0] == pytest.approx([5 / 9, 2 / 9, 2 / 9])
+    # every row tied (an oracle's off-target rows): each source keeps 1 - rho, whatever the row order
+    _, kept, _ = kept_fraction_by_source(np.zeros(8), ["a"] * 4 + ["b"] * 4, [0.25, 0.5])
+    assert kept == pytest.approx(np.array([[0.75, 0.5], [0.75, 0.5]]))
+
+
 def test_kept_fraction_per_curator_is_each_curators_own_rule(report):
     path, _, table = report
     ratios = [0.0, 0.25, 0.5, 0.9]
@@ -145,13 +156,19 @@ def test_kept_fraction_per_curator_is_each_curators_own_rule(report):
 
 
 def per_source_kept(scores, sources, rho):
-    """Each source's rows kept (True/False) when the top round((1 - rho) * n) by score are kept, ties
-    broken toward earlier rows (the heuristic's scores tie)."""
+    """Each source's rows' chance of being kept when the top round((1 - rho) * n) by score are kept and
+    ties at the cut are broken at random (the heuristic's scores tie): a row's chance is the share of
+    the tie-breaking orders that keep it, its tie group's places left over its size."""
     n = len(scores)
-    keep = np.zeros(n, bool)
-    keep[sorted(range(n), key=lambda i: (-scores[i], i))[: int(round((1 - rho) * n))]] = True
+    k = int(round((1 - rho) * n))
+    chance = np.zeros(n)
+    for value in sorted(set(scores), reverse=True):  # groups of equal score, best first
+        group = [i for i in range(n) if scores[i] == value]
+        places = min(len(group), k)
+        chance[group] = places / len(group)
+        k -= places
     src = np.asarray(sources)
-    return {s: keep[src == s] for s in set(sources)}
+    return {s: chance[src == s] for s in set(sources)}
 
 
 def test_results_table_baselines_best_ratio_and_gains(report):

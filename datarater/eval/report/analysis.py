@@ -113,10 +113,15 @@ def n_keep(n: int, discard: float) -> int:
 def kept_fraction_by_source(
     scores: np.ndarray, sources: Sequence[str], ratios: Sequence[float]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Keep the top ``round((1−ρ)·n)`` of the corpus by score (ties: earlier rows first) at each ratio ρ.
+    """Keep the top ``round((1−ρ)·n)`` of the corpus by score at each ratio ρ.
 
     Returns the sources (sorted), ``kept[s, r]`` = fraction of source ``s`` kept at ratio ``r`` and
     ``share[s, r]`` = fraction of the kept sequences that come from source ``s`` (the mixture).
+    Rows tied at the cut share its places evenly: each is kept with chance (places left) / (rows
+    tied), and the counts are the expected ones. That is what in-batch top-K does to ties, which go
+    to the earlier position of a shuffled stream; breaking them by row order instead would make a
+    curator that ties many rows (the oracle gives every off-target row 0) look as if it preferred
+    the sources that come first.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     src = np.asarray([str(s) for s in sources])
@@ -126,14 +131,20 @@ def kept_fraction_by_source(
         if not 0.0 <= float(rho) < 1.0:
             raise UserError(f"discard ratio {rho} is not in [0, 1)")
     names = sorted(set(src.tolist()))
-    order = np.argsort(-scores, kind="stable")
+    key = np.where(np.isnan(scores), -np.inf, scores)  # NaN ranks last, as in top_k_keep
+    ranked = np.sort(key)[::-1]
     totals = np.array([np.count_nonzero(src == s) for s in names], dtype=np.float64)
     kept = np.zeros((len(names), len(ratios)))
     share = np.zeros((len(names), len(ratios)))
     for j, rho in enumerate(ratios):
         k = n_keep(scores.size, rho)
-        chosen = src[order[:k]]
-        counts = np.array([np.count_nonzero(chosen == s) for s in names], dtype=np.float64)
+        chance = np.zeros(scores.size)
+        if k > 0:
+            cut = ranked[k - 1]
+            above, tied = key > cut, key == cut
+            chance[above] = 1.0
+            chance[tied] = (k - np.count_nonzero(above)) / np.count_nonzero(tied)
+        counts = np.array([chance[src == s].sum() for s in names])
         kept[:, j] = counts / totals
         share[:, j] = counts / max(k, 1)
     return names, kept, share

@@ -165,7 +165,7 @@ def section_kept(t: ScoreTable, out_dir: Path, ratios: Sequence[float], ratios_f
     names, kept, share = kept_fraction_by_source(t.scores, t.sources, ratios)
     md = [
         f"Keeping the top (1 − ρ) of the {len(t)} scored sequences by DataRater score (the large-batch limit of "
-        f"in-batch top-K filtering); ratios {ratios_from}.",
+        f"in-batch top-K filtering; rows tied at the cut share its places evenly); ratios {ratios_from}.",
         "",
     ]
     _image(md, "kept fraction per source", plot_kept_fraction(out_dir, names, ratios, kept, share))
