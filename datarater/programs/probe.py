@@ -59,6 +59,13 @@ def described(target) -> str:
     return "meta.target's outer-loss rows: " + (" and ".join(parts) or target.mode)
 
 
+def json_safe(v):
+    """``v`` with NaN and inf as None (JSON has neither), inside lists too (a row's draws' deltas)."""
+    if isinstance(v, list):
+        return [json_safe(x) for x in v]
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
 def oracles_for(values: list[str], reject: list[str], each: bool, by: str = "label",
                 keep: list[str] | None = None) -> dict:
     """``{what is rejected: is_good(label, source)}`` over the training documents' ``values`` of
@@ -172,11 +179,7 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
              "target": rule[0], "target_rows": described(m.target) if m.target.mode != "heldout" else
              "wholly clean held-out rows",
              "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
-
-    def finite(v):  # JSON has no NaN or inf: None, in the draws' deltas as in the cells
-        return [finite(x) for x in v] if isinstance(v, list) else None if isinstance(v, float) and not np.isfinite(v) else v
-
-    plain = [{k: finite(v) for k, v in r.items()} for r in rows]
+    plain = [{k: json_safe(v) for k, v in r.items()} for r in rows]
     (out / "probe.json").write_text(json.dumps({"setup": setup, "rows": plain}, indent=2) + "\n")
     title = f"{prog.model.name} on {prog.corpus.name}, T={steps}, B={m.inner_batch_size}"
     png = plot_probe(out, plain, title)
