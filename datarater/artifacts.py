@@ -14,6 +14,7 @@ evaluation loads an LM). Building a module from what is read is the caller's job
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,18 @@ SUMMARY_FILE = "summary.json"
 TARGET_FILE = "target.json"  # meta-train: the resolved target of the outer loss
 
 T = TypeVar("T")
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with every NaN and inf as None, inside dicts, lists and tuples too: JSON has neither, and a
+    run's JSON files (an eval's results, a probe's rows with each draw's delta) must parse anywhere."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def read_run_config(run_dir: str | Path, schema: type[T], what: str) -> T:

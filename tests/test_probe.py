@@ -142,9 +142,10 @@ def test_probe_rows_and_all_good_oracle_is_uniform(lm):
     assert np.std(d, ddof=1) / np.sqrt(2) == pytest.approx(biased[0]["delta_se"], abs=1e-9)
     assert both[0]["deltas"] == pytest.approx(biased[0]["deltas"], abs=1e-6)
     # probe.json holds no NaN (JSON has none): a diverged draw's delta is null, inside the list too
-    from datarater.programs.probe import json_safe
+    from datarater.artifacts import json_safe
     assert json_safe([0.5, float("nan"), float("inf")]) == [0.5, None, None] and json_safe(float("nan")) is None
     assert json_safe("age") == "age" and json_safe(3) == 3
+    assert json_safe([{"deltas": (float("-inf"), 1.0)}]) == [{"deltas": [None, 1.0]}]  # as probe_objective writes rows
 
 
 def test_oracles_and_the_clean_target_of_the_probe_program():

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from datarater.artifacts import json_safe
 from datarater.config.eval import NORMALIZE_METRICS, EvalProgram, validate_eval
 from datarater.console import is_main_process, result, say
 from datarater.data.tokenizer import make_tokenizer
@@ -49,16 +50,6 @@ def results_markdown(results: dict, normalize: str = "both") -> str:
                   "divides each choice's log-likelihood by its length in characters (lm-eval's acc_norm), "
                   "acc_bytes by its UTF-8 bytes.", ""]
     return "\n".join(lines)
-
-
-def _json_safe(v):
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def run(prog: EvalProgram) -> dict:
@@ -114,7 +105,7 @@ def run(prog: EvalProgram) -> dict:
         return results
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / RESULTS_JSON).write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+        (out_dir / RESULTS_JSON).write_text(json.dumps(json_safe(results), indent=2) + "\n")
         (out_dir / RESULTS_MD).write_text(table)
     except OSError as err:
         raise UserError(f"run_dir {out_dir}: cannot write results: {err.strerror}") from None

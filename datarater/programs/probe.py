@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datarater.artifacts import json_safe
 from datarater.config import ProbeProgram, QuickstartProgram
 from datarater.console import result, say
 from datarater.errors import UserError
@@ -57,13 +58,6 @@ def described(target) -> str:
         return "no target (the probe reads the wholly clean held-out rows)"
     parts = [f"{k} {list(getattr(target, k))}" for k in ("labels", "sources", "paths") if list(getattr(target, k))]
     return "meta.target's outer-loss rows: " + (" and ".join(parts) or target.mode)
-
-
-def json_safe(v):
-    """``v`` with NaN and inf as None (JSON has neither), inside lists too (a row's draws' deltas)."""
-    if isinstance(v, list):
-        return [json_safe(x) for x in v]
-    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def oracles_for(values: list[str], reject: list[str], each: bool, by: str = "label",
@@ -179,7 +173,7 @@ def probe_objective(prog: ProbeProgram | QuickstartProgram, out: Path, ages: lis
              "target": rule[0], "target_rows": described(m.target) if m.target.mode != "heldout" else
              "wholly clean held-out rows",
              "good_token_share": share, "good_token_shares": shares, "seconds": seconds}
-    plain = [{k: json_safe(v) for k, v in r.items()} for r in rows]
+    plain = json_safe(rows)
     (out / "probe.json").write_text(json.dumps({"setup": setup, "rows": plain}, indent=2) + "\n")
     title = f"{prog.model.name} on {prog.corpus.name}, T={steps}, B={m.inner_batch_size}"
     png = plot_probe(out, plain, title)
