@@ -244,9 +244,9 @@ def test_the_report_reads_which_protocol_a_comparison_used(tmp_path):
     from datarater.programs.report import tested_protocol
 
     prog = compose(SUBCOMMANDS["sweep"], ["corpus.paths=[x.jsonl]", "sweep.seeds=3"])
-    assert tested_protocol(tmp_path, prog) == (True, 3)  # not run yet: as configured
-    for written, expected in [({"set": "validation", "rows": []}, (False, 3)),
-                              ({"select_apart": True, "seeds": 5, "rows": []}, (True, 5))]:
+    assert tested_protocol(tmp_path, prog) == (True, 3, 1)  # not run yet: as configured
+    for written, expected in [({"set": "validation", "rows": []}, (False, 3, 1)),
+                              ({"select_apart": True, "seeds": 5, "select_seeds": 2, "rows": []}, (True, 5, 2))]:
         (tmp_path / "comparison.json").write_text(json.dumps(written))
         assert tested_protocol(tmp_path, prog) == expected
 

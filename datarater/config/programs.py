@@ -106,6 +106,12 @@ class SweepConfig:
     # true: the runs of seed train.seed only pick the ratios and the `seeds` replicas are the test
     # (no winner's curse); false: the picking run is one of the `seeds` runs tested.
     select_apart: bool = True
+    # Seeds whose mean final NLL picks each curator's best ratio: the whole grid, the unfiltered run
+    # included, with train.seed + i and curate.seed + i for i = 0 .. select_seeds - 1. One run per
+    # point picks a ratio by its seed's luck, most at high discard, where runs vary most. The
+    # replicas tested are then seeds select_seeds .. select_seeds + seeds - 1; more than 1 needs
+    # select_apart (a picking run must not be tested).
+    select_seeds: int = 1
     # The validation set whose final NLL picks each curator's best ratio: auto (the target's when a
     # target is set, else the corpus's), validation, target, source:<name> or label:<name>.
     select_on: str = "auto"

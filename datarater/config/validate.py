@@ -160,6 +160,10 @@ def validate_sweep(s: SweepConfig, prefix: str = "sweep") -> None:
     for name in s.rater_scores:
         _check(name in s.raters, f"{prefix}.rater_scores.{name}", "names no rater of sweep.raters")
     _check(s.seeds >= 1, f"{prefix}.seeds", f"must be >= 1 (1 = one run each), got {s.seeds}")
+    _check(s.select_seeds >= 1, f"{prefix}.select_seeds", f"must be >= 1 (1 = the first seed picks), got {s.select_seeds}")
+    _check(s.select_seeds == 1 or s.select_apart, f"{prefix}.select_seeds",
+           f"{s.select_seeds} picking seeds need {prefix}.select_apart=true: the runs that pick the ratios are "
+           "then not also the ones tested")
     _check(s.select_on in ("auto", "validation", "target") or is_group(s.select_on),
            f"{prefix}.select_on", f"must be auto, validation, target, source:<name> or label:<name>; got '{s.select_on}'")
     for key, preset in [(f"{prefix}.model", s.model), *((f"{prefix}.larger", m) for m in s.larger)]:

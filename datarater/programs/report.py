@@ -34,21 +34,25 @@ def read_sweep(run_dir: Path) -> tuple[Path, SweepProgram]:
                     "in it or in its sweep/): run `datarater sweep` first")
 
 
-def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int]:
-    """How the sweep's comparison over seeds was run (`written_protocol`); with none yet, as configured."""
+def tested_protocol(sweep_dir: Path, sweep: SweepProgram) -> tuple[bool, int, int]:
+    """How the sweep's comparison over seeds was run, ``(select_apart, seeds, select_seeds)``
+    (`written_protocol`); with none yet, as configured."""
     from datarater.programs.sweep_plan import apart
     from datarater.programs.sweep_runs import written_protocol
 
     comp = sweep_dir / "comparison.json"
-    return written_protocol(comp, sweep.sweep.seeds) if comp.exists() else (apart(sweep), sweep.sweep.seeds)
+    s = sweep.sweep
+    return written_protocol(comp, s.seeds) if comp.exists() else (apart(sweep), s.seeds, s.select_seeds)
 
 
-def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None):
+def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, seeds: int | None = None,
+                  select_seeds: int = 1):
     """The sweep's finished train-lm runs, as the sweep planned them, and the baseline spread:
     model -> final NLLs of its unfiltered run's seed replicas (`sweep.seeds`), after that run's own
     unless the sweep tested its replicas apart from it (`datarater.programs.sweep_plan.apart`). With
-    ``seeds``, only the replicas that protocol tests (`tested_replicas`): one left from a sweep run
-    before under the other protocol is not in the spread."""
+    ``seeds``, only the replicas that protocol tests (`tested_replicas`, after ``select_seeds`` picking
+    seeds): one left from a sweep run before under another protocol, or a picking seed's, is not in
+    the spread."""
     from datarater.programs.sweep_runs import SEED_RUN, PlannedRun, final_nll, tested_replicas
     from datarater.train.load import read_program
 
@@ -58,7 +62,7 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, 
             skipped.append(d.name)
             continue
         if m := SEED_RUN.match(d.name):
-            if seeds is not None and int(m["i"]) not in tested_replicas(apart, seeds):
+            if seeds is not None and int(m["i"]) not in tested_replicas(apart, seeds, select_seeds):
                 continue
             replicas.setdefault(m["base"], []).append((int(m["i"]), final_nll(str(d), on)))
             continue
@@ -73,6 +77,20 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, 
     spread = {r.model: ([] if apart else [final_nll(r.program.run_dir, on)]) + [v for _, v in sorted(replicas[r.name])]
               for r in runs if r.name in replicas and r.curator == "none"}
     return runs, spread
+
+
+def picked_best(sweep_dir: Path, sweep: SweepProgram, select_seeds: int) -> dict[str, float] | None:
+    """The best ratios as the sweep picked them on the mean over ``select_seeds`` > 1 seeds
+    (`best_ratio_per_curator`); None with one, where the report picks them from the first seed's runs."""
+    if select_seeds < 2:
+        return None
+    import copy
+
+    from datarater.programs.sweep_plan import best_ratio_per_curator, plan_picking, plan_stage1
+
+    planned = copy.deepcopy(sweep)
+    planned.run_dir, planned.sweep.select_seeds = str(sweep_dir), select_seeds
+    return best_ratio_per_curator(planned, plan_stage1(planned) + plan_picking(planned))
 
 
 def validation_sample(sweep: SweepProgram, rows: int):
@@ -218,7 +236,8 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
 
     resolve_target(sweep)
     on = select_set(sweep)
-    runs, spread = finished_runs(sweep_dir, on, *tested_protocol(sweep_dir, sweep))
+    protocol = tested_protocol(sweep_dir, sweep)
+    runs, spread = finished_runs(sweep_dir, on, *protocol)
     results, gains = run_results(runs, on)
     write_results_csv(sweep_dir / "results.csv", results, gains, on)
     rater_run = prog.rater_run or sweep.curate.rater_run
@@ -237,6 +256,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread, nll=nll_name(on),
+                                              best=picked_best(sweep_dir, sweep, protocol[2]),
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     _publish(run_dir, sweep_dir / "results.csv", sweep, path)

@@ -1,10 +1,11 @@
 """`datarater sweep`: discard-ratio sweep per curator, best ratio on the smallest model, then larger.
 
     RUN/lm/<model>-<curator>-<ratio>/   one train-lm run each (reused when already finished)
-    RUN/lm/<run>-seed<i>/               a run again with train.seed + i and curate.seed + i
-                                        (i = 1 .. sweep.seeds): the unfiltered LM and each curator at
-                                        its best ratio, with random and the oracle at that ratio (the
-                                        comparison's seeds)
+    RUN/lm/<run>-seed<i>/               a run again with train.seed + i and curate.seed + i: the
+                                        grid again for i < sweep.select_seeds (the picking seeds),
+                                        then the replicas (i = k .. k + sweep.seeds - 1, k the picking
+                                        seeds): the unfiltered LM and each curator at its best ratio,
+                                        with random and the oracle at that ratio (the comparison's seeds)
     RUN/results.csv, RUN/results.md     one row per run: final NLL per validation set, delta, net
                                         compute gain, tasks; then the comparison over seeds
     RUN/comparison.json                 mean ± 95% CI per curator, Welch tests, gap closed
@@ -13,7 +14,8 @@
 1. the smallest preset (``sweep.model``) unfiltered, then at every ratio of ``sweep.ratios`` for
    every curator of ``sweep.curators``;
 2. the best ratio per curator by final NLL on ``sweep.select_on`` (the target's validation set when
-   a target is set, else the corpus's) on that model (docs/method.md, "Downstream LMs and the protocol");
+   a target is set, else the corpus's) on that model (docs/method.md, "Downstream LMs and the protocol"),
+   its mean over ``sweep.select_seeds`` seeds of the grid (1 by default: step 1's runs);
 3. the seed replicas of step 2's runs and of the unfiltered run (``sweep.seeds``). With
    ``sweep.select_apart`` (the default) the comparison over seeds uses only the replicas: the run
    that picked a ratio is not also in the test of it, which would favour whichever ratio had a
@@ -40,6 +42,8 @@ from datarater.programs.sweep_plan import (
     apart,
     best_ratio_per_curator,
     check_targets,
+    picking_nlls,
+    plan_picking,
     plan_seed_runs,
     plan_stage1,
     plan_stage2,
@@ -170,7 +174,7 @@ def run(prog: SweepProgram) -> dict:
     if not s.curators:
         raise UserError("config key 'sweep.curators' is empty: name curators, e.g. sweep.curators=[datarater,random]")
     run_dir, _ = prepare_run_dir(prog.run_dir, prog, may_change=("sweep.larger", "sweep.seeds", "sweep.ratios", "sweep.curators", "sweep.raters",
-                                                                "sweep.rater_scores"))
+                                                                "sweep.rater_scores", "sweep.select_seeds"))
     prog.run_dir = str(run_dir)
     resolve_target(prog)
     check_targets(prog)
@@ -179,9 +183,11 @@ def run(prog: SweepProgram) -> dict:
         validate_curate(r.program.curate) if r.curator != "perplexity" else None
     say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)}); "
         f"best ratio by NLL on '{select_set(prog)}'")
-    run_all(stage1, s.model)
-    best = best_ratio_per_curator(prog, stage1)
-    say("[sweep] best ratio per curator: " + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    picking = plan_picking(prog)
+    run_all(stage1 + picking, s.model + (f" ({s.select_seeds} seeds pick the ratios)" if picking else ""))
+    best = best_ratio_per_curator(prog, stage1 + picking)
+    say("[sweep] best ratio per curator" + (f" (mean over {s.select_seeds} seeds)" if picking else "") + ": "
+        + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
     if note := edge_note(at_largest_ratio(best, {c: s.ratios for c in s.curators})):
         say(f"[sweep] {note}")
     set_aside_comparison(prog)
@@ -194,7 +200,7 @@ def run(prog: SweepProgram) -> dict:
     run_all(stage2, "larger")
     results, gains = run_results(stage1 + stage2, select_set(prog))
     write_results_csv(run_dir / "results.csv", results, gains, select_set(prog))
-    md = results_markdown(results, gains, best, spread, select_set(prog))
+    md = results_markdown(results, gains, best, spread, select_set(prog)) + picking_markdown(prog, stage1 + picking)
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog), apart(prog))
     (run_dir / "results.md").write_text(md)
     (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
@@ -204,14 +210,27 @@ def run(prog: SweepProgram) -> dict:
             "comparison": [c.as_dict() for c in comparison]}
 
 
+def picking_markdown(prog: SweepProgram, runs: list[PlannedRun]) -> str:
+    """With more than one picking seed (`sweep.select_seeds`), the mean final NLL of each point that
+    picked the ratios (the table above is the first seed's); else nothing."""
+    k = prog.sweep.select_seeds
+    if k < 2:
+        return ""
+    lines = [f"\nThe best ratios were picked on the mean final NLL on '{select_set(prog)}' over seeds 0 .. {k - 1} "
+             "(sweep.select_seeds):\n", "| curator | discard | mean final NLL |", "|---|---|---|"]
+    lines += [f"| {c} | {rho:g} | {nll:.4f} |" for (c, rho), nll in picking_nlls(prog, runs).items()]
+    return "\n".join(lines) + "\n"
+
+
 def set_aside_comparison(prog: SweepProgram) -> None:
     """An earlier sweep's comparison.json becomes comparison.previous.json until this one's is written: a
     report of a sweep stopped before then shows no comparison rather than one of other settings."""
     earlier, s = Path(prog.run_dir) / "comparison.json", prog.sweep
     if earlier.exists():
-        if written_protocol(earlier, s.seeds) != (apart(prog), s.seeds):
+        if written_protocol(earlier, s.seeds) != (apart(prog), s.seeds, s.select_seeds):
             say(f"[sweep] the comparison over seeds here is now over {len(replica_seeds(prog))} replicas "
-                + ("apart from" if apart(prog) else "and") + " the runs that picked the ratios (sweep.select_apart, sweep.seeds)")
+                + ("apart from" if apart(prog) else "and") + f" the runs of {s.select_seeds} seeds that picked the ratios "
+                "(sweep.select_apart, sweep.seeds, sweep.select_seeds)")
         earlier.replace(earlier.with_name("comparison.previous.json"))
 
 
@@ -228,6 +247,6 @@ def comparison_over_seeds(prog: SweepProgram, stage1: list[PlannedRun], seed_run
         if c.ratio > 0 and name in gains:
             c.gain, c.gain_amortised = gains[name], amortised.get(name)
     (Path(prog.run_dir) / "comparison.json").write_text(json.dumps(
-        {"set": on, "select_apart": apart(prog), "seeds": prog.sweep.seeds, "rows": [c.as_dict() for c in comparison]},
+        {"set": on, "select_apart": apart(prog), "seeds": prog.sweep.seeds, "select_seeds": prog.sweep.select_seeds, "rows": [c.as_dict() for c in comparison]},
         indent=2, default=float))
     return comparison

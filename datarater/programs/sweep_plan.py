@@ -52,6 +52,15 @@ def lm_program(prog: SweepProgram, model: str, curator: str, discard: float) -> 
     )
 
 
+def seeded(prog: SweepProgram, model: str, curator: str, rho: float, i: int) -> PlannedRun:
+    """The sweep point ``(curator, rho)`` again with ``train.seed + i`` and ``curate.seed + i``."""
+    program = lm_program(prog, model, curator, rho)
+    program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(model, i, curator, rho))
+    program.train.seed += i
+    program.curate.seed += i
+    return PlannedRun(seed_run_name(model, i, curator, rho), model, curator, rho, program)
+
+
 def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
     m = prog.sweep.model
     runs = [PlannedRun(run_name(m, "none", 0.0), m, "none", 0.0, lm_program(prog, m, "none", 0.0))]
@@ -62,6 +71,13 @@ def plan_stage1(prog: SweepProgram) -> list[PlannedRun]:
     return runs
 
 
+def plan_picking(prog: SweepProgram) -> list[PlannedRun]:
+    """Step 1's grid with the further picking seeds ``1 .. sweep.select_seeds - 1`` (none by default):
+    the mean over these and step 1's own runs picks each curator's ratio (`best_ratio_per_curator`)."""
+    return [seeded(prog, r.model, r.curator, r.discard, i) for r in plan_stage1(prog)
+            for i in range(1, prog.sweep.select_seeds)]
+
+
 def apart(prog: SweepProgram) -> bool:
     """Whether the comparison over seeds leaves out the runs that picked the ratios (``sweep.select_apart``,
     with more than one seed: one seed gives no test, and its table is the first seed's)."""
@@ -70,7 +86,7 @@ def apart(prog: SweepProgram) -> bool:
 
 def replica_seeds(prog: SweepProgram) -> range:
     """The seed offsets of this sweep's replicas (`tested_replicas`)."""
-    return tested_replicas(apart(prog), prog.sweep.seeds)
+    return tested_replicas(apart(prog), prog.sweep.seeds, prog.sweep.select_seeds)
 
 
 def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRun]:
@@ -82,18 +98,11 @@ def plan_seed_runs(prog: SweepProgram, best: dict[str, float]) -> list[PlannedRu
     DSIR's raw model and the classifier's pool class are fitted on). With the salt fixed, random's
     replicas would keep the rows of one draw, and its spread over seeds, hence the test against
     it, would leave out the variance of the draw. The rater being curated is not meta-trained again."""
-    m, runs, points = prog.sweep.model, [], [("none", 0.0)]
+    m, points = prog.sweep.model, [("none", 0.0)]
     for curator, rho in best.items():
         if rho > 0:
             points += [(curator, rho)] + [(c, rho) for c in ("random", "oracle") if c in prog.sweep.curators]
-    for curator, rho in dict.fromkeys(points):
-        for i in replica_seeds(prog):
-            program = lm_program(prog, m, curator, rho)
-            program.run_dir = str(Path(prog.run_dir) / "lm" / seed_run_name(m, i, curator, rho))
-            program.train.seed += i
-            program.curate.seed += i
-            runs.append(PlannedRun(seed_run_name(m, i, curator, rho), m, curator, rho, program))
-    return runs
+    return [seeded(prog, m, curator, rho, i) for curator, rho in dict.fromkeys(points) for i in replica_seeds(prog)]
 
 
 def lms_left(prog: SweepProgram) -> tuple[float, int]:
@@ -108,7 +117,7 @@ def lms_left(prog: SweepProgram) -> tuple[float, int]:
     if prog.target.mode == "heldout" and (target := rater_target(prog)) is not None:
         prog = copy.copy(prog)  # as `resolve_target`, quietly and on a copy
         prog.target = target
-    stage1, seeds, s = plan_stage1(prog), replica_seeds(prog), prog.sweep
+    stage1, seeds, s = plan_stage1(prog) + plan_picking(prog), replica_seeds(prog), prog.sweep
     if all(finished(r) for r in stage1):
         best = best_ratio_per_curator(prog, stage1)
         later = plan_seed_runs(prog, best) + plan_stage2(prog, best)
@@ -134,14 +143,23 @@ def select_set(prog: SweepProgram) -> str:
     return "target" if prog.target.mode != "heldout" else "validation"
 
 
+def picking_nlls(prog: SweepProgram, done: list[PlannedRun]) -> dict[tuple[str, float], float]:
+    """``(curator, ratio) -> mean final NLL on `select_set``` over the runs of ``done`` at that point
+    on the smallest model (the picking seeds: one run each by default); inf when one has not finished."""
+    on, nlls = select_set(prog), {}
+    for r in done:
+        if r.model == prog.sweep.model:
+            nlls.setdefault((r.curator, r.discard), []).append(final_nll(r.program.run_dir, on))
+    return {point: sum(v) / len(v) for point, v in nlls.items()}
+
+
 def best_ratio_per_curator(prog: SweepProgram, done: list[PlannedRun]) -> dict[str, float]:
-    """Best discard ratio of each curator by final NLL on `select_set` on the smallest model (0 included)."""
-    base = next(r for r in done if r.curator == "none" and r.model == prog.sweep.model)
-    best, on = {}, select_set(prog)
+    """Best discard ratio of each curator by final NLL on `select_set` on the smallest model (0 included),
+    its mean over the picking seeds (`picking_nlls`)."""
+    mean, best = picking_nlls(prog, done), {}
     for curator in prog.sweep.curators:
-        mine = [(r.discard, final_nll(r.program.run_dir, on)) for r in done
-                if r.curator == curator and r.model == prog.sweep.model]
-        rho = best_ratio(final_nll(base.program.run_dir, on), mine)
+        mine = [(rho, nll) for (c, rho), nll in mean.items() if c == curator]
+        rho = best_ratio(mean.get(("none", 0.0)), mine)
         best[curator] = 0.0 if rho is None else rho  # no run finished: keep the data unfiltered
     return best
 

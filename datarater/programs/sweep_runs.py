@@ -64,17 +64,19 @@ def seed_run_name(model: str, i: int, curator: str = "none", discard: float = 0.
 SEED_RUN = re.compile(r"^(?P<base>.+)-seed(?P<i>\d+)$")
 
 
-def tested_replicas(apart: bool, seeds: int) -> range:
-    """The seed offsets of the replicas a comparison over ``seeds`` seeds tests: ``1 .. seeds`` apart
-    from the run that picked the ratio, else ``1 .. seeds - 1`` beside it."""
-    return range(1, seeds + 1) if apart else range(1, seeds)
+def tested_replicas(apart: bool, seeds: int, first: int = 1) -> range:
+    """The seed offsets of the replicas a comparison over ``seeds`` seeds tests: ``first .. first + seeds - 1``
+    apart from the runs that picked the ratio (seeds ``0 .. first - 1``, `sweep.select_seeds`), else
+    ``1 .. seeds - 1`` beside the one that did."""
+    return range(first, first + seeds) if apart else range(1, seeds)
 
 
-def written_protocol(comparison: Path, seeds: int) -> tuple[bool, int]:
-    """``(select_apart, seeds)`` of a written comparison.json: one written before select_apart existed
-    tested its picking runs too, one written before its seeds were recorded had ``seeds``."""
+def written_protocol(comparison: Path, seeds: int) -> tuple[bool, int, int]:
+    """``(select_apart, seeds, select_seeds)`` of a written comparison.json: one written before
+    select_apart existed tested its picking runs too, one written before its seeds were recorded had
+    ``seeds``, one written before select_seeds existed picked on one seed."""
     data = json.loads(comparison.read_text())
-    return bool(data.get("select_apart", False)), int(data.get("seeds", seeds))
+    return bool(data.get("select_apart", False)), int(data.get("seeds", seeds)), int(data.get("select_seeds", 1))
 
 
 def final_nll(run_dir: str, set_name: str = "validation") -> float:

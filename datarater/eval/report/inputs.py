@@ -76,6 +76,9 @@ class ReportInputs:
     # model -> final NLLs of its unfiltered LM trained with different seeds (the baseline's first):
     # the run-to-run noise that section 1 compares every difference with (`sweep.seeds`).
     baseline_spread: dict[str, list[float]] | None = None
+    # curator -> the best ratio the sweep picked on the mean over its picking seeds (sweep.select_seeds);
+    # None: picked here from the runs' final NLLs (the first seed's)
+    best: dict[str, float] | None = None
     title: str = "DataRater analysis report"
     # the set of the runs' final NLL and of their curves (`tables.nll_name` of sweep.select_on)
     nll: str = "held-out NLL"

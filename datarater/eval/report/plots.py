@@ -160,12 +160,16 @@ def plot_best_ratio(out_dir: Path, runs: Sequence[RunResult], best: Mapping[str,
         )
         if base_small is not None and finite(base_small.final_val_nll) and all(d > 0 for d, _ in pts):
             pts = [(0.0, float(base_small.final_val_nll)), *pts]
+        if not pts:
+            continue
         d, y = zip(*pts, strict=True)
         ax_a.plot(d, y, marker="o", color=colors[curator], label=curator)
-        yb = [v for dd, v in pts if dd == best[curator]][0]
+        at_best = [v for dd, v in pts if dd == best[curator]]  # none: picked over seeds, this run unfinished
+        if not at_best:
+            continue
         ax_a.plot(
             [best[curator]],
-            [yb],
+            [at_best[0]],
             marker="*",
             markersize=14,
             color=colors[curator],

@@ -118,18 +118,23 @@ def section_curves(out_dir: Path, runs: Sequence[RunResult], nll: str = "held-ou
     return md
 
 
-def section_best_ratio(out_dir: Path, runs: Sequence[RunResult], nll: str = "held-out NLL") -> list[str]:
+def section_best_ratio(out_dir: Path, runs: Sequence[RunResult], nll: str = "held-out NLL",
+                       picked: Mapping[str, float] | None = None) -> list[str]:
+    """The best ratio per curator: ``picked`` when the sweep chose it on the mean over several seeds
+    (sweep.select_seeds), else by the runs' own final NLL (`best_ratios`)."""
     md = ["## 3. Best ratio across model sizes", ""]
-    best = best_ratios(runs)
+    best = dict(picked) if picked is not None else best_ratios(runs)
     if not best:
         return md + _left_out("no filtered run on the smallest model has a final NLL")
     order = model_order(runs)
     rows = []
     for curator, rho in sorted(best.items()):
         r = run_at(runs, order[0], curator, rho)
-        rows.append([md_escape(curator), pct(rho, 0), fmt(r.final_val_nll)])
+        rows.append([md_escape(curator), pct(rho, 0), fmt(r.final_val_nll) if r else "not finished"])
     md += [
-        f"Best discard ratio per curator, chosen by final NLL (on the set of section 1) on the smallest model ({md_escape(order[0])}):",
+        f"Best discard ratio per curator, chosen by final NLL (on the set of section 1) on the smallest model ({md_escape(order[0])})"
+        + (", its mean over the sweep's picking seeds (sweep.select_seeds; the NLL shown is the first seed's):"
+           if picked is not None else ":"),
         "",
     ]
     md += md_table(["curator", "best discard", f"final {nll} of {md_escape(order[0])}"], rows) + [""]

@@ -40,7 +40,7 @@ def write_report(out_dir: str | Path, inputs: ReportInputs) -> Path:
     for block in inputs.sections:
         md += [block.rstrip(), ""]
     md += section_curves(out, runs, inputs.nll)
-    md += section_best_ratio(out, runs, inputs.nll)
+    md += section_best_ratio(out, runs, inputs.nll, inputs.best)
     md += section_histograms(table, out)
     md += section_kept(table, out, ratios, ratios_from)
     md += section_extremes(table)
