@@ -232,6 +232,15 @@ def _compilation_cache() -> None:
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
+def _stdout_to_devnull() -> None:
+    """The reader of stdout went away (`datarater plan ... | head`): stop quietly, as a Unix tool does.
+    What is left in stdout's buffer goes to /dev/null, so the flush at exit does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is no file (a test's stand-in)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -258,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"datarater {name}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 141  # what a shell reports for a process stopped by SIGPIPE
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise

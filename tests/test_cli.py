@@ -19,6 +19,20 @@ def test_unknown_key_names_the_key_and_the_allowed_ones(capsys):
     assert "unknown config key 'train.stepz'" in err and "steps" in err and "Traceback" not in err
 
 
+def test_a_reader_that_goes_away_stops_the_command_quietly(capsys, monkeypatch):
+    """`datarater params | head`: stdout's pipe closed under a result: exit 141, no trace."""
+    import io
+    import sys
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    code = main(["params", "model=nano"])
+    assert code == 141 and "Traceback" not in capsys.readouterr().err
+
+
 def test_appended_unknown_key_is_refused_too(capsys):
     code, _, err = run(capsys, "params", "+model.widht=3")
     assert code == 2 and "model.widht" in err and "d_model" in err
