@@ -45,12 +45,21 @@ def test_the_mean_over_picking_seeds_picks_the_ratio_and_the_replicas_come_after
     assert best_ratio_per_curator(prog, stage1) == {"random": 0.5}  # the first seed alone
     assert best_ratio_per_curator(prog, stage1 + picking) == {"random": 0.25}  # the mean
     assert lms_left(prog) == (4, 13)  # exact now: unfiltered and random at 25%, 2 replicas each
-    assert picked_best(tmp_path, prog, 3) == {"random": 0.25}  # what `datarater report` shows
-    assert picked_best(tmp_path, prog, 1) is None  # one seed: the report picks from the runs
-    # the replicas `datarater report` puts in the baseline spread: after the picking seeds, with them apart
-    from datarater.programs.sweep_runs import tested_replicas
+    # `datarater report`: the ratios the sweep picked, once it has (for the curators with a run there)
+    assert picked_best(tmp_path, 3, ["random"]) is None  # not picked yet: the report picks from the first seed
+    (tmp_path / "best_ratios.json").write_text(json.dumps({"random": 0.25, "dsir": 0.5}))
+    assert picked_best(tmp_path, 3, ["none", "random"]) == {"random": 0.25}
+    assert picked_best(tmp_path, 1, ["random"]) is None  # one seed: the report picks from the runs
+    # its baseline spread: the replicas after the picking seeds, never a picking seed's run
+    from datarater.programs.report import finished_runs
+    from datarater.rundir import prepare_run_dir
 
-    assert list(tested_replicas(True, 2, 3)) == [3, 4] and list(tested_replicas(False, 2)) == [1]
+    for r in stage1:  # the first seed's runs, as train-lm writes their configs
+        prepare_run_dir(r.program.run_dir, r.program)
+    for i, nll in [(3, 2.69), (4, 2.73)]:
+        _finish(tmp_path / "lm" / f"nano-none-0-seed{i}", nll)
+    assert finished_runs(tmp_path, "validation", True, 2, 3)[1] == {"nano": [2.69, 2.73]}
+    assert finished_runs(tmp_path, "validation", True, 2)[1] == {"nano": [2.72, 2.71]}  # what one picking seed would test
 
 
 def test_picking_seeds_need_the_replicas_apart_and_at_least_one():
@@ -80,7 +89,7 @@ def test_a_sweep_picks_on_the_mean_of_its_picking_seeds_and_tests_the_seeds_afte
         return (final_nll(str(lm / name)) + final_nll(str(lm / f"{name}-seed1"))) / 2
 
     assert out["best"] == {"random": 0.5 if mean("nano-random-0.5") < mean("nano-none-0") else 0.0}
-    assert picked_best(tmp_path, compose(SUBCOMMANDS["sweep"], args), 2) == out["best"]
+    assert picked_best(tmp_path, 2, ["random"]) == out["best"]  # what `datarater report` shows
     rho = out["best"]["random"]
     points = ["nano-none-0"] + ([f"nano-random-{rho:g}"] if rho > 0 else [])
     assert {d.name for d in lm.iterdir()} == {f"{p}{s}" for p in ["nano-none-0", "nano-random-0.5"] for s in ("", "-seed1")} | {

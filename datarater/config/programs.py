@@ -103,14 +103,16 @@ class SweepConfig:
     # mean ± 95% CI and Welch's test against unfiltered and random over `seeds` runs each
     # (1 = one run each, no test).
     seeds: int = 1
-    # true: the runs of seed train.seed only pick the ratios and the `seeds` replicas are the test
-    # (no winner's curse); false: the picking run is one of the `seeds` runs tested.
+    # true: the runs that pick the ratios (seed train.seed, or the select_seeds seeds below) only pick
+    # them, and the `seeds` replicas are the test (no winner's curse); false: the picking run is one
+    # of the `seeds` runs tested.
     select_apart: bool = True
     # Seeds whose mean final NLL picks each curator's best ratio: the whole grid, the unfiltered run
     # included, with train.seed + i and curate.seed + i for i = 0 .. select_seeds - 1. One run per
     # point picks a ratio by its seed's luck, most at high discard, where runs vary most. The
     # replicas tested are then seeds select_seeds .. select_seeds + seeds - 1; more than 1 needs
-    # select_apart (a picking run must not be tested).
+    # select_apart (a picking run must not be tested). With seeds=1 there is no test and the
+    # comparison is the first seed's.
     select_seeds: int = 1
     # The validation set whose final NLL picks each curator's best ratio: auto (the target's when a
     # target is set, else the corpus's), validation, target, source:<name> or label:<name>.

@@ -79,18 +79,15 @@ def finished_runs(sweep_dir: Path, on: str = "validation", apart: bool = False, 
     return runs, spread
 
 
-def picked_best(sweep_dir: Path, sweep: SweepProgram, select_seeds: int) -> dict[str, float] | None:
-    """The best ratios as the sweep picked them on the mean over ``select_seeds`` > 1 seeds
-    (`best_ratio_per_curator`); None with one, where the report picks them from the first seed's runs."""
-    if select_seeds < 2:
+def picked_best(sweep_dir: Path, select_seeds: int, curators) -> dict[str, float] | None:
+    """The best ratios as the sweep picked them on the mean over ``select_seeds`` > 1 seeds (its
+    ``best_ratios.json``, written once the picking runs have finished), for the ``curators`` that
+    have a finished run here; None with one seed or before the sweep has picked, where the report
+    picks them from the first seed's runs."""
+    written = sweep_dir / "best_ratios.json"
+    if select_seeds < 2 or not written.is_file():
         return None
-    import copy
-
-    from datarater.programs.sweep_plan import best_ratio_per_curator, plan_picking, plan_stage1
-
-    planned = copy.deepcopy(sweep)
-    planned.run_dir, planned.sweep.select_seeds = str(sweep_dir), select_seeds
-    return best_ratio_per_curator(planned, plan_stage1(planned) + plan_picking(planned))
+    return {c: float(rho) for c, rho in json.loads(written.read_text()).items() if c in set(curators)}
 
 
 def validation_sample(sweep: SweepProgram, rows: int):
@@ -256,7 +253,7 @@ def run(prog: ReportProgram, notes: list[str] | None = None) -> Path:
              f"every LM: {sweep.train.steps} steps of batch {sweep.train.batch_size} x {sweep.data.seq_len} tokens"]
     path = write_report(run_dir, ReportInputs(runs=results, gains=gains, scores=table, row_nll=row_nll, ratios=sweep.sweep.ratios,
                                               baseline_spread=spread, nll=nll_name(on),
-                                              best=picked_best(sweep_dir, sweep, protocol[2]),
+                                              best=picked_best(sweep_dir, protocol[2], [r.curator for r in runs]),
                                               notes=extra + (notes or []), sections=sections))
     say(f"[report] wrote {path}")
     _publish(run_dir, sweep_dir / "results.csv", sweep, path)

@@ -181,13 +181,14 @@ def run(prog: SweepProgram) -> dict:
     stage1 = plan_stage1(prog)
     for r in stage1:  # bad curator settings stop the sweep before any training
         validate_curate(r.program.curate) if r.curator != "perplexity" else None
-    say(f"[sweep] {len(stage1)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)}); "
-        f"best ratio by NLL on '{select_set(prog)}'")
     picking = plan_picking(prog)
+    say(f"[sweep] {len(stage1 + picking)} runs of {s.model} ({', '.join(s.curators)} at {', '.join(f'{x:g}' for x in s.ratios)}"
+        + (f", {s.select_seeds} seeds each" if picking else "") + f"); best ratio by NLL on '{select_set(prog)}'")
     run_all(stage1 + picking, s.model + (f" ({s.select_seeds} seeds pick the ratios)" if picking else ""))
     best = best_ratio_per_curator(prog, stage1 + picking)
     say("[sweep] best ratio per curator" + (f" (mean over {s.select_seeds} seeds)" if picking else "") + ": "
         + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
+    (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))  # what `datarater report` shows while replicas train
     if note := edge_note(at_largest_ratio(best, {c: s.ratios for c in s.curators})):
         say(f"[sweep] {note}")
     set_aside_comparison(prog)
