@@ -217,8 +217,8 @@ def picking_markdown(prog: SweepProgram, runs: list[PlannedRun]) -> str:
     k = prog.sweep.select_seeds
     if k < 2:
         return ""
-    lines = [f"\nThe best ratios were picked on the mean final NLL on '{select_set(prog)}' over seeds 0 .. {k - 1} "
-             "(sweep.select_seeds):\n", "| curator | discard | mean final NLL |", "|---|---|---|"]
+    lines = [f"\nThe best ratios were picked on the mean final NLL on '{select_set(prog)}' over seeds train.seed + 0 .. "
+             f"+ {k - 1} (sweep.select_seeds):\n", "| curator | discard | mean final NLL |", "|---|---|---|"]
     lines += [f"| {c} | {rho:g} | {nll:.4f} |" for (c, rho), nll in picking_nlls(prog, runs).items()]
     return "\n".join(lines) + "\n"
 
