@@ -87,7 +87,8 @@ def picked_best(sweep_dir: Path, select_seeds: int, curators) -> dict[str, float
     written = sweep_dir / "best_ratios.json"
     if select_seeds < 2 or not written.is_file():
         return None
-    return {c: float(rho) for c, rho in json.loads(written.read_text()).items() if c in set(curators)}
+    have = set(curators)
+    return {c: float(rho) for c, rho in json.loads(written.read_text()).items() if c in have}
 
 
 def validation_sample(sweep: SweepProgram, rows: int):

@@ -188,7 +188,8 @@ def run(prog: SweepProgram) -> dict:
     best = best_ratio_per_curator(prog, stage1 + picking)
     say("[sweep] best ratio per curator" + (f" (mean over {s.select_seeds} seeds)" if picking else "") + ": "
         + ", ".join(f"{c} {rho:g}" for c, rho in best.items()))
-    (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))  # what `datarater report` shows while replicas train
+    # written once the ratios are picked: what `datarater report` shows, while the replicas train too
+    (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
     if note := edge_note(at_largest_ratio(best, {c: s.ratios for c in s.curators})):
         say(f"[sweep] {note}")
     set_aside_comparison(prog)
@@ -204,7 +205,6 @@ def run(prog: SweepProgram) -> dict:
     md = results_markdown(results, gains, best, spread, select_set(prog)) + picking_markdown(prog, stage1 + picking)
     md += f"\n## Over seeds, on '{select_set(prog)}'\n\n" + comparison_markdown(comparison, select_set(prog), apart(prog))
     (run_dir / "results.md").write_text(md)
-    (run_dir / "best_ratios.json").write_text(json.dumps(best, indent=2))
     say(md)
     return {"run_dir": str(run_dir), "best": best, "gains": gains, "select_on": select_set(prog),
             "final_val_nll": {r.name: r.final_val_nll for r in results}, "baseline_spread": spread,
