@@ -85,7 +85,9 @@ def section_results(runs: Sequence[RunResult], gains, spread: Mapping[str, Seque
         "",
         "NLL in nats per token on the validation set named in the notes above; Δ < 0 is better than the unfiltered run of the same size. "
         "Net compute gain = 1 − (FLOPs the filtered run needs to reach the baseline's final NLL, curation included) "
-        '/ (baseline FLOPs); "not reached" when it never gets there. Mean accuracies over the tasks of section 8. '
+        '/ (baseline FLOPs); "not reached" when it never gets there. Both read the evaluation curves, each point on the first '
+        "train.eval_batches batches of the set, where the NLL column is the whole set at the end: a run a little below the "
+        'baseline in NLL can still read "not reached" by the curves\' noise. Mean accuracies over the tasks of section 8. '
         "Each row is one run of the first seed (on the smallest model, the runs that pick each curator's ratio, "
         "with sweep.select_seeds beside the further picking seeds of results.md), "
         "so its NLL and net gain are that run's alone; the comparison over seeds, where the sweep ran one, gives its "
