@@ -62,6 +62,20 @@ def test_the_mean_over_picking_seeds_picks_the_ratio_and_the_replicas_come_after
     assert finished_runs(tmp_path, "validation", True, 2)[1] == {"nano": [2.72, 2.71]}  # what one picking seed would test
 
 
+def test_with_one_seed_the_picking_seeds_still_pick_and_nothing_is_tested(tmp_path):
+    """sweep.seeds=1 beside sweep.select_seeds=3: the grid runs on 3 seeds and their mean picks the
+    ratio, as with replicas, but there are none (one seed gives no test)."""
+    from datarater.programs.sweep_plan import best_ratio_per_curator, lms_left, plan_picking, plan_stage1, replica_seeds
+
+    prog = compose(SUBCOMMANDS["sweep"], [*ARGS, "sweep.seeds=1", "sweep.select_seeds=3", f"run_dir={tmp_path}"])
+    stage1, picking = plan_stage1(prog), plan_picking(prog)
+    assert len(picking) == 2 * len(stage1) and list(replica_seeds(prog)) == []
+    for r in stage1 + picking:
+        _finish(r.program.run_dir, NLL[(r.curator, r.discard)][r.program.train.seed - prog.train.seed])
+    assert best_ratio_per_curator(prog, stage1 + picking) == {"random": 0.25}  # the mean, not seed 0's 50%
+    assert lms_left(prog) == (0, 9)  # nothing left to train: no replica follows
+
+
 def test_picking_seeds_need_the_replicas_apart_and_at_least_one():
     """Refused when the config is composed, before any LM trains."""
     with pytest.raises(UserError, match=r"'sweep.select_seeds': 2 picking seeds need sweep.select_apart=true"):
