@@ -22,10 +22,10 @@ def _finish(run_dir, nll: float) -> None:
     (Path(run_dir) / "summary.json").write_text(json.dumps({"final_nll_sets": {"validation": nll}}))
 
 
-def _grid(tmp_path, k: int):
+def _grid(tmp_path, k: int, *more: str):
     from datarater.programs.sweep_plan import plan_picking, plan_stage1
 
-    prog = compose(SUBCOMMANDS["sweep"], [*ARGS, f"sweep.select_seeds={k}", f"run_dir={tmp_path}"])
+    prog = compose(SUBCOMMANDS["sweep"], [*ARGS, f"sweep.select_seeds={k}", f"run_dir={tmp_path}", *more])
     return prog, plan_stage1(prog), plan_picking(prog)
 
 
@@ -65,10 +65,9 @@ def test_the_mean_over_picking_seeds_picks_the_ratio_and_the_replicas_come_after
 def test_with_one_seed_the_picking_seeds_still_pick_and_nothing_is_tested(tmp_path):
     """sweep.seeds=1 beside sweep.select_seeds=3: the grid runs on 3 seeds and their mean picks the
     ratio, as with replicas, but there are none (one seed gives no test)."""
-    from datarater.programs.sweep_plan import best_ratio_per_curator, lms_left, plan_picking, plan_stage1, replica_seeds
+    from datarater.programs.sweep_plan import best_ratio_per_curator, lms_left, replica_seeds
 
-    prog = compose(SUBCOMMANDS["sweep"], [*ARGS, "sweep.seeds=1", "sweep.select_seeds=3", f"run_dir={tmp_path}"])
-    stage1, picking = plan_stage1(prog), plan_picking(prog)
+    prog, stage1, picking = _grid(tmp_path, 3, "sweep.seeds=1")
     assert len(picking) == 2 * len(stage1) and list(replica_seeds(prog)) == []
     for r in stage1 + picking:
         _finish(r.program.run_dir, NLL[(r.curator, r.discard)][r.program.train.seed - prog.train.seed])
