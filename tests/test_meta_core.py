@@ -194,7 +194,8 @@ def test_plain_inner_steps_come_first_and_follow_the_raters_weights(setup):
     assert float(optax.global_norm(jax.tree.map(jnp.subtract, manual["theta"], state["theta"]))) > 1e-3
 
 
-@pytest.mark.parametrize("mode", ["remat", "mixed"])
+# remat (meta.grad_mode's default) in make test; mixed in the slow suite (~14 s on 2 cores)
+@pytest.mark.parametrize("mode", ["remat", pytest.param("mixed", marks=pytest.mark.slow)])
 def test_meta_step_memory_is_flat_in_unroll_length(setup, mode):
     """As a loop, each extra inner step may keep only its inputs (theta, optimiser state, batch, w)
     for the backward pass, not activations: the rater's included (it once kept T batches' worth)."""
@@ -214,7 +215,8 @@ def test_meta_step_memory_is_flat_in_unroll_length(setup, mode):
     assert per_step <= 2 * nbytes, (per_step, nbytes)
 
 
-@pytest.mark.parametrize("mode", ["autodiff", "mixed"])
+# mixed in make test; autodiff in the slow suite (~14 s on 2 cores)
+@pytest.mark.parametrize("mode", [pytest.param("autodiff", marks=pytest.mark.slow), "mixed"])
 def test_microbatches_give_the_same_meta_gradient_in_less_memory(setup, mode):
     """meta.microbatch_rows: each inner gradient, the held-out loss and the rater's scores in 4 slices
     of the batch, summed (not averaged: the rows' token counts differ), in a fraction of the memory."""
